@@ -1,0 +1,49 @@
+# realname — build, run, test, bench. `make run` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+DATA_DIR ?= $(CURDIR)/.data
+PROTO_SRC := $(wildcard protos/realname/v1/*.proto)
+PROTO_OUT := services/proto
+
+.PHONY: run test protos lint bench venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/realname dev-init --data-dir $(DATA_DIR)
+	$(BIN)/realname serve --data-dir $(DATA_DIR)
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+# Regenerates the committed protobuf/gRPC code; imports are rewritten so the generated modules
+# live inside the services package instead of claiming the top-level name `realname`.
+protos: $(STAMP)
+	rm -rf $(PROTO_OUT)/realname
+	mkdir -p $(PROTO_OUT)/realname/v1
+	PATH=$(CURDIR)/$(BIN):$$PATH $(PY) -m grpc_tools.protoc -Iprotos \
+	  --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+	  --mypy_out=quiet:$(PROTO_OUT) --mypy_grpc_out=quiet:$(PROTO_OUT) $(PROTO_SRC)
+	sed -i -E 's/^from realname\.v1 import/from services.proto.realname.v1 import/' \
+	  $(PROTO_OUT)/realname/v1/*.py $(PROTO_OUT)/realname/v1/*.pyi
+	touch $(PROTO_OUT)/__init__.py $(PROTO_OUT)/realname/__init__.py $(PROTO_OUT)/realname/v1/__init__.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy services registry
+
+bench: $(STAMP)
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) $(DATA_DIR)

@@ -1,0 +1,205 @@
+"""The `realname` command line: dev-init, db upgrade, serve."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from services import logs
+from services.config import (
+    DEFAULT_GRPC_ADDRESS,
+    DEFAULT_HTTP_ADDRESS,
+    ConfigError,
+    Settings,
+    env_default,
+    validate,
+)
+from services.devpki import ensure_dev_pki
+from services.domain.pseudonym import PepperError, create_pepper_file, load_pepper
+from services.domain.verification import CardRegistry
+from services.storage import migrate
+from services.storage.database import Database
+from services.storage.reference import seed_demo_reference_data
+
+log = logging.getLogger("realname")
+
+
+def _data_dir_arg(parser: argparse.ArgumentParser) -> None:
+    default = env_default("REALNAME_DATA_DIR")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(default) if default else None,
+        required=default is None,
+        help="data directory (env REALNAME_DATA_DIR)",
+    )
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings(
+        data_dir=args.data_dir.resolve(),
+        grpc_address=getattr(args, "grpc_address", DEFAULT_GRPC_ADDRESS),
+        http_address=getattr(args, "http_address", DEFAULT_HTTP_ADDRESS),
+        database_url=env_default("REALNAME_DATABASE_URL"),
+        db_isolation=env_default("REALNAME_DB_ISOLATION", "default") or "default",
+        insecure=getattr(args, "insecure_plaintext", False),
+    )
+
+
+def cmd_dev_init(args: argparse.Namespace) -> int:
+    """Creates the dev PKI, the pepper, a migrated database and demo reference data."""
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    written = ensure_dev_pki(settings.pki_dir)
+    made_pepper = create_pepper_file(settings.pepper_path)
+    db = Database(settings.database())
+    try:
+        migrate.upgrade(db.engine)
+        with db.engine.begin() as conn:
+            added = seed_demo_reference_data(conn)
+    finally:
+        db.dispose()
+    print(
+        f"dev-init: {settings.data_dir}: {len(written)} PKI files written, "
+        f"pepper {'created' if made_pepper else 'kept'}, database migrated, "
+        f"{added} reference rows added"
+    )
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Migrates the database to the newest schema."""
+    db = Database(_settings(args).database())
+    try:
+        migrate.upgrade(db.engine)
+        print(f"database at revision {migrate.current_revision(db.engine)}")
+    finally:
+        db.dispose()
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serves gRPC and HTTP until SIGTERM or SIGINT, then shuts down gracefully."""
+    import uvicorn
+
+    from services.http.app import create_app
+    from services.rpc.server import TlsFiles, create_server
+
+    settings = _settings(args)
+    try:
+        validate(settings)
+        pseudonymizer = load_pepper(settings.pepper_path)
+    except (ConfigError, PepperError) as exc:
+        print(f"realname serve: {exc}", file=sys.stderr)
+        return 2
+    db = Database(settings.database())
+    if not migrate.is_current(db.engine):
+        print(
+            "realname serve: the database is not migrated to the current schema; "
+            "run `realname db upgrade`",
+            file=sys.stderr,
+        )
+        return 2
+    tls = None
+    if not settings.insecure:
+        tls = TlsFiles(
+            Path(args.tls_cert or settings.pki_dir / "server.pem"),
+            Path(args.tls_key or settings.pki_dir / "server.key"),
+            Path(args.client_ca or settings.pki_dir / "ca.pem"),
+        )
+    registry = CardRegistry(db, pseudonymizer)
+    running = create_server(registry, settings.grpc_address, tls=tls, max_workers=settings.max_workers)
+    serving = threading.Event()
+    serving.set()
+    http_host, http_port = settings.http_address.rsplit(":", 1)
+    http = uvicorn.Server(
+        uvicorn.Config(
+            create_app(serving.is_set), host=http_host.strip("[]"), port=int(http_port),
+            log_level="warning", access_log=False, lifespan="off",
+        )
+    )  # fmt: skip
+    http_thread = threading.Thread(target=http.run, name="http", daemon=True)
+    http_thread.start()
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("shutting down", extra={"fields": {"signal": signal.Signals(signum).name}})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "serving",
+        extra={
+            "fields": {
+                "grpc": f"{settings.grpc_address.rsplit(':', 1)[0]}:{running.port}",
+                "http": settings.http_address,
+                "tls": tls is not None,
+                "database": "sqlite" if db.is_sqlite else "postgresql",
+            }
+        },
+    )
+    stop.wait()
+    serving.clear()
+    running.stop(settings.grace_seconds)
+    http.should_exit = True
+    http_thread.join(timeout=5)
+    db.dispose()
+    log.info("stopped")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `realname` command."""
+    parser = argparse.ArgumentParser(prog="realname", description=__doc__)
+    parser.add_argument("--log-level", default=env_default("REALNAME_LOG_LEVEL", "INFO"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("dev-init", help="make the dev PKI, pepper, database and demo data")
+    _data_dir_arg(p)
+    p.set_defaults(func=cmd_dev_init)
+
+    p = sub.add_parser("db", help="database administration")
+    db_sub = p.add_subparsers(dest="db_command", required=True)
+    up = db_sub.add_parser("upgrade", help="migrate the database to the newest schema")
+    _data_dir_arg(up)
+    up.set_defaults(func=cmd_db_upgrade)
+
+    p = sub.add_parser("serve", help="serve gRPC (mTLS) and HTTP")
+    _data_dir_arg(p)
+    p.add_argument(
+        "--grpc-address",
+        default=env_default("REALNAME_GRPC_ADDRESS", DEFAULT_GRPC_ADDRESS),
+        help="host:port for gRPC (env REALNAME_GRPC_ADDRESS)",
+    )
+    p.add_argument(
+        "--http-address",
+        default=env_default("REALNAME_HTTP_ADDRESS", DEFAULT_HTTP_ADDRESS),
+        help="host:port for HTTP (env REALNAME_HTTP_ADDRESS)",
+    )
+    p.add_argument("--tls-cert", default=env_default("REALNAME_TLS_CERT"))
+    p.add_argument("--tls-key", default=env_default("REALNAME_TLS_KEY"))
+    p.add_argument("--client-ca", default=env_default("REALNAME_CLIENT_CA"))
+    p.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        help="serve gRPC without TLS (loopback addresses only; callers name themselves "
+        "in the x-realname-principal header)",
+    )
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `realname` console script."""
+    args = build_parser().parse_args(argv)
+    logs.configure(args.log_level)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

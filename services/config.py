@@ -1,0 +1,79 @@
+"""Service configuration from command-line flags and REALNAME_* environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.storage.database import DatabaseConfig, sqlite_url
+
+DEFAULT_GRPC_ADDRESS = "127.0.0.1:50051"
+DEFAULT_HTTP_ADDRESS = "127.0.0.1:8080"
+
+
+class ConfigError(Exception):
+    """Raised when the configuration is unusable (with a message for the operator)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `realname serve` needs to start."""
+
+    data_dir: Path
+    grpc_address: str = DEFAULT_GRPC_ADDRESS
+    http_address: str = DEFAULT_HTTP_ADDRESS
+    database_url: str | None = None
+    db_isolation: str = "default"
+    insecure: bool = False
+    grace_seconds: float = 10.0
+    max_workers: int = 32
+
+    @property
+    def pki_dir(self) -> Path:
+        """The transport PKI made by dev-init (or provided by the deployment)."""
+        return self.data_dir / "dev-pki"
+
+    @property
+    def pepper_path(self) -> Path:
+        """The identity pepper file."""
+        return self.data_dir / "pepper"
+
+    def database(self) -> DatabaseConfig:
+        """The database to use: REALNAME_DATABASE_URL, else SQLite under the data directory."""
+        return DatabaseConfig(
+            url=self.database_url or sqlite_url(self.data_dir), isolation=self.db_isolation
+        )
+
+
+def env_default(name: str, fallback: str | None = None) -> str | None:
+    """Reads a REALNAME_* environment variable."""
+    return os.environ.get(name, fallback)
+
+
+def host_of(address: str) -> str:
+    """The host part of ``host:port`` (brackets stripped from IPv6)."""
+    host = address.rsplit(":", 1)[0]
+    return host.strip("[]")
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``host:port`` binds only to a loopback interface."""
+    host = host_of(address)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate(settings: Settings) -> None:
+    """Refuses unsafe combinations, such as plaintext off loopback."""
+    if settings.insecure and not is_loopback(settings.grpc_address):
+        raise ConfigError(
+            f"plaintext serving is only allowed on a loopback address, not {settings.grpc_address}"
+        )
+    if settings.db_isolation not in ("default", "serializable"):
+        raise ConfigError("REALNAME_DB_ISOLATION must be 'default' or 'serializable'")

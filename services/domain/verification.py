@@ -1,0 +1,295 @@
+"""The verification service's rules: the per-operator cap, idempotency and number ownership."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import cast
+
+from sqlalchemy import Connection
+
+from services.domain.cards import (
+    ActivateCard,
+    AgentSale,
+    Card,
+    CardType,
+    DeactivateCard,
+    Eligibility,
+)
+from services.domain.documents import Document
+from services.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    QuotaExceeded,
+    QuotaViolation,
+    RealnameError,
+)
+from services.domain.numbers import mask_msisdn
+from services.domain.pseudonym import Pseudonymizer
+from services.storage import cards_repo as repo
+from services.storage.database import Database, RetryTransaction
+
+CARD_LIMIT_REACHED = "CARD_LIMIT_REACHED"
+REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
+NUMBER_NOT_OPERATORS = "NUMBER_NOT_OPERATORS"
+UNKNOWN_OPERATOR = "UNKNOWN_OPERATOR"
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    """The default clock."""
+    return dt.datetime.now(dt.UTC)
+
+
+class _Refusal(Exception):
+    """Carries a refusal out of the deciding transaction, to be recorded after it."""
+
+    def __init__(self, error: RealnameError) -> None:
+        self.error = error
+
+
+# Sentinel returned by the refusal-recording transaction when it recorded a new refusal.
+_REFUSED = cast(Card, object())
+
+
+class CardRegistry:
+    """Answers eligibility and records activations so the cap holds under any concurrency."""
+
+    def __init__(self, db: Database, pseudonymizer: Pseudonymizer, clock: Clock = utc_now) -> None:
+        self._db = db
+        self._pseudo = pseudonymizer
+        self._clock = clock
+
+    def today(self) -> dt.date:
+        """The current date in China Standard Time, the calendar documents are issued in."""
+        return (self._clock() + dt.timedelta(hours=8)).date()
+
+    def _operator(self, conn: Connection, operator_id: str) -> repo.OperatorRow:
+        op = repo.get_operator(conn, operator_id)
+        if op is None:
+            raise PermissionDenied(
+                "the calling operator is not registered with this service",
+                reason=UNKNOWN_OPERATOR,
+                metadata={"operator": operator_id},
+            )
+        return op
+
+    def check_eligibility(
+        self, operator_id: str, document: Document, card_type: CardType
+    ) -> Eligibility:
+        """Tells whether the document can get another card of this type from the operator."""
+        key = self._pseudo.document_key(document)
+
+        def work(conn: Connection) -> Eligibility:
+            op = self._operator(conn, operator_id)
+            active = repo.active_count(conn, key, operator_id)
+            eligible = active < op.card_limit
+            return Eligibility(eligible, active, op.card_limit, "" if eligible else CARD_LIMIT_REACHED)
+
+        return self._db.read(work)
+
+    def activate(self, operator_id: str, cmd: ActivateCard) -> Card:
+        """Activates a card within the cap; a retried request id returns the first outcome."""
+        key = self._pseudo.document_key(cmd.document)
+        channel = (
+            f"agent:{cmd.channel.agent_id}"
+            if isinstance(cmd.channel, AgentSale)
+            else f"online:{cmd.channel.store_authorization_serial}"
+        )
+        fingerprint = self._pseudo.fingerprint(
+            "activate",
+            str(cmd.document.type.value),
+            cmd.document.number,
+            cmd.msisdn,
+            cmd.iccid,
+            str(cmd.card_type.value),
+            channel,
+        )
+
+        def work(conn: Connection) -> Card:
+            now = self._clock()
+            stored = self._replay(conn, operator_id, cmd.request_id, "activate", fingerprint)
+            if stored is not None:
+                return stored
+            self._operator(conn, operator_id)
+            owner = repo.segment_owner(conn, cmd.msisdn)
+            if owner != operator_id:
+                # Not recorded: it is the caller's mistake, not a state of the world.
+                raise PermissionDenied(
+                    f"number {mask_msisdn(cmd.msisdn)} is not in a segment of the calling operator",
+                    reason=NUMBER_NOT_OPERATORS,
+                    metadata={"operator": operator_id},
+                )
+
+            taken = repo.live_card_conflict(conn, cmd.msisdn, cmd.iccid)
+            if taken is not None:
+                raise _Refusal(
+                    AlreadyExists(
+                        f"the {taken.upper()} is already held by a live card",
+                        reason=f"{taken.upper()}_IN_USE",
+                    )
+                )
+            if repo.claim_slot(conn, key, operator_id) is None:
+                op = self._operator(conn, operator_id)
+                raise _Refusal(
+                    QuotaExceeded(
+                        f"document {cmd.document.masked()} already holds {op.card_limit} live "
+                        f"cards with operator {operator_id}",
+                        reason=CARD_LIMIT_REACHED,
+                        violations=[
+                            QuotaViolation(
+                                f"document:{cmd.document.type.name}/operator:{operator_id}",
+                                f"at most {op.card_limit} live cards per document per operator",
+                            )
+                        ],
+                        metadata={"operator": operator_id, "limit": str(op.card_limit)},
+                    )
+                )
+            card_id = repo.insert_card(
+                conn,
+                operator_id=operator_id,
+                msisdn=cmd.msisdn,
+                iccid=cmd.iccid,
+                id_key=key,
+                document_type=cmd.document.type,
+                document_masked=cmd.document.masked(),
+                card_type=cmd.card_type,
+                channel=cmd.channel,
+                now=now,
+            )
+            repo.record_request(
+                conn,
+                operator_id=operator_id,
+                request_id=cmd.request_id,
+                operation="activate",
+                fingerprint=fingerprint,
+                now=now,
+                card_id=card_id,
+            )
+            return repo.card_by_id(conn, card_id)
+
+        return self._decide(work, operator_id, cmd.request_id, "activate", fingerprint)
+
+    def deactivate(self, operator_id: str, cmd: DeactivateCard) -> Card:
+        """Deactivates the operator's live card with this MSISDN and frees its slot."""
+        fingerprint = self._pseudo.fingerprint("deactivate", cmd.msisdn)
+
+        def work(conn: Connection) -> Card:
+            now = self._clock()
+            stored = self._replay(conn, operator_id, cmd.request_id, "deactivate", fingerprint)
+            if stored is not None:
+                return stored
+            self._operator(conn, operator_id)
+            row = repo.live_card_of_operator(conn, operator_id, cmd.msisdn)
+            if row is None:
+                raise _Refusal(
+                    NotFound(
+                        f"operator {operator_id} has no live card {mask_msisdn(cmd.msisdn)}",
+                        reason="CARD_NOT_FOUND",
+                    )
+                )
+            if not repo.deactivate_card(conn, row.id, now):
+                raise RetryTransaction
+            repo.release_slot(conn, row.id_key, operator_id)
+            repo.record_request(
+                conn,
+                operator_id=operator_id,
+                request_id=cmd.request_id,
+                operation="deactivate",
+                fingerprint=fingerprint,
+                now=now,
+                card_id=row.id,
+            )
+            return repo.card_by_id(conn, row.id)
+
+        return self._decide(work, operator_id, cmd.request_id, "deactivate", fingerprint)
+
+    def get_card(self, operator_id: str, msisdn: str) -> Card:
+        """Returns the operator's card with this MSISDN (live, else most recent)."""
+
+        def work(conn: Connection) -> Card:
+            self._operator(conn, operator_id)
+            card = repo.latest_card_of_operator(conn, operator_id, msisdn)
+            if card is None:
+                raise NotFound(
+                    f"operator {operator_id} has no card {mask_msisdn(msisdn)}",
+                    reason="CARD_NOT_FOUND",
+                )
+            return card
+
+        return self._db.read(work)
+
+    def list_cards(self, operator_id: str, document: Document) -> list[Card]:
+        """Lists the operator's cards, live and past, for a document."""
+        key = self._pseudo.document_key(document)
+
+        def work(conn: Connection) -> list[Card]:
+            self._operator(conn, operator_id)
+            return repo.cards_of_holder(conn, key, operator_id)
+
+        return self._db.read(work)
+
+    def _replay(
+        self,
+        conn: Connection,
+        operator_id: str,
+        request_id: str,
+        operation: str,
+        fingerprint: bytes,
+    ) -> Card | None:
+        stored = repo.find_request(conn, operator_id, request_id)
+        if stored is None:
+            return None
+        if stored.operation != operation or stored.fingerprint != fingerprint:
+            raise FailedPrecondition(
+                "this request_id was already used for a different request",
+                reason=REQUEST_ID_REUSED,
+                metadata={"request_id": request_id},
+            )
+        if stored.error is not None:
+            raise stored.error
+        assert stored.card_id is not None
+        return repo.card_by_id(conn, stored.card_id)
+
+    def _decide(
+        self,
+        work: Callable[[Connection], Card],
+        operator_id: str,
+        request_id: str,
+        operation: str,
+        fingerprint: bytes,
+    ) -> Card:
+        """Runs a mutating unit of work; a refusal is recorded afterwards, in its own transaction.
+
+        Recording refusals apart keeps the deciding transaction free of writes when it refuses,
+        so under SERIALIZABLE a burst of refused requests for one document does not abort itself
+        on false read/write conflicts. A duplicate request id racing with the refusal finds the
+        first outcome and replays it.
+        """
+        try:
+            return self._db.write(work)
+        except _Refusal as refusal:
+            error = refusal.error
+
+        def record(conn: Connection) -> Card:
+            stored = self._replay(conn, operator_id, request_id, operation, fingerprint)
+            if stored is not None:
+                return stored
+            repo.record_request(
+                conn,
+                operator_id=operator_id,
+                request_id=request_id,
+                operation=operation,
+                fingerprint=fingerprint,
+                now=self._clock(),
+                error=error,
+            )
+            return _REFUSED
+
+        outcome = self._db.write(record)
+        if outcome is _REFUSED:
+            raise error
+        return outcome

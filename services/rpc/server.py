@@ -1,0 +1,105 @@
+"""Builds the gRPC server: TLS, interceptor, servicers, health and reflection."""
+
+from __future__ import annotations
+
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.domain.principal import Role
+from services.domain.verification import CardRegistry
+from services.proto.realname.v1 import verification_pb2, verification_pb2_grpc
+from services.rpc.auth import Authenticator
+from services.rpc.interceptor import AccessPolicy, RealnameInterceptor
+from services.rpc.verification import VerificationServicer
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MAX_METADATA_BYTES = 16 * 1024
+
+VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
+
+# Which roles may call which service; the access-matrix documentation mirrors this table.
+ACCESS_RULES: dict[str, frozenset[Role]] = {
+    VERIFICATION_SERVICE: frozenset({Role.OPERATOR}),
+}
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Server certificate, key and the CA that client certificates must chain to."""
+
+    cert: Path
+    key: Path
+    client_ca: Path
+
+    @classmethod
+    def in_pki_dir(cls, pki_dir: Path) -> TlsFiles:
+        """The dev-init layout: server.pem, server.key, ca.pem."""
+        return cls(pki_dir / "server.pem", pki_dir / "server.key", pki_dir / "ca.pem")
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Server credentials that require and verify a client certificate (mTLS)."""
+        return grpc.ssl_server_credentials(
+            [(self.key.read_bytes(), self.cert.read_bytes())],
+            root_certificates=self.client_ca.read_bytes(),
+            require_client_auth=True,
+        )
+
+
+@dataclass
+class RunningServer:
+    """A started gRPC server, the port it bound and its health servicer."""
+
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    def stop(self, grace: float) -> None:
+        """Reports NOT_SERVING, lets in-flight calls finish within ``grace`` seconds, stops."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+
+
+def create_server(
+    registry: CardRegistry,
+    address: str,
+    *,
+    tls: TlsFiles | None,
+    max_workers: int = 32,
+    reuse_port: bool = False,
+) -> RunningServer:
+    """Creates and starts a server on ``address`` (port 0 picks one); ``tls=None`` is plaintext."""
+    interceptor = RealnameInterceptor(Authenticator(insecure=tls is None), AccessPolicy(ACCESS_RULES))
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        interceptors=[interceptor],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ],
+        maximum_concurrent_rpcs=max_workers * 64,
+    )
+    verification_pb2_grpc.add_VerificationServiceServicer_to_server(
+        VerificationServicer(registry), server
+    )
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    services = (VERIFICATION_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(services, server)
+    port = (
+        server.add_secure_port(address, tls.credentials())
+        if tls is not None
+        else server.add_insecure_port(address)
+    )
+    if port == 0:
+        raise OSError(f"could not bind the gRPC address {address}")
+    server.start()
+    for name in ("", VERIFICATION_SERVICE):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, port, health_servicer)

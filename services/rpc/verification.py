@@ -1,0 +1,92 @@
+"""gRPC servicer of realname.v1.VerificationService: translate, call the registry, translate."""
+
+from __future__ import annotations
+
+import grpc
+
+from services.domain import validation
+from services.domain.errors import Violations
+from services.domain.verification import CardRegistry
+from services.proto.realname.v1 import verification_pb2 as vpb
+from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
+from services.rpc.convert import card_message, channel_fields
+from services.rpc.interceptor import current_principal
+
+
+class VerificationServicer(vgrpc.VerificationServiceServicer):
+    """Exposes the card registry to operators."""
+
+    def __init__(self, registry: CardRegistry) -> None:
+        self._registry = registry
+
+    def CheckEligibility(  # noqa: N802
+        self, request: vpb.CheckEligibilityRequest, context: grpc.ServicerContext
+    ) -> vpb.CheckEligibilityResponse:
+        """Reports whether the document may get another card from the caller."""
+        v = Violations()
+        doc = validation.check_document(
+            v, request.document.type, request.document.number, self._registry.today()
+        )
+        card_type = validation.check_card_type(v, request.card_type)
+        v.raise_if_any()
+        assert doc is not None and card_type is not None
+        answer = self._registry.check_eligibility(
+            current_principal().organisation, doc, card_type
+        )
+        return vpb.CheckEligibilityResponse(
+            eligible=answer.eligible,
+            active_cards=answer.active_cards,
+            limit=answer.limit,
+            reason=answer.reason,
+        )
+
+    def ActivateCard(  # noqa: N802
+        self, request: vpb.ActivateCardRequest, context: grpc.ServicerContext
+    ) -> vpb.ActivateCardResponse:
+        """Activates a card for a document within the caller's cap."""
+        agent_id, serial = channel_fields(request.channel)
+        cmd = validation.activate_command(
+            request_id=request.request_id,
+            document_type=request.document.type,
+            document_number=request.document.number,
+            msisdn=request.msisdn,
+            iccid=request.iccid,
+            card_type=request.card_type,
+            agent_id=agent_id,
+            store_serial=serial,
+            today=self._registry.today(),
+        )
+        card = self._registry.activate(current_principal().organisation, cmd)
+        return vpb.ActivateCardResponse(card=card_message(card))
+
+    def DeactivateCard(  # noqa: N802
+        self, request: vpb.DeactivateCardRequest, context: grpc.ServicerContext
+    ) -> vpb.DeactivateCardResponse:
+        """Deactivates one of the caller's cards."""
+        cmd = validation.deactivate_command(request_id=request.request_id, msisdn=request.msisdn)
+        card = self._registry.deactivate(current_principal().organisation, cmd)
+        return vpb.DeactivateCardResponse(card=card_message(card))
+
+    def GetCard(  # noqa: N802
+        self, request: vpb.GetCardRequest, context: grpc.ServicerContext
+    ) -> vpb.GetCardResponse:
+        """Returns one of the caller's cards by MSISDN."""
+        v = Violations()
+        msisdn = validation.check_msisdn(v, request.msisdn)
+        v.raise_if_any()
+        assert msisdn is not None
+        card = self._registry.get_card(current_principal().organisation, msisdn)
+        return vpb.GetCardResponse(card=card_message(card))
+
+    def ListCards(  # noqa: N802
+        self, request: vpb.ListCardsRequest, context: grpc.ServicerContext
+    ) -> vpb.ListCardsResponse:
+        """Lists the caller's cards for a document."""
+        v = Violations()
+        doc = validation.check_document(
+            v, request.document.type, request.document.number, self._registry.today()
+        )
+        v.raise_if_any()
+        assert doc is not None
+        cards = self._registry.list_cards(current_principal().organisation, doc)
+        return vpb.ListCardsResponse(cards=[card_message(c) for c in cards])

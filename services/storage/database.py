@@ -1,0 +1,153 @@
+"""Engines and transactions: SQLite (WAL, BEGIN IMMEDIATE) and PostgreSQL, with retries."""
+
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from services.domain.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# SQLSTATEs after which PostgreSQL (and CockroachDB/YugabyteDB) expect the transaction retried.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+# SQLSTATE classes meaning the server is gone or refusing connections: answer UNAVAILABLE.
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "57", "53")
+# Serializable engines abort one side of every conflict; a hot document under heavy concurrency
+# can lose many rounds in a row, so give it room before telling the caller to retry.
+MAX_ATTEMPTS = 40
+
+
+class RetryTransaction(Exception):
+    """Raised inside a unit of work to roll back and run it again (e.g. a lost race)."""
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """How to reach the database and how to run transactions on it."""
+
+    url: str
+    isolation: str = "default"  # "default" or "serializable"
+    pool_size: int = 16
+    busy_timeout_ms: int = 30_000
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """Returns the URL of the embedded SQLite database under a data directory."""
+    return f"sqlite+pysqlite:///{data_dir / 'realname.db'}"
+
+
+class Database:
+    """An engine plus the transaction discipline every unit of work runs under."""
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self.config = config
+        url = make_url(config.url)
+        self.is_sqlite = url.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {"pool_pre_ping": False}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": config.busy_timeout_ms / 1000, "check_same_thread": False}
+            kwargs["pool_size"] = config.pool_size
+            kwargs["max_overflow"] = config.pool_size
+        else:
+            kwargs["pool_size"] = config.pool_size
+            kwargs["max_overflow"] = config.pool_size
+            kwargs["pool_recycle"] = 1800
+            kwargs["connect_args"] = {"connect_timeout": 5}
+            if config.isolation == "serializable":
+                kwargs["isolation_level"] = "SERIALIZABLE"
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            self._configure_sqlite(self.engine, config.busy_timeout_ms)
+
+    @staticmethod
+    def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+        # pysqlite's own transaction handling issues a deferred BEGIN too late for our locking;
+        # take it over so writers start with BEGIN IMMEDIATE and never deadlock on upgrade.
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: sqlite3.Connection, _rec: ConnectionPoolEntry) -> None:
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # FULL: an acknowledged commit survives power loss, not only a process crash.
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+    def dispose(self) -> None:
+        """Closes every pooled connection."""
+        self.engine.dispose()
+
+    def write(self, work: Callable[[Connection], T]) -> T:
+        """Runs ``work`` in one write transaction, retrying serialization failures and races."""
+        return self._run(work, readonly=False)
+
+    def read(self, work: Callable[[Connection], T]) -> T:
+        """Runs ``work`` in one read-only transaction."""
+        return self._run(work, readonly=True)
+
+    def _run(self, work: Callable[[Connection], T], *, readonly: bool) -> T:
+        delay = 0.001
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                with self.engine.connect() as conn:
+                    if self.is_sqlite and readonly:
+                        conn = conn.execution_options(sqlite_begin="DEFERRED")
+                    with conn.begin():
+                        return work(conn)
+            except RetryTransaction:
+                pass
+            except IntegrityError:
+                # A unique constraint raced with a concurrent commit: the next attempt's reads
+                # see that commit and answer from it.
+                pass
+            except DBAPIError as exc:
+                if _sqlstate(exc) in _RETRYABLE_SQLSTATES:
+                    pass
+                elif is_unavailable(exc):
+                    raise Unavailable(
+                        "the database is unavailable; retry later", reason="DATABASE_UNAVAILABLE"
+                    ) from exc
+                else:
+                    raise
+            # Full jitter keeps conflicting retries from colliding again in lockstep.
+            time.sleep(random.uniform(0, delay))  # noqa: S311
+            delay = min(delay * 2, 0.05)
+        raise Unavailable(
+            "the request kept conflicting with concurrent writes; retry",
+            reason="TRANSACTION_CONFLICT",
+        )
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None)
+
+
+def is_unavailable(exc: DBAPIError) -> bool:
+    """Tells whether a driver error means "the database can't serve now" rather than a bug."""
+    state = _sqlstate(exc)
+    if state is not None:
+        return state.startswith(_UNAVAILABLE_SQLSTATE_CLASSES)
+    if isinstance(exc, OperationalError):
+        # psycopg connection failures carry no SQLSTATE; SQLite reports busy/locked/full here.
+        return True
+    return bool(exc.connection_invalidated)

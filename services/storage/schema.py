@@ -1,0 +1,120 @@
+"""Database tables of the verification service (SQLAlchemy Core; Alembic migrates them)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+# Stable constraint names let error handling recognise which constraint fired on both engines.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+operators = Table(
+    "operators",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("card_limit", Integer, nullable=False, server_default=text("5")),
+    CheckConstraint("kind IN ('basic', 'virtual')", name="kind"),
+    CheckConstraint("card_limit >= 1", name="card_limit_positive"),
+)
+
+number_segments = Table(
+    "number_segments",
+    metadata,
+    Column("prefix", String(8), primary_key=True),
+    Column("operator_id", String(32), ForeignKey("operators.id"), nullable=False),
+)
+
+# One row per (document pseudonym, operator): the live-card count the cap is enforced on.
+holdings = Table(
+    "holdings",
+    metadata,
+    Column("id_key", LargeBinary(32), nullable=False),
+    Column("operator_id", String(32), ForeignKey("operators.id"), nullable=False),
+    Column("active", Integer, nullable=False, server_default=text("0")),
+    PrimaryKeyConstraint("id_key", "operator_id"),
+    CheckConstraint("active >= 0", name="active_non_negative"),
+)
+
+# States in which a card occupies its MSISDN, its ICCID and a slot under the cap.
+LIVE_STATE_SQL = "state <> 'DEACTIVATED'"
+
+cards = Table(
+    "cards",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("operator_id", String(32), ForeignKey("operators.id"), nullable=False),
+    Column("msisdn", String(11), nullable=False),
+    Column("iccid", String(20), nullable=False),
+    Column("id_key", LargeBinary(32), nullable=False),
+    Column("document_type", SmallInteger, nullable=False),
+    Column("document_masked", String(32), nullable=False),
+    Column("card_type", SmallInteger, nullable=False),
+    Column("state", String(24), nullable=False),
+    Column("channel", String(8), nullable=False),
+    Column("agent_id", String(64)),
+    Column("store_authorization_serial", String(64)),
+    Column("activated_at", DateTime(timezone=True), nullable=False),
+    Column("deactivated_at", DateTime(timezone=True)),
+    CheckConstraint("channel IN ('agent', 'online')", name="channel"),
+    Index(
+        "uq_cards_live_msisdn",
+        "msisdn",
+        unique=True,
+        sqlite_where=text(LIVE_STATE_SQL),
+        postgresql_where=text(LIVE_STATE_SQL),
+    ),
+    Index(
+        "uq_cards_live_iccid",
+        "iccid",
+        unique=True,
+        sqlite_where=text(LIVE_STATE_SQL),
+        postgresql_where=text(LIVE_STATE_SQL),
+    ),
+    Index("ix_cards_holder", "id_key", "operator_id"),
+    Index("ix_cards_operator_msisdn", "operator_id", "msisdn"),
+)
+
+# Idempotency records: the outcome of every mutating request, keyed by the caller's request id.
+requests = Table(
+    "requests",
+    metadata,
+    Column("operator_id", String(32), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("operation", String(32), nullable=False),
+    Column("fingerprint", LargeBinary(32), nullable=False),
+    Column("card_id", BigId, ForeignKey("cards.id")),
+    Column("error_kind", String(32)),
+    Column("error_reason", String(64)),
+    Column("error_message", Text),
+    Column("error_metadata", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("operator_id", "request_id"),
+)
