@@ -9,6 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+import uvicorn
+
 from services import logs
 from services.config import (
     DEFAULT_GRPC_ADDRESS,
@@ -21,6 +23,8 @@ from services.config import (
 from services.devpki import ensure_dev_pki
 from services.domain.pseudonym import PepperError, create_pepper_file, load_pepper
 from services.domain.verification import CardRegistry
+from services.http.app import create_app
+from services.rpc.server import TlsFiles, create_server
 from services.storage import migrate
 from services.storage.database import Database
 from services.storage.reference import seed_demo_reference_data
@@ -84,11 +88,6 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serves gRPC and HTTP until SIGTERM or SIGINT, then shuts down gracefully."""
-    import uvicorn
-
-    from services.http.app import create_app
-    from services.rpc.server import TlsFiles, create_server
-
     settings = _settings(args)
     try:
         validate(settings)
@@ -112,7 +111,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             Path(args.client_ca or settings.pki_dir / "ca.pem"),
         )
     registry = CardRegistry(db, pseudonymizer)
-    running = create_server(registry, settings.grpc_address, tls=tls, max_workers=settings.max_workers)
+    running = create_server(
+        registry, settings.grpc_address, tls=tls, max_workers=settings.max_workers
+    )
     serving = threading.Event()
     serving.set()
     http_host, http_port = settings.http_address.rsplit(":", 1)

@@ -1,4 +1,4 @@
-"""The development transport PKI: a service CA, a server certificate and one client per principal."""
+"""The development transport PKI: a service CA, a server certificate, a client per principal."""
 
 from __future__ import annotations
 
@@ -61,12 +61,18 @@ def make_ca(common_name: str, *, days: int = 3650, now: dt.datetime | None = Non
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
-        )  # fmt: skip
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )

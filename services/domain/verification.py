@@ -87,7 +87,9 @@ class CardRegistry:
             op = self._operator(conn, operator_id)
             active = repo.active_count(conn, key, operator_id)
             eligible = active < op.card_limit
-            return Eligibility(eligible, active, op.card_limit, "" if eligible else CARD_LIMIT_REACHED)
+            return Eligibility(
+                eligible, active, op.card_limit, "" if eligible else CARD_LIMIT_REACHED
+            )
 
         return self._db.read(work)
 

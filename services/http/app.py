@@ -15,6 +15,8 @@ def create_app(is_serving: Callable[[], bool]) -> Starlette:
 
     async def healthz(_request: Request) -> Response:
         ok = is_serving()
-        return JSONResponse({"status": "SERVING" if ok else "NOT_SERVING"}, status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "SERVING" if ok else "NOT_SERVING"}, status_code=200 if ok else 503
+        )
 
     return Starlette(routes=[Route("/healthz", healthz)])

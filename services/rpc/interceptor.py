@@ -6,7 +6,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from grpc_status import rpc_status
@@ -54,7 +54,20 @@ class AccessPolicy:
             )
 
 
-class RealnameInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+if TYPE_CHECKING:
+    _Interceptor = grpc.ServerInterceptor[Any, Any]
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    _Interceptor = grpc.ServerInterceptor
+    _Handler = grpc.RpcMethodHandler
+
+
+def _aborted_by_handler(context: grpc.ServicerContext) -> bool:
+    # ServicerContext.code() exists at run time since grpcio 1.38 but not in the stubs.
+    return cast(Any, context).code() is not None
+
+
+class RealnameInterceptor(_Interceptor):
     """Wraps every handler with authentication, access control, deadlines, logging and errors."""
 
     def __init__(self, authenticator: Authenticator, policy: AccessPolicy) -> None:
@@ -63,9 +76,9 @@ class RealnameInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], _Handler | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> _Handler | None:
         """Returns the method's handler wrapped in the call discipline."""
         handler = continuation(handler_call_details)
         if handler is None:
@@ -85,7 +98,7 @@ class RealnameInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     if streams_out
                     else self._wrap_unary(method, behavior)
                 )
-                return factory(  # type: ignore[no-any-return]
+                return factory(
                     wrapped,
                     request_deserializer=handler.request_deserializer,
                     response_serializer=handler.response_serializer,
@@ -112,7 +125,7 @@ class RealnameInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 _log(method, who, grpc_code(err), start, err.reason)
                 context.abort_with_status(rpc_status.to_status(status_for(err)))
             except Exception:
-                if context.code() is not None:  # the handler aborted on purpose
+                if _aborted_by_handler(context):
                     raise
                 log.exception("unhandled error in %s", method)
                 _log(method, who, grpc.StatusCode.INTERNAL, start, "INTERNAL")
@@ -133,7 +146,7 @@ class RealnameInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 _log(method, who, grpc_code(err), start, err.reason)
                 context.abort_with_status(rpc_status.to_status(status_for(err)))
             except Exception:
-                if context.code() is not None:
+                if _aborted_by_handler(context):
                     raise
                 log.exception("unhandled error in %s", method)
                 _log(method, who, grpc.StatusCode.INTERNAL, start, "INTERNAL")

@@ -73,7 +73,9 @@ def create_server(
     reuse_port: bool = False,
 ) -> RunningServer:
     """Creates and starts a server on ``address`` (port 0 picks one); ``tls=None`` is plaintext."""
-    interceptor = RealnameInterceptor(Authenticator(insecure=tls is None), AccessPolicy(ACCESS_RULES))
+    interceptor = RealnameInterceptor(
+        Authenticator(insecure=tls is None), AccessPolicy(ACCESS_RULES)
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[interceptor],

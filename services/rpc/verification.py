@@ -19,7 +19,7 @@ class VerificationServicer(vgrpc.VerificationServiceServicer):
     def __init__(self, registry: CardRegistry) -> None:
         self._registry = registry
 
-    def CheckEligibility(  # noqa: N802
+    def CheckEligibility(
         self, request: vpb.CheckEligibilityRequest, context: grpc.ServicerContext
     ) -> vpb.CheckEligibilityResponse:
         """Reports whether the document may get another card from the caller."""
@@ -30,9 +30,7 @@ class VerificationServicer(vgrpc.VerificationServiceServicer):
         card_type = validation.check_card_type(v, request.card_type)
         v.raise_if_any()
         assert doc is not None and card_type is not None
-        answer = self._registry.check_eligibility(
-            current_principal().organisation, doc, card_type
-        )
+        answer = self._registry.check_eligibility(current_principal().organisation, doc, card_type)
         return vpb.CheckEligibilityResponse(
             eligible=answer.eligible,
             active_cards=answer.active_cards,
@@ -40,7 +38,7 @@ class VerificationServicer(vgrpc.VerificationServiceServicer):
             reason=answer.reason,
         )
 
-    def ActivateCard(  # noqa: N802
+    def ActivateCard(
         self, request: vpb.ActivateCardRequest, context: grpc.ServicerContext
     ) -> vpb.ActivateCardResponse:
         """Activates a card for a document within the caller's cap."""
@@ -59,7 +57,7 @@ class VerificationServicer(vgrpc.VerificationServiceServicer):
         card = self._registry.activate(current_principal().organisation, cmd)
         return vpb.ActivateCardResponse(card=card_message(card))
 
-    def DeactivateCard(  # noqa: N802
+    def DeactivateCard(
         self, request: vpb.DeactivateCardRequest, context: grpc.ServicerContext
     ) -> vpb.DeactivateCardResponse:
         """Deactivates one of the caller's cards."""
@@ -67,7 +65,7 @@ class VerificationServicer(vgrpc.VerificationServiceServicer):
         card = self._registry.deactivate(current_principal().organisation, cmd)
         return vpb.DeactivateCardResponse(card=card_message(card))
 
-    def GetCard(  # noqa: N802
+    def GetCard(
         self, request: vpb.GetCardRequest, context: grpc.ServicerContext
     ) -> vpb.GetCardResponse:
         """Returns one of the caller's cards by MSISDN."""
@@ -78,7 +76,7 @@ class VerificationServicer(vgrpc.VerificationServiceServicer):
         card = self._registry.get_card(current_principal().organisation, msisdn)
         return vpb.GetCardResponse(card=card_message(card))
 
-    def ListCards(  # noqa: N802
+    def ListCards(
         self, request: vpb.ListCardsRequest, context: grpc.ServicerContext
     ) -> vpb.ListCardsResponse:
         """Lists the caller's cards for a document."""

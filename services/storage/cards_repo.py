@@ -1,4 +1,4 @@
-"""SQL for cards, holdings, operators and idempotency records; every function runs in a caller's transaction."""
+"""SQL for cards, holdings, operators and idempotency records, run in the caller's transaction."""
 
 from __future__ import annotations
 
@@ -148,7 +148,9 @@ def insert_card(
     if isinstance(channel, AgentSale):
         values.update(channel="agent", agent_id=channel.agent_id)
     else:
-        values.update(channel="online", store_authorization_serial=channel.store_authorization_serial)
+        values.update(
+            channel="online", store_authorization_serial=channel.store_authorization_serial
+        )
     return int(conn.execute(insert(cards).values(**values).returning(cards.c.id)).scalar_one())
 
 

@@ -59,7 +59,10 @@ class Database:
         self.is_sqlite = url.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"pool_pre_ping": False}
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": config.busy_timeout_ms / 1000, "check_same_thread": False}
+            kwargs["connect_args"] = {
+                "timeout": config.busy_timeout_ms / 1000,
+                "check_same_thread": False,
+            }
             kwargs["pool_size"] = config.pool_size
             kwargs["max_overflow"] = config.pool_size
         else:
@@ -107,11 +110,14 @@ class Database:
 
     def _run(self, work: Callable[[Connection], T], *, readonly: bool) -> T:
         delay = 0.001
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        for _attempt in range(MAX_ATTEMPTS):
             try:
-                with self.engine.connect() as conn:
-                    if self.is_sqlite and readonly:
-                        conn = conn.execution_options(sqlite_begin="DEFERRED")
+                with self.engine.connect() as raw:
+                    conn = (
+                        raw.execution_options(sqlite_begin="DEFERRED")
+                        if self.is_sqlite and readonly
+                        else raw
+                    )
                     with conn.begin():
                         return work(conn)
             except RetryTransaction:

@@ -43,7 +43,8 @@ def test_completed_iccids_pass_and_altered_ones_fail(body: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["8986001234567890", "9986001234567890120", "898600123456789012345", "89860012345678901x"]
+    "bad",
+    ["8986001234567890", "9986001234567890120", "898600123456789012345", "89860012345678901x"],
 )
 def test_iccid_shape_is_checked(bad: str) -> None:
     assert iccid_problem(bad) == "must be 19-20 digits starting with 89"

@@ -42,7 +42,9 @@ def activate(
     )
 
 
-def check(server: GrpcHarness, document: cpb.Document, principal: str = "operator-cmcc") -> vpb.CheckEligibilityResponse:
+def check(
+    server: GrpcHarness, document: cpb.Document, principal: str = "operator-cmcc"
+) -> vpb.CheckEligibilityResponse:
     return server.verification(principal).CheckEligibility(
         vpb.CheckEligibilityRequest(document=document, card_type=cpb.CARD_TYPE_PERSONAL)
     )
@@ -100,7 +102,9 @@ def test_deactivation_frees_a_slot(grpc_server: GrpcHarness) -> None:
     assert sum(c.state == vpb.CARD_STATE_ACTIVE for c in listed) == 5
     # Deactivating twice with a new request id finds nothing live.
     with pytest.raises(grpc.RpcError) as info:
-        stub.DeactivateCard(vpb.DeactivateCardRequest(request_id="d-2", msisdn=msisdn("138", 3 + 100)))
+        stub.DeactivateCard(
+            vpb.DeactivateCardRequest(request_id="d-2", msisdn=msisdn("138", 3 + 100))
+        )
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -185,11 +189,15 @@ def test_operators_see_only_their_own_cards(grpc_server: GrpcHarness) -> None:
     with pytest.raises(grpc.RpcError) as info:
         other.DeactivateCard(vpb.DeactivateCardRequest(request_id="z", msisdn=msisdn("138", 1)))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    own = grpc_server.verification("operator-cmcc").GetCard(vpb.GetCardRequest(msisdn=msisdn("138", 1)))
+    own = grpc_server.verification("operator-cmcc").GetCard(
+        vpb.GetCardRequest(msisdn=msisdn("138", 1))
+    )
     assert own.card.state == vpb.CARD_STATE_ACTIVE
 
 
-@pytest.mark.parametrize("principal", ["marketplace-demo", "courier-demo", "regulator", "citizen-portal"])
+@pytest.mark.parametrize(
+    "principal", ["marketplace-demo", "courier-demo", "regulator", "citizen-portal"]
+)
 def test_other_roles_are_denied(grpc_server: GrpcHarness, principal: str) -> None:
     with pytest.raises(grpc.RpcError) as info:
         check(grpc_server, doc(), principal)
@@ -232,7 +240,9 @@ def test_bad_input_lists_every_field_and_changes_nothing(grpc_server: GrpcHarnes
         (cpb.Document(type=cpb.DOCUMENT_TYPE_HK_MACAO_PERMIT, number="X1234"), "document.number"),
     ],
 )
-def test_bad_documents_on_check(grpc_server: GrpcHarness, document: cpb.Document, field: str) -> None:
+def test_bad_documents_on_check(
+    grpc_server: GrpcHarness, document: cpb.Document, field: str
+) -> None:
     with pytest.raises(grpc.RpcError) as info:
         check(grpc_server, document)
     err = rich_error(info.value)

@@ -38,7 +38,9 @@ class GrpcHarness:
             self._channels[principal] = channel(self.address, self.pki_dir, principal)
         return self._channels[principal]
 
-    def verification(self, principal: str = "operator-cmcc") -> verification_pb2_grpc.VerificationServiceStub:
+    def verification(
+        self, principal: str = "operator-cmcc"
+    ) -> verification_pb2_grpc.VerificationServiceStub:
         """A VerificationService stub as ``principal``."""
         return verification_pb2_grpc.VerificationServiceStub(self.channel(principal))
 
@@ -129,7 +131,9 @@ def wait_serving(server: ServerProcess, pki_dir: Path, timeout: float = 30) -> N
         stub = health_pb2_grpc.HealthStub(ch)
         while time.monotonic() < deadline:
             if server.proc.poll() is not None:
-                raise AssertionError(f"server exited with {server.proc.returncode}:\n{server.log()}")
+                raise AssertionError(
+                    f"server exited with {server.proc.returncode}:\n{server.log()}"
+                )
             try:
                 reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
