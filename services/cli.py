@@ -12,6 +12,7 @@ from pathlib import Path
 import uvicorn
 
 from services import logs
+from services.app import App
 from services.config import (
     DEFAULT_GRPC_ADDRESS,
     DEFAULT_HTTP_ADDRESS,
@@ -22,7 +23,6 @@ from services.config import (
 )
 from services.devpki import ensure_dev_pki
 from services.domain.pseudonym import PepperError, create_pepper_file, load_pepper
-from services.domain.verification import CardRegistry
 from services.http.app import create_app
 from services.rpc.server import TlsFiles, create_server
 from services.storage import migrate
@@ -110,9 +110,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             Path(args.tls_key or settings.pki_dir / "server.key"),
             Path(args.client_ca or settings.pki_dir / "ca.pem"),
         )
-    registry = CardRegistry(db, pseudonymizer)
+    app = App.build(db, pseudonymizer)
     running = create_server(
-        registry, settings.grpc_address, tls=tls, max_workers=settings.max_workers
+        app.bindings(), settings.grpc_address, tls=tls, max_workers=settings.max_workers
     )
     serving = threading.Event()
     serving.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,21 +12,24 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.domain.principal import Role
-from services.domain.verification import CardRegistry
-from services.proto.realname.v1 import verification_pb2, verification_pb2_grpc
 from services.rpc.auth import Authenticator
 from services.rpc.interceptor import AccessPolicy, RealnameInterceptor
-from services.rpc.verification import VerificationServicer
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_METADATA_BYTES = 16 * 1024
 
-VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
 
-# Which roles may call which service; the access-matrix documentation mirrors this table.
-ACCESS_RULES: dict[str, frozenset[Role]] = {
-    VERIFICATION_SERVICE: frozenset({Role.OPERATOR}),
-}
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One gRPC service: how to add it to a server and which roles may call each method.
+
+    ``access`` maps the service's full name, or ``Service/Method`` for a method-specific rule,
+    to the roles allowed; the access matrix in the docs mirrors these tables.
+    """
+
+    name: str
+    add_to_server: Callable[[grpc.Server], None]
+    access: dict[str, frozenset[Role]]
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ class RunningServer:
 
 
 def create_server(
-    registry: CardRegistry,
+    bindings: Sequence[ServiceBinding],
     address: str,
     *,
     tls: TlsFiles | None,
@@ -73,9 +77,10 @@ def create_server(
     reuse_port: bool = False,
 ) -> RunningServer:
     """Creates and starts a server on ``address`` (port 0 picks one); ``tls=None`` is plaintext."""
-    interceptor = RealnameInterceptor(
-        Authenticator(insecure=tls is None), AccessPolicy(ACCESS_RULES)
-    )
+    rules: dict[str, frozenset[Role]] = {}
+    for binding in bindings:
+        rules.update(binding.access)
+    interceptor = RealnameInterceptor(Authenticator(insecure=tls is None), AccessPolicy(rules))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[interceptor],
@@ -87,12 +92,12 @@ def create_server(
         ],
         maximum_concurrent_rpcs=max_workers * 64,
     )
-    verification_pb2_grpc.add_VerificationServiceServicer_to_server(
-        VerificationServicer(registry), server
-    )
+    for binding in bindings:
+        binding.add_to_server(server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    services = (VERIFICATION_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    names = [b.name for b in bindings]
+    services = (*names, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(services, server)
     port = (
         server.add_secure_port(address, tls.credentials())
@@ -102,6 +107,6 @@ def create_server(
     if port == 0:
         raise OSError(f"could not bind the gRPC address {address}")
     server.start()
-    for name in ("", VERIFICATION_SERVICE):
+    for name in ("", *names):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(server, port, health_servicer)

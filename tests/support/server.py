@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.app import App
 from services.domain.pseudonym import Pseudonymizer
 from services.domain.verification import CardRegistry
 from services.proto.realname.v1 import verification_pb2_grpc
@@ -53,9 +54,9 @@ class GrpcHarness:
 
 def start_harness(db: Database, pki_dir: Path, pseudonymizer: Pseudonymizer) -> GrpcHarness:
     """Starts an mTLS server on an ephemeral loopback port."""
-    registry = CardRegistry(db, pseudonymizer)
-    running = create_server(registry, "127.0.0.1:0", tls=TlsFiles.in_pki_dir(pki_dir))
-    return GrpcHarness(running, f"127.0.0.1:{running.port}", pki_dir, registry)
+    app = App.build(db, pseudonymizer)
+    running = create_server(app.bindings(), "127.0.0.1:0", tls=TlsFiles.in_pki_dir(pki_dir))
+    return GrpcHarness(running, f"127.0.0.1:{running.port}", pki_dir, app.cards)
 
 
 def free_port() -> int:
