@@ -5,21 +5,26 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from services.storage.schema import metadata
+from registry.schema import metadata as registry_metadata
+from services.storage.schema import metadata as service_metadata
 
 config = context.config
+# Both halves share one database; autogenerate compares against all their tables.
+target_metadata = [service_metadata, registry_metadata]
 
 
 def run_migrations() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+        context.configure(
+            connection=connection, target_metadata=target_metadata, render_as_batch=True
+        )
         with context.begin_transaction():
             context.run_migrations()
         return
     engine = create_engine(config.get_main_option("sqlalchemy.url"))
     with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=metadata, render_as_batch=True)
+        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

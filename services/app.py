@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+from starlette.routing import BaseRoute
 
 from services.domain.principal import Role
 from services.domain.pseudonym import Pseudonymizer
@@ -38,10 +39,16 @@ class App:
                 VerificationServicer(self.cards), server
             )
 
-        return [
+        bindings = [
             ServiceBinding(
                 VERIFICATION_SERVICE,
                 add_verification,
                 {VERIFICATION_SERVICE: frozenset({Role.OPERATOR})},
             )
         ]
+        return bindings
+
+    def http_routes(self) -> list[BaseRoute]:
+        """The HTTP routes of the process's features (health is added by the HTTP app)."""
+        routes: list[BaseRoute] = []
+        return routes

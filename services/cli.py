@@ -116,13 +116,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     serving = threading.Event()
     serving.set()
-    http_host, http_port = settings.http_address.rsplit(":", 1)
-    http = uvicorn.Server(
-        uvicorn.Config(
-            create_app(serving.is_set), host=http_host.strip("[]"), port=int(http_port),
-            log_level="warning", access_log=False, lifespan="off",
-        )
-    )  # fmt: skip
+    web = create_app(serving.is_set, app.http_routes())
+    host, port = settings.http_address.rsplit(":", 1)
+    config = uvicorn.Config(
+        web, host=host.strip("[]"), port=int(port), log_level="warning", access_log=False
+    )
+    http = uvicorn.Server(config)
     http_thread = threading.Thread(target=http.run, name="http", daemon=True)
     http_thread.start()
     stop = threading.Event()

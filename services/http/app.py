@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 
-def create_app(is_serving: Callable[[], bool]) -> Starlette:
-    """Builds the HTTP application; ``is_serving`` reports the gRPC side's health."""
+def create_app(is_serving: Callable[[], bool], routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """Builds the HTTP application from feature routes; ``is_serving`` reports gRPC health."""
 
     async def healthz(_request: Request) -> Response:
         ok = is_serving()
-        return JSONResponse(
-            {"status": "SERVING" if ok else "NOT_SERVING"}, status_code=200 if ok else 503
-        )
+        body = {"status": "SERVING" if ok else "NOT_SERVING"}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
-    return Starlette(routes=[Route("/healthz", healthz)])
+    return Starlette(routes=[Route("/healthz", healthz), *routes])
