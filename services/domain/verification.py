@@ -6,8 +6,6 @@ import datetime as dt
 from collections.abc import Callable
 from typing import cast
 
-from sqlalchemy import Connection
-
 from services.domain.cards import (
     ActivateCard,
     AgentSale,
@@ -30,6 +28,7 @@ from services.domain.numbers import mask_msisdn
 from services.domain.pseudonym import Pseudonymizer
 from services.storage import cards_repo as repo
 from services.storage.database import Database, RetryTransaction
+from services.storage.rawsql import Tx
 
 CARD_LIMIT_REACHED = "CARD_LIMIT_REACHED"
 REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
@@ -67,14 +66,18 @@ class CardRegistry:
         """The current date in China Standard Time, the calendar documents are issued in."""
         return (self._clock() + dt.timedelta(hours=8)).date()
 
-    def _operator(self, conn: Connection, operator_id: str) -> repo.OperatorRow:
-        op = repo.get_operator(conn, operator_id)
+    @staticmethod
+    def _unknown_operator(operator_id: str) -> PermissionDenied:
+        return PermissionDenied(
+            "the calling operator is not registered with this service",
+            reason=UNKNOWN_OPERATOR,
+            metadata={"operator": operator_id},
+        )
+
+    def _operator(self, tx: Tx, operator_id: str) -> repo.OperatorRow:
+        op = repo.get_operator(tx, operator_id)
         if op is None:
-            raise PermissionDenied(
-                "the calling operator is not registered with this service",
-                reason=UNKNOWN_OPERATOR,
-                metadata={"operator": operator_id},
-            )
+            raise self._unknown_operator(operator_id)
         return op
 
     def check_eligibility(
@@ -83,15 +86,15 @@ class CardRegistry:
         """Tells whether the document can get another card of this type from the operator."""
         key = self._pseudo.document_key(document)
 
-        def work(conn: Connection) -> Eligibility:
-            op = self._operator(conn, operator_id)
-            active = repo.active_count(conn, key, operator_id)
-            eligible = active < op.card_limit
-            return Eligibility(
-                eligible, active, op.card_limit, "" if eligible else CARD_LIMIT_REACHED
-            )
+        def work(tx: Tx) -> Eligibility:
+            found = repo.holding(tx, key, operator_id)
+            if found is None:
+                raise self._unknown_operator(operator_id)
+            active, limit = found
+            eligible = active < limit
+            return Eligibility(eligible, active, limit, "" if eligible else CARD_LIMIT_REACHED)
 
-        return self._db.read(work)
+        return self._db.run_tx(work, readonly=True)
 
     def activate(self, operator_id: str, cmd: ActivateCard) -> Card:
         """Activates a card within the cap; a retried request id returns the first outcome."""
@@ -111,13 +114,13 @@ class CardRegistry:
             channel,
         )
 
-        def work(conn: Connection) -> Card:
+        def work(tx: Tx) -> Card:
             now = self._clock()
-            stored = self._replay(conn, operator_id, cmd.request_id, "activate", fingerprint)
+            stored = self._replay(tx, operator_id, cmd.request_id, "activate", fingerprint)
             if stored is not None:
                 return stored
-            self._operator(conn, operator_id)
-            owner = repo.segment_owner(conn, cmd.msisdn)
+            self._operator(tx, operator_id)
+            owner = repo.segment_owner(tx, cmd.msisdn)
             if owner != operator_id:
                 # Not recorded: it is the caller's mistake, not a state of the world.
                 raise PermissionDenied(
@@ -126,7 +129,7 @@ class CardRegistry:
                     metadata={"operator": operator_id},
                 )
 
-            taken = repo.live_card_conflict(conn, cmd.msisdn, cmd.iccid)
+            taken = repo.live_card_conflict(tx, cmd.msisdn, cmd.iccid)
             if taken is not None:
                 raise _Refusal(
                     AlreadyExists(
@@ -134,8 +137,8 @@ class CardRegistry:
                         reason=f"{taken.upper()}_IN_USE",
                     )
                 )
-            if repo.claim_slot(conn, key, operator_id) is None:
-                op = self._operator(conn, operator_id)
+            if repo.claim_slot(tx, key, operator_id) is None:
+                op = self._operator(tx, operator_id)
                 raise _Refusal(
                     QuotaExceeded(
                         f"document {cmd.document.masked()} already holds {op.card_limit} live "
@@ -150,8 +153,8 @@ class CardRegistry:
                         metadata={"operator": operator_id, "limit": str(op.card_limit)},
                     )
                 )
-            card_id = repo.insert_card(
-                conn,
+            card_id, card = repo.insert_card(
+                tx,
                 operator_id=operator_id,
                 msisdn=cmd.msisdn,
                 iccid=cmd.iccid,
@@ -163,7 +166,7 @@ class CardRegistry:
                 now=now,
             )
             repo.record_request(
-                conn,
+                tx,
                 operator_id=operator_id,
                 request_id=cmd.request_id,
                 operation="activate",
@@ -171,7 +174,7 @@ class CardRegistry:
                 now=now,
                 card_id=card_id,
             )
-            return repo.card_by_id(conn, card_id)
+            return card
 
         return self._decide(work, operator_id, cmd.request_id, "activate", fingerprint)
 
@@ -179,13 +182,13 @@ class CardRegistry:
         """Deactivates the operator's live card with this MSISDN and frees its slot."""
         fingerprint = self._pseudo.fingerprint("deactivate", cmd.msisdn)
 
-        def work(conn: Connection) -> Card:
+        def work(tx: Tx) -> Card:
             now = self._clock()
-            stored = self._replay(conn, operator_id, cmd.request_id, "deactivate", fingerprint)
+            stored = self._replay(tx, operator_id, cmd.request_id, "deactivate", fingerprint)
             if stored is not None:
                 return stored
-            self._operator(conn, operator_id)
-            row = repo.live_card_of_operator(conn, operator_id, cmd.msisdn)
+            self._operator(tx, operator_id)
+            row = repo.live_card_of_operator(tx, operator_id, cmd.msisdn)
             if row is None:
                 raise _Refusal(
                     NotFound(
@@ -193,11 +196,11 @@ class CardRegistry:
                         reason="CARD_NOT_FOUND",
                     )
                 )
-            if not repo.deactivate_card(conn, row.id, now):
+            if not repo.deactivate_card(tx, row.id, now):
                 raise RetryTransaction
-            repo.release_slot(conn, row.id_key, operator_id)
+            repo.release_slot(tx, row.id_key, operator_id)
             repo.record_request(
-                conn,
+                tx,
                 operator_id=operator_id,
                 request_id=cmd.request_id,
                 operation="deactivate",
@@ -205,16 +208,16 @@ class CardRegistry:
                 now=now,
                 card_id=row.id,
             )
-            return repo.card_by_id(conn, row.id)
+            return repo.card_by_id(tx, row.id)
 
         return self._decide(work, operator_id, cmd.request_id, "deactivate", fingerprint)
 
     def get_card(self, operator_id: str, msisdn: str) -> Card:
         """Returns the operator's card with this MSISDN (live, else most recent)."""
 
-        def work(conn: Connection) -> Card:
-            self._operator(conn, operator_id)
-            card = repo.latest_card_of_operator(conn, operator_id, msisdn)
+        def work(tx: Tx) -> Card:
+            self._operator(tx, operator_id)
+            card = repo.latest_card_of_operator(tx, operator_id, msisdn)
             if card is None:
                 raise NotFound(
                     f"operator {operator_id} has no card {mask_msisdn(msisdn)}",
@@ -222,27 +225,27 @@ class CardRegistry:
                 )
             return card
 
-        return self._db.read(work)
+        return self._db.run_tx(work, readonly=True)
 
     def list_cards(self, operator_id: str, document: Document) -> list[Card]:
         """Lists the operator's cards, live and past, for a document."""
         key = self._pseudo.document_key(document)
 
-        def work(conn: Connection) -> list[Card]:
-            self._operator(conn, operator_id)
-            return repo.cards_of_holder(conn, key, operator_id)
+        def work(tx: Tx) -> list[Card]:
+            self._operator(tx, operator_id)
+            return repo.cards_of_holder(tx, key, operator_id)
 
-        return self._db.read(work)
+        return self._db.run_tx(work, readonly=True)
 
     def _replay(
         self,
-        conn: Connection,
+        tx: Tx,
         operator_id: str,
         request_id: str,
         operation: str,
         fingerprint: bytes,
     ) -> Card | None:
-        stored = repo.find_request(conn, operator_id, request_id)
+        stored = repo.find_request(tx, operator_id, request_id)
         if stored is None:
             return None
         if stored.operation != operation or stored.fingerprint != fingerprint:
@@ -254,11 +257,11 @@ class CardRegistry:
         if stored.error is not None:
             raise stored.error
         assert stored.card_id is not None
-        return repo.card_by_id(conn, stored.card_id)
+        return repo.card_by_id(tx, stored.card_id)
 
     def _decide(
         self,
-        work: Callable[[Connection], Card],
+        work: Callable[[Tx], Card],
         operator_id: str,
         request_id: str,
         operation: str,
@@ -272,16 +275,16 @@ class CardRegistry:
         first outcome and replays it.
         """
         try:
-            return self._db.write(work)
+            return self._db.run_tx(work)
         except _Refusal as refusal:
             error = refusal.error
 
-        def record(conn: Connection) -> Card:
-            stored = self._replay(conn, operator_id, request_id, operation, fingerprint)
+        def record(tx: Tx) -> Card:
+            stored = self._replay(tx, operator_id, request_id, operation, fingerprint)
             if stored is not None:
                 return stored
             repo.record_request(
-                conn,
+                tx,
                 operator_id=operator_id,
                 request_id=request_id,
                 operation=operation,
@@ -291,7 +294,7 @@ class CardRegistry:
             )
             return _REFUSED
 
-        outcome = self._db.write(record)
+        outcome = self._db.run_tx(record)
         if outcome is _REFUSED:
             raise error
         return outcome

@@ -1,4 +1,7 @@
-"""SQL for cards, holdings, operators and idempotency records, run in the caller's transaction."""
+"""SQL for cards, holdings, operators and idempotency records, run in the caller's transaction.
+
+Hand-written SQL on the driver connection (see ``rawsql``); the tables are those of ``schema``.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +10,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, func, insert, or_, select, text, update
-
 from services.domain.cards import AgentSale, Card, CardState, CardType, OnlineSale, SalesChannel
 from services.domain.documents import DocumentType
-from services.domain.errors import (
-    ErrorKind,
-    QuotaExceeded,
-    QuotaViolation,
-    RealnameError,
+from services.domain.errors import ErrorKind, QuotaExceeded, QuotaViolation, RealnameError
+from services.storage.rawsql import Tx
+
+_DEACTIVATED = CardState.DEACTIVATED.value
+# Interpolated into queries below: a constant, never input, hence the S608 exemptions.
+_CARD_COLUMNS = (
+    "id, operator_id, msisdn, iccid, id_key, document_type, document_masked, card_type, state, "
+    "channel, agent_id, store_authorization_serial, activated_at, deactivated_at"
 )
-from services.storage.schema import cards, holdings, number_segments, operators, requests
 
 
 @dataclass(frozen=True)
@@ -40,88 +43,79 @@ class StoredRequest:
     error: RealnameError | None
 
 
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.UTC)
+@dataclass(frozen=True)
+class CardRow:
+    """A card with the internal keys the domain needs to change it."""
+
+    id: int
+    id_key: bytes
+    card: Card
 
 
-def get_operator(conn: Connection, operator_id: str) -> OperatorRow | None:
+def get_operator(tx: Tx, operator_id: str) -> OperatorRow | None:
     """Loads one operator, or None if unknown."""
-    row = conn.execute(select(operators).where(operators.c.id == operator_id)).first()
-    if row is None:
-        return None
-    return OperatorRow(row.id, row.name, row.kind, row.card_limit)
+    row = tx.one("SELECT id, name, kind, card_limit FROM operators WHERE id = ?", (operator_id,))
+    return None if row is None else OperatorRow(row[0], row[1], row[2], int(row[3]))
 
 
-def segment_owner(conn: Connection, msisdn: str) -> str | None:
+def holding(tx: Tx, id_key: bytes, operator_id: str) -> tuple[int, int] | None:
+    """Returns (live cards, limit) of a document with an operator; None for an unknown operator."""
+    row = tx.one(
+        "SELECT o.card_limit, h.active FROM operators o "
+        "LEFT JOIN holdings h ON h.operator_id = o.id AND h.id_key = ? WHERE o.id = ?",
+        (id_key, operator_id),
+    )
+    return None if row is None else (int(row[1] or 0), int(row[0]))
+
+
+def segment_owner(tx: Tx, msisdn: str) -> str | None:
     """Returns the operator owning the longest number-segment prefix of ``msisdn``."""
-    prefixes = [msisdn[:n] for n in range(3, 8)]
-    row = conn.execute(
-        select(number_segments.c.operator_id)
-        .where(number_segments.c.prefix.in_(prefixes))
-        .order_by(func.length(number_segments.c.prefix).desc())
-        .limit(1)
-    ).first()
-    return None if row is None else str(row.operator_id)
-
-
-def active_count(conn: Connection, id_key: bytes, operator_id: str) -> int:
-    """Returns how many live cards a document holds with an operator."""
-    value = conn.execute(
-        select(holdings.c.active).where(
-            holdings.c.id_key == id_key, holdings.c.operator_id == operator_id
-        )
-    ).scalar()
-    return int(value or 0)
+    row = tx.one(
+        "SELECT operator_id FROM number_segments WHERE prefix IN (?, ?, ?, ?, ?) "
+        "ORDER BY length(prefix) DESC LIMIT 1",
+        tuple(msisdn[:n] for n in range(3, 8)),
+    )
+    return None if row is None else str(row[0])
 
 
 # One statement claims a slot: it creates the holding at 1 or raises it by one, but only while
 # it is under the operator's limit. Row locks (PostgreSQL) or the write lock (SQLite) make the
 # check and the increment atomic; under SERIALIZABLE a concurrent claim fails with 40001.
-_CLAIM_SLOT = text(
-    """
-    INSERT INTO holdings (id_key, operator_id, active) VALUES (:id_key, :operator_id, 1)
-    ON CONFLICT (id_key, operator_id) DO UPDATE SET active = holdings.active + 1
-    WHERE holdings.active < (SELECT card_limit FROM operators WHERE id = :operator_id)
-    RETURNING active
-    """
+_CLAIM_SLOT = (
+    "INSERT INTO holdings (id_key, operator_id, active) VALUES (?, ?, 1) "
+    "ON CONFLICT (id_key, operator_id) DO UPDATE SET active = holdings.active + 1 "
+    "WHERE holdings.active < (SELECT card_limit FROM operators WHERE id = ?) "
+    "RETURNING active"
 )
 
 
-def claim_slot(conn: Connection, id_key: bytes, operator_id: str) -> int | None:
+def claim_slot(tx: Tx, id_key: bytes, operator_id: str) -> int | None:
     """Takes one slot under the cap; returns the new count, or None when the cap is reached."""
-    value = conn.execute(_CLAIM_SLOT, {"id_key": id_key, "operator_id": operator_id}).scalar()
-    return None if value is None else int(value)
+    row = tx.one(_CLAIM_SLOT, (id_key, operator_id, operator_id))
+    return None if row is None else int(row[0])
 
 
-def release_slot(conn: Connection, id_key: bytes, operator_id: str) -> None:
+def release_slot(tx: Tx, id_key: bytes, operator_id: str) -> None:
     """Gives back one slot."""
-    conn.execute(
-        update(holdings)
-        .where(holdings.c.id_key == id_key, holdings.c.operator_id == operator_id)
-        .values(active=holdings.c.active - 1)
+    tx.execute(
+        "UPDATE holdings SET active = active - 1 WHERE id_key = ? AND operator_id = ?",
+        (id_key, operator_id),
     )
 
 
-def live_card_conflict(conn: Connection, msisdn: str, iccid: str) -> str | None:
+def live_card_conflict(tx: Tx, msisdn: str, iccid: str) -> str | None:
     """Returns "msisdn" or "iccid" if a live card already holds it, else None."""
-    row = conn.execute(
-        select(cards.c.msisdn, cards.c.iccid)
-        .where(
-            or_(cards.c.msisdn == msisdn, cards.c.iccid == iccid),
-            cards.c.state != CardState.DEACTIVATED.value,
-        )
-        .limit(1)
-    ).first()
+    row = tx.one(
+        "SELECT msisdn FROM cards WHERE (msisdn = ? OR iccid = ?) AND state <> ? LIMIT 1",
+        (msisdn, iccid, _DEACTIVATED),
+    )
     if row is None:
         return None
-    return "msisdn" if row.msisdn == msisdn else "iccid"
+    return "msisdn" if row[0] == msisdn else "iccid"
 
 
 def insert_card(
-    conn: Connection,
+    tx: Tx,
     *,
     operator_id: str,
     msisdn: str,
@@ -132,121 +126,114 @@ def insert_card(
     card_type: CardType,
     channel: SalesChannel,
     now: dt.datetime,
-) -> int:
-    """Inserts a live card and returns its row id."""
-    values: dict[str, Any] = {
-        "operator_id": operator_id,
-        "msisdn": msisdn,
-        "iccid": iccid,
-        "id_key": id_key,
-        "document_type": document_type.value,
-        "document_masked": document_masked,
-        "card_type": card_type.value,
-        "state": CardState.ACTIVE.value,
-        "activated_at": now,
-    }
+) -> tuple[int, Card]:
+    """Inserts a live card; returns its row id and the card as stored."""
     if isinstance(channel, AgentSale):
-        values.update(channel="agent", agent_id=channel.agent_id)
+        kind, agent, serial = "agent", channel.agent_id, None
     else:
-        values.update(
-            channel="online", store_authorization_serial=channel.store_authorization_serial
-        )
-    return int(conn.execute(insert(cards).values(**values).returning(cards.c.id)).scalar_one())
+        kind, agent, serial = "online", None, channel.store_authorization_serial
+    row = tx.one(
+        "INSERT INTO cards (operator_id, msisdn, iccid, id_key, document_type, document_masked, "
+        "card_type, state, channel, agent_id, store_authorization_serial, activated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        (
+            operator_id, msisdn, iccid, id_key, document_type.value, document_masked,
+            card_type.value, CardState.ACTIVE.value, kind, agent, serial, tx.timestamp(now),
+        ),
+    )  # fmt: skip
+    assert row is not None, "INSERT … RETURNING always returns the row"
+    card = Card(
+        msisdn, iccid, operator_id, card_type, CardState.ACTIVE, document_type, document_masked,
+        channel, now, None,
+    )  # fmt: skip
+    return int(row[0]), card
 
 
-def deactivate_card(conn: Connection, card_id: int, now: dt.datetime) -> bool:
+def deactivate_card(tx: Tx, card_id: int, now: dt.datetime) -> bool:
     """Marks a live card deactivated; returns False if it was not live any more."""
-    result = conn.execute(
-        update(cards)
-        .where(cards.c.id == card_id, cards.c.state != CardState.DEACTIVATED.value)
-        .values(state=CardState.DEACTIVATED.value, deactivated_at=now)
+    changed = tx.execute(
+        "UPDATE cards SET state = ?, deactivated_at = ? WHERE id = ? AND state <> ?",
+        (_DEACTIVATED, tx.timestamp(now), card_id, _DEACTIVATED),
     )
-    return result.rowcount == 1
+    return changed == 1
 
 
-def _card_from_row(row: Row[Any]) -> Card:
-    channel: SalesChannel
-    if row.channel == "agent":
-        channel = AgentSale(row.agent_id or "")
-    else:
-        channel = OnlineSale(row.store_authorization_serial or "")
-    activated = _utc(row.activated_at)
-    assert activated is not None
-    return Card(
-        msisdn=row.msisdn,
-        iccid=row.iccid,
-        operator=row.operator_id,
-        card_type=CardType(row.card_type),
-        state=CardState(row.state),
-        document_type=DocumentType(row.document_type),
-        document_masked=row.document_masked,
+def _card(tx: Tx, row: tuple[Any, ...]) -> CardRow:
+    (card_id, operator_id, msisdn, iccid, id_key, doc_type, masked, card_type, state,
+     channel_kind, agent_id, serial, activated, deactivated) = row  # fmt: skip
+    channel: SalesChannel = (
+        AgentSale(agent_id or "") if channel_kind == "agent" else OnlineSale(serial or "")
+    )
+    activated_at = tx.parse_timestamp(activated)
+    assert activated_at is not None
+    card = Card(
+        msisdn=msisdn,
+        iccid=iccid,
+        operator=operator_id,
+        card_type=CardType(card_type),
+        state=CardState(state),
+        document_type=DocumentType(doc_type),
+        document_masked=masked,
         channel=channel,
-        activated_at=activated,
-        deactivated_at=_utc(row.deactivated_at),
+        activated_at=activated_at,
+        deactivated_at=tx.parse_timestamp(deactivated),
     )
+    return CardRow(int(card_id), bytes(id_key), card)
 
 
-@dataclass(frozen=True)
-class CardRow:
-    """A card with the internal keys the domain needs to change it."""
-
-    id: int
-    id_key: bytes
-    card: Card
-
-
-def card_by_id(conn: Connection, card_id: int) -> Card:
+def card_by_id(tx: Tx, card_id: int) -> Card:
     """Loads a card by row id (it must exist)."""
-    return _card_from_row(conn.execute(select(cards).where(cards.c.id == card_id)).one())
+    row = tx.one(f"SELECT {_CARD_COLUMNS} FROM cards WHERE id = ?", (card_id,))  # noqa: S608
+    assert row is not None, "a recorded card id always exists"
+    return _card(tx, row).card
 
 
-def live_card_of_operator(conn: Connection, operator_id: str, msisdn: str) -> CardRow | None:
+def live_card_of_operator(tx: Tx, operator_id: str, msisdn: str) -> CardRow | None:
     """Finds the operator's live card with this MSISDN."""
-    row = conn.execute(
-        select(cards).where(
-            cards.c.operator_id == operator_id,
-            cards.c.msisdn == msisdn,
-            cards.c.state != CardState.DEACTIVATED.value,
-        )
-    ).first()
-    return None if row is None else CardRow(row.id, row.id_key, _card_from_row(row))
+    row = tx.one(
+        f"SELECT {_CARD_COLUMNS} FROM cards "  # noqa: S608
+        "WHERE operator_id = ? AND msisdn = ? AND state <> ?",
+        (operator_id, msisdn, _DEACTIVATED),
+    )
+    return None if row is None else _card(tx, row)
 
 
-def latest_card_of_operator(conn: Connection, operator_id: str, msisdn: str) -> Card | None:
+def latest_card_of_operator(tx: Tx, operator_id: str, msisdn: str) -> Card | None:
     """Finds the operator's card with this MSISDN: the live one, else the latest deactivated."""
-    row = conn.execute(
-        select(cards)
-        .where(cards.c.operator_id == operator_id, cards.c.msisdn == msisdn)
-        .order_by((cards.c.state == CardState.DEACTIVATED.value).asc(), cards.c.id.desc())
-        .limit(1)
-    ).first()
-    return None if row is None else _card_from_row(row)
+    row = tx.one(
+        f"SELECT {_CARD_COLUMNS} FROM cards WHERE operator_id = ? AND msisdn = ? "  # noqa: S608
+        "ORDER BY CASE WHEN state = ? THEN 1 ELSE 0 END, id DESC LIMIT 1",
+        (operator_id, msisdn, _DEACTIVATED),
+    )
+    return None if row is None else _card(tx, row).card
 
 
-def cards_of_holder(conn: Connection, id_key: bytes, operator_id: str) -> list[Card]:
+def cards_of_holder(tx: Tx, id_key: bytes, operator_id: str) -> list[Card]:
     """Lists an operator's cards (live and past) for one document pseudonym, oldest first."""
-    rows = conn.execute(
-        select(cards)
-        .where(and_(cards.c.id_key == id_key, cards.c.operator_id == operator_id))
-        .order_by(cards.c.id)
-    ).all()
-    return [_card_from_row(r) for r in rows]
+    rows = tx.all(
+        f"SELECT {_CARD_COLUMNS} FROM cards "  # noqa: S608
+        "WHERE id_key = ? AND operator_id = ? ORDER BY id",
+        (id_key, operator_id),
+    )
+    return [_card(tx, r).card for r in rows]
 
 
-def find_request(conn: Connection, operator_id: str, request_id: str) -> StoredRequest | None:
+def find_request(tx: Tx, operator_id: str, request_id: str) -> StoredRequest | None:
     """Loads the recorded outcome of a request id, if any."""
-    row = conn.execute(
-        select(requests).where(
-            requests.c.operator_id == operator_id, requests.c.request_id == request_id
-        )
-    ).first()
+    row = tx.one(
+        "SELECT operation, fingerprint, card_id, error_kind, error_reason, error_message, "
+        "error_metadata FROM requests WHERE operator_id = ? AND request_id = ?",
+        (operator_id, request_id),
+    )
     if row is None:
         return None
-    return StoredRequest(row.operation, bytes(row.fingerprint), row.card_id, _error_from_row(row))
+    operation, fingerprint, card_id, kind, reason, message, meta = row
+    error = None if kind is None else _error(kind, reason, message, meta)
+    return StoredRequest(operation, bytes(fingerprint), card_id, error)
 
 
 def record_request(
-    conn: Connection,
+    tx: Tx,
     *,
     operator_id: str,
     request_id: str,
@@ -257,41 +244,33 @@ def record_request(
     error: RealnameError | None = None,
 ) -> None:
     """Records a request's outcome; a concurrent duplicate fails on the primary key."""
-    values: dict[str, Any] = {
-        "operator_id": operator_id,
-        "request_id": request_id,
-        "operation": operation,
-        "fingerprint": fingerprint,
-        "card_id": card_id,
-        "created_at": now,
-    }
+    kind = reason = message = meta_json = None
     if error is not None:
         meta: dict[str, Any] = {"metadata": error.metadata}
         if isinstance(error, QuotaExceeded):
             meta["quota"] = [[v.subject, v.description] for v in error.violations]
-        values.update(
-            error_kind=error.kind.value,
-            error_reason=error.reason,
-            error_message=error.message,
-            error_metadata=json.dumps(meta, sort_keys=True),
-        )
-    conn.execute(insert(requests).values(**values))
+        kind, reason, message = error.kind.value, error.reason, error.message
+        meta_json = json.dumps(meta, sort_keys=True)
+    tx.execute(
+        "INSERT INTO requests (operator_id, request_id, operation, fingerprint, card_id, "
+        "error_kind, error_reason, error_message, error_metadata, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            operator_id, request_id, operation, fingerprint, card_id,
+            kind, reason, message, meta_json, tx.timestamp(now),
+        ),
+    )  # fmt: skip
 
 
-def _error_from_row(row: Row[Any]) -> RealnameError | None:
-    if row.error_kind is None:
-        return None
-    meta = json.loads(row.error_metadata or "{}")
+def _error(kind: str, reason: str, message: str, meta_json: str | None) -> RealnameError:
+    meta = json.loads(meta_json or "{}")
     if "quota" in meta:
         return QuotaExceeded(
-            row.error_message,
-            reason=row.error_reason,
+            message,
+            reason=reason,
             violations=[QuotaViolation(s, d) for s, d in meta["quota"]],
             metadata=meta.get("metadata"),
         )
     return RealnameError(
-        row.error_message,
-        reason=row.error_reason,
-        metadata=meta.get("metadata"),
-        kind=ErrorKind(row.error_kind),
+        message, reason=reason, metadata=meta.get("metadata"), kind=ErrorKind(kind)
     )

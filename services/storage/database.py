@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from services.domain.errors import Unavailable
+from services.storage.rawsql import Tx
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,50 @@ class Database:
         """Runs ``work`` in one read-only transaction."""
         return self._run(work, readonly=True)
 
+    def run_tx(self, work: Callable[[Tx], T], *, readonly: bool = False) -> T:
+        """Runs ``work`` in one transaction on the driver connection (the hot path).
+
+        The same discipline as ``write``: BEGIN IMMEDIATE on SQLite for writers, retries on
+        serialization failures and unique-constraint races, UNAVAILABLE when the database is.
+        """
+        delay = 0.001
+        for _attempt in range(MAX_ATTEMPTS):
+            proxy = self.engine.raw_connection()
+            try:
+                dbapi: Any = proxy.driver_connection
+                tx = Tx(dbapi, sqlite=self.is_sqlite)
+                if self.is_sqlite:
+                    dbapi.execute("BEGIN DEFERRED" if readonly else "BEGIN IMMEDIATE")
+                try:
+                    result = work(tx)
+                    if self.is_sqlite:
+                        dbapi.execute("COMMIT")
+                    else:
+                        dbapi.commit()
+                    return result
+                except BaseException:
+                    _rollback_quietly(dbapi, self.is_sqlite)
+                    raise
+            except RetryTransaction:
+                pass
+            except Exception as exc:
+                kind = classify_driver_error(exc)
+                if kind == "unavailable":
+                    proxy.invalidate()
+                    raise Unavailable(
+                        "the database is unavailable; retry later", reason="DATABASE_UNAVAILABLE"
+                    ) from exc
+                if kind != "retry":
+                    raise
+            finally:
+                proxy.close()
+            time.sleep(random.uniform(0, delay))  # noqa: S311
+            delay = min(delay * 2, 0.05)
+        raise Unavailable(
+            "the request kept conflicting with concurrent writes; retry",
+            reason="TRANSACTION_CONFLICT",
+        )
+
     def _run(self, work: Callable[[Connection], T], *, readonly: bool) -> T:
         delay = 0.001
         for _attempt in range(MAX_ATTEMPTS):
@@ -142,6 +188,38 @@ class Database:
             "the request kept conflicting with concurrent writes; retry",
             reason="TRANSACTION_CONFLICT",
         )
+
+
+def _rollback_quietly(dbapi: Any, sqlite: bool) -> None:
+    # The original error is what matters; a failed rollback on a broken connection must not
+    # replace it (the pool discards such a connection on return).
+    try:
+        if sqlite:
+            if dbapi.in_transaction:
+                dbapi.execute("ROLLBACK")
+        else:
+            dbapi.rollback()
+    except (sqlite3.Error, psycopg.Error) as exc:
+        log.warning("rollback failed", extra={"fields": {"error": type(exc).__name__}})
+
+
+def classify_driver_error(exc: Exception) -> str:
+    """Sorts a raw driver error: "retry" (race, serialization), "unavailable", or "other"."""
+    if isinstance(exc, sqlite3.IntegrityError | psycopg.errors.IntegrityError):
+        return "retry"
+    if isinstance(exc, psycopg.Error):
+        state = exc.sqlstate
+        if state in _RETRYABLE_SQLSTATES:
+            return "retry"
+        if state is None and isinstance(exc, psycopg.OperationalError):
+            return "unavailable"
+        if state is not None and state.startswith(_UNAVAILABLE_SQLSTATE_CLASSES):
+            return "unavailable"
+        return "other"
+    if isinstance(exc, sqlite3.OperationalError):
+        # SQLite reports busy (after the busy timeout), locked and disk-full this way.
+        return "unavailable"
+    return "other"
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
