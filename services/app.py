@@ -7,13 +7,20 @@ from dataclasses import dataclass
 import grpc
 from starlette.routing import BaseRoute
 
+from services.authority import contact_sealer
 from services.domain.principal import Role
 from services.domain.pseudonym import Pseudonymizer
+from services.domain.registry import CrlRefresher, RegistryConfig, SellerRegistry
 from services.domain.verification import CardRegistry, Clock, utc_now
+from services.http.log_routes import log_routes
+from services.http.registry_routes import registry_routes
 from services.proto.realname.v1 import verification_pb2, verification_pb2_grpc
+from services.rpc.log import log_binding
+from services.rpc.registry import registry_binding
 from services.rpc.server import ServiceBinding
 from services.rpc.verification import VerificationServicer
 from services.storage.database import Database
+from services.transparency import TransparencyLog
 
 VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
 
@@ -25,11 +32,28 @@ class App:
     db: Database
     pseudonymizer: Pseudonymizer
     cards: CardRegistry
+    log: TransparencyLog | None = None
+    sellers: SellerRegistry | None = None
 
     @classmethod
-    def build(cls, db: Database, pseudonymizer: Pseudonymizer, clock: Clock = utc_now) -> App:
-        """Wires the domain services over one database."""
-        return cls(db, pseudonymizer, CardRegistry(db, pseudonymizer, clock))
+    def build(
+        cls,
+        db: Database,
+        pseudonymizer: Pseudonymizer,
+        clock: Clock = utc_now,
+        *,
+        log: TransparencyLog | None = None,
+        registry: RegistryConfig | None = None,
+    ) -> App:
+        """Wires the domain services over one database (and the transparency log, if given).
+
+        ``registry`` configures the seller registry (CA keys, public URL); without it the registry
+        verifies and serves CRLs already signed but cannot sign anything new.
+        """
+        config = registry or RegistryConfig(sealer=contact_sealer(pseudonymizer))
+        sellers = SellerRegistry(db, config, clock)
+        cards = CardRegistry(db, pseudonymizer, clock, sellers=sellers)
+        return cls(db, pseudonymizer, cards, log, sellers)
 
     def bindings(self) -> list[ServiceBinding]:
         """The gRPC services this process serves, with their access rules."""
@@ -46,9 +70,22 @@ class App:
                 {VERIFICATION_SERVICE: frozenset({Role.OPERATOR})},
             )
         ]
+        if self.log is not None:
+            bindings.append(log_binding(self.log))
+        if self.sellers is not None:
+            bindings.append(registry_binding(self.sellers))
         return bindings
+
+    def crl_refresher(self) -> CrlRefresher:
+        """A background thread re-signing aged CRLs (start it when serving; stop it after)."""
+        assert self.sellers is not None, "App.build always wires the seller registry"
+        return CrlRefresher(self.sellers)
 
     def http_routes(self) -> list[BaseRoute]:
         """The HTTP routes of the process's features (health is added by the HTTP app)."""
         routes: list[BaseRoute] = []
+        if self.log is not None:
+            routes.extend(log_routes(self.log))
+        if self.sellers is not None:
+            routes.extend(registry_routes(self.sellers))
         return routes

@@ -11,8 +11,12 @@ from pathlib import Path
 
 import uvicorn
 
+from registry.log.errors import LogError
 from services import logs
 from services.app import App
+from services.authority import ensure_dev_authorities, registry_config
+from services.cli_log import add_log_commands
+from services.cli_registry import add_registry_commands
 from services.config import (
     DEFAULT_GRPC_ADDRESS,
     DEFAULT_HTTP_ADDRESS,
@@ -28,6 +32,7 @@ from services.rpc.server import TlsFiles, create_server
 from services.storage import migrate
 from services.storage.database import Database
 from services.storage.reference import seed_demo_reference_data
+from services.transparency import TransparencyLog
 
 log = logging.getLogger("realname")
 
@@ -65,12 +70,15 @@ def cmd_dev_init(args: argparse.Namespace) -> int:
         migrate.upgrade(db.engine)
         with db.engine.begin() as conn:
             added = seed_demo_reference_data(conn)
+        cas = ensure_dev_authorities(settings.data_dir, db)
     finally:
         db.dispose()
     print(
         f"dev-init: {settings.data_dir}: {len(written)} PKI files written, "
         f"pepper {'created' if made_pepper else 'kept'}, database migrated, "
-        f"{added} reference rows added"
+        f"{added} reference rows added, regulator root "
+        f"{'created' if cas.root_created else 'kept'}, "
+        f"{len(cas.operators_added)} operator CAs added"
     )
     return 0
 
@@ -110,7 +118,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
             Path(args.tls_key or settings.pki_dir / "server.key"),
             Path(args.client_ca or settings.pki_dir / "ca.pem"),
         )
-    app = App.build(db, pseudonymizer)
+    try:
+        log_origin = env_default("REALNAME_LOG_ORIGIN")
+        transparency = TransparencyLog.open(db, settings.data_dir, origin=log_origin)
+    except LogError as exc:
+        print(f"realname serve: {exc}", file=sys.stderr)
+        return 2
+    app = App.build(
+        db,
+        pseudonymizer,
+        log=transparency,
+        registry=registry_config(settings.data_dir, pseudonymizer),
+    )
+    crl_refresher = app.crl_refresher()
+    crl_refresher.start()
+    sequencing = transparency.runner()
+    sequencing.start()
     running = create_server(
         app.bindings(), settings.grpc_address, tls=tls, max_workers=settings.max_workers
     )
@@ -118,9 +141,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serving.set()
     web = create_app(serving.is_set, app.http_routes())
     host, port = settings.http_address.rsplit(":", 1)
+    # log_config=None: uvicorn's dictConfig would close the handlers logs.configure installed.
     config = uvicorn.Config(
-        web, host=host.strip("[]"), port=int(port), log_level="warning", access_log=False
+        web, host=host.strip("[]"), port=int(port), log_config=None, access_log=False
     )
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
     http = uvicorn.Server(config)
     http_thread = threading.Thread(target=http.run, name="http", daemon=True)
     http_thread.start()
@@ -146,6 +171,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stop.wait()
     serving.clear()
     running.stop(settings.grace_seconds)
+    sequencing.stop()
+    crl_refresher.stop()
     http.should_exit = True
     http_thread.join(timeout=5)
     db.dispose()
@@ -191,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         "in the x-realname-principal header)",
     )
     p.set_defaults(func=cmd_serve)
+
+    add_log_commands(sub)
+    add_registry_commands(sub)
     return parser
 
 

@@ -43,7 +43,9 @@ class Settings:
     def database(self) -> DatabaseConfig:
         """The database to use: REALNAME_DATABASE_URL, else SQLite under the data directory."""
         return DatabaseConfig(
-            url=self.database_url or sqlite_url(self.data_dir), isolation=self.db_isolation
+            url=self.database_url or sqlite_url(self.data_dir),
+            isolation=self.db_isolation,
+            pool_size=self.max_workers,
         )
 
 

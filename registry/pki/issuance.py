@@ -25,6 +25,7 @@ Store certificate profile::
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Final
 
 from cryptography import x509
@@ -65,6 +66,14 @@ def load_csr(data: bytes) -> x509.CertificateSigningRequest:
 
 def check_csr(csr: x509.CertificateSigningRequest) -> ec.EllipticCurvePublicKey:
     """Return the CSR's P-256 key after checking its self-signature and signature hash."""
+    return _checked_key(csr)
+
+
+# Requests compare and hash by their DER, so a request seen before (a renewal reusing the
+# application's CSR, a bulk issuance to one key) skips the signature check; failures raise and
+# are never cached.
+@functools.lru_cache(maxsize=256)
+def _checked_key(csr: x509.CertificateSigningRequest) -> ec.EllipticCurvePublicKey:
     public_key = require_p256_public_key(csr.public_key())
     # The hash is checked before the signature so that a weak request gets a precise error:
     # cryptography does not verify SHA-1 signatures at all, which would read as a bad signature.

@@ -487,7 +487,6 @@ def _judge(
 ) -> Verdict:
     """Decide the verdict for a certificate whose path validated."""
     root_crl = snapshot.fresh_crl(snapshot.root_subject_der, None, moment)
-    operator_crl = snapshot.fresh_crl(ca.subject_der, ca.operator, moment)
     read = _read_authorization(leaf)
     authorization = read if isinstance(read, StoreAuthorization) else None
     revocation = root_crl.lookup(ca.serial_number, moment)
@@ -501,6 +500,8 @@ def _judge(
             authorization=authorization,
             revocation=revocation,
         )
+    # Only now the operator's CRL: once its CA is revoked nobody need keep re-signing it.
+    operator_crl = snapshot.fresh_crl(ca.subject_der, ca.operator, moment)
     revocation = operator_crl.lookup(leaf.serial_number, moment)
     if revocation is not None:
         return _leaf_verdict(

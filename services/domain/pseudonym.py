@@ -33,6 +33,10 @@ class Pseudonymizer:
         message = f"doc:v1:{document.type.value}:{document.number}".encode()
         return hmac.new(self._pepper, message, hashlib.sha256).digest()
 
+    def derive_key(self, label: str) -> bytes:
+        """Returns a 32-byte key for ``label`` (e.g. sealing registry contacts), from the pepper."""
+        return hmac.new(self._pepper, f"key:v1:{label}".encode(), hashlib.sha256).digest()
+
     def fingerprint(self, *parts: str) -> bytes:
         """Returns a keyed digest of request content, so stored fingerprints reveal nothing."""
         message = "\x1f".join(("req:v1", *parts)).encode()

@@ -13,6 +13,8 @@ from services.domain.cards import (
     CardType,
     DeactivateCard,
     Eligibility,
+    OnlineSale,
+    SalesChannel,
 )
 from services.domain.documents import Document
 from services.domain.errors import (
@@ -26,9 +28,11 @@ from services.domain.errors import (
 )
 from services.domain.numbers import mask_msisdn
 from services.domain.pseudonym import Pseudonymizer
+from services.domain.registry import SELLER_NOT_AUTHORIZED, SellerCheck
 from services.storage import cards_repo as repo
 from services.storage.database import Database, RetryTransaction
 from services.storage.rawsql import Tx
+from services.storage.reference_cache import ReferenceCache
 
 CARD_LIMIT_REACHED = "CARD_LIMIT_REACHED"
 REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
@@ -57,10 +61,35 @@ _REFUSED = cast(Card, object())
 class CardRegistry:
     """Answers eligibility and records activations so the cap holds under any concurrency."""
 
-    def __init__(self, db: Database, pseudonymizer: Pseudonymizer, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        db: Database,
+        pseudonymizer: Pseudonymizer,
+        clock: Clock = utc_now,
+        sellers: SellerCheck | None = None,
+        reference: ReferenceCache | None = None,
+    ) -> None:
         self._db = db
         self._pseudo = pseudonymizer
         self._clock = clock
+        self._sellers = sellers
+        self._reference = reference or ReferenceCache()
+
+    def _seller_channel(
+        self, tx: Tx, operator_id: str, channel: SalesChannel, card_type: CardType
+    ) -> SalesChannel:
+        """The sales channel as recorded: an online sale's serial checked and made canonical."""
+        if not isinstance(channel, OnlineSale):
+            return channel
+        if self._sellers is None:
+            raise FailedPrecondition(
+                "online sales need the seller registry, which this service does not run",
+                reason=SELLER_NOT_AUTHORIZED,
+            )
+        serial = self._sellers.check_online_sale(
+            tx, operator_id, channel.store_authorization_serial, card_type
+        )
+        return OnlineSale(serial)
 
     def today(self) -> dt.date:
         """The current date in China Standard Time, the calendar documents are issued in."""
@@ -114,31 +143,65 @@ class CardRegistry:
             channel,
         )
 
+        # The first attempt assumes the common case (a new request, free number, a free slot)
+        # and runs three statements; any surprise switches to the careful path, which reads
+        # the idempotency record and the live cards first and tells the caller exactly why.
+        careful = False
+
         def work(tx: Tx) -> Card:
+            nonlocal careful
             now = self._clock()
-            stored = self._replay(tx, operator_id, cmd.request_id, "activate", fingerprint)
-            if stored is not None:
-                return stored
-            self._operator(tx, operator_id)
-            owner = repo.segment_owner(tx, cmd.msisdn)
-            if owner != operator_id:
+            if careful:
+                stored = self._replay(tx, operator_id, cmd.request_id, "activate", fingerprint)
+                if stored is not None:
+                    return stored
+            op = self._reference.operator(tx, operator_id)
+            if op is None:
+                raise self._unknown_operator(operator_id)
+            if self._reference.segment_owner(tx, cmd.msisdn) != operator_id:
                 # Not recorded: it is the caller's mistake, not a state of the world.
                 raise PermissionDenied(
                     f"number {mask_msisdn(cmd.msisdn)} is not in a segment of the calling operator",
                     reason=NUMBER_NOT_OPERATORS,
                     metadata={"operator": operator_id},
                 )
-
-            taken = repo.live_card_conflict(tx, cmd.msisdn, cmd.iccid)
-            if taken is not None:
-                raise _Refusal(
-                    AlreadyExists(
-                        f"the {taken.upper()} is already held by a live card",
-                        reason=f"{taken.upper()}_IN_USE",
+            try:
+                channel = self._seller_channel(tx, operator_id, cmd.channel, cmd.card_type)
+            except FailedPrecondition:
+                # A retried request must replay its first outcome even if the authorization
+                # was revoked since; only the careful path reads the idempotency record.
+                if not careful:
+                    careful = True
+                    raise RetryTransaction(backoff=False) from None
+                raise
+            if careful:
+                taken = repo.live_card_conflict(tx, cmd.msisdn, cmd.iccid)
+                if taken is not None:
+                    raise _Refusal(
+                        AlreadyExists(
+                            f"the {taken.upper()} is already held by a live card",
+                            reason=f"{taken.upper()}_IN_USE",
+                        )
                     )
-                )
+            inserted = repo.insert_card(
+                tx,
+                operator_id=operator_id,
+                msisdn=cmd.msisdn,
+                iccid=cmd.iccid,
+                id_key=key,
+                document_type=cmd.document.type,
+                document_masked=cmd.document.masked(),
+                card_type=cmd.card_type,
+                channel=channel,
+                now=now,
+            )
+            if inserted is None:
+                careful = True
+                raise RetryTransaction(backoff=False)
             if repo.claim_slot(tx, key, operator_id) is None:
-                op = self._operator(tx, operator_id)
+                if not careful:
+                    careful = True
+                    raise RetryTransaction(backoff=False)
                 raise _Refusal(
                     QuotaExceeded(
                         f"document {cmd.document.masked()} already holds {op.card_limit} live "
@@ -153,19 +216,8 @@ class CardRegistry:
                         metadata={"operator": operator_id, "limit": str(op.card_limit)},
                     )
                 )
-            card_id, card = repo.insert_card(
-                tx,
-                operator_id=operator_id,
-                msisdn=cmd.msisdn,
-                iccid=cmd.iccid,
-                id_key=key,
-                document_type=cmd.document.type,
-                document_masked=cmd.document.masked(),
-                card_type=cmd.card_type,
-                channel=cmd.channel,
-                now=now,
-            )
-            repo.record_request(
+            card_id, card = inserted
+            recorded = repo.record_request(
                 tx,
                 operator_id=operator_id,
                 request_id=cmd.request_id,
@@ -174,6 +226,9 @@ class CardRegistry:
                 now=now,
                 card_id=card_id,
             )
+            if not recorded:
+                careful = True
+                raise RetryTransaction(backoff=False)
             return card
 
         return self._decide(work, operator_id, cmd.request_id, "activate", fingerprint)
@@ -199,7 +254,7 @@ class CardRegistry:
             if not repo.deactivate_card(tx, row.id, now):
                 raise RetryTransaction
             repo.release_slot(tx, row.id_key, operator_id)
-            repo.record_request(
+            if not repo.record_request(
                 tx,
                 operator_id=operator_id,
                 request_id=cmd.request_id,
@@ -207,7 +262,8 @@ class CardRegistry:
                 fingerprint=fingerprint,
                 now=now,
                 card_id=row.id,
-            )
+            ):
+                raise RetryTransaction  # a concurrent duplicate won: replay its outcome
             return repo.card_by_id(tx, row.id)
 
         return self._decide(work, operator_id, cmd.request_id, "deactivate", fingerprint)
@@ -283,7 +339,7 @@ class CardRegistry:
             stored = self._replay(tx, operator_id, request_id, operation, fingerprint)
             if stored is not None:
                 return stored
-            repo.record_request(
+            if not repo.record_request(
                 tx,
                 operator_id=operator_id,
                 request_id=request_id,
@@ -291,7 +347,8 @@ class CardRegistry:
                 fingerprint=fingerprint,
                 now=self._clock(),
                 error=error,
-            )
+            ):
+                raise RetryTransaction(backoff=False)  # raced a duplicate: replay it
             return _REFUSED
 
         outcome = self._db.run_tx(record)

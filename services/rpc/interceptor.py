@@ -73,6 +73,8 @@ class RealnameInterceptor(_Interceptor):
     def __init__(self, authenticator: Authenticator, policy: AccessPolicy) -> None:
         self._auth = authenticator
         self._policy = policy
+        # Wrapped handlers by method: building them on every call cost ~2% of a cheap RPC.
+        self._wrapped: dict[str, _Handler] = {}
 
     def intercept_service(
         self,
@@ -80,10 +82,18 @@ class RealnameInterceptor(_Interceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> _Handler | None:
         """Returns the method's handler wrapped in the call discipline."""
-        handler = continuation(handler_call_details)
+        method: str = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
+        wrapped = self._wrap(method, continuation(handler_call_details))
+        if wrapped is not None:  # unknown method names are not cached: callers choose them
+            self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, handler: _Handler | None) -> _Handler | None:
         if handler is None:
             return None
-        method: str = handler_call_details.method
         kinds = (
             ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
             ("unary_stream", grpc.unary_stream_rpc_method_handler, True),

@@ -58,6 +58,17 @@ def get_operator(tx: Tx, operator_id: str) -> OperatorRow | None:
     return None if row is None else OperatorRow(row[0], row[1], row[2], int(row[3]))
 
 
+def all_operators(tx: Tx) -> dict[str, OperatorRow]:
+    """Every registered operator, by id."""
+    rows = tx.all("SELECT id, name, kind, card_limit FROM operators")
+    return {r[0]: OperatorRow(r[0], r[1], r[2], int(r[3])) for r in rows}
+
+
+def all_segments(tx: Tx) -> dict[str, str]:
+    """Every number-segment prefix and its operator."""
+    return {str(p): str(o) for p, o in tx.all("SELECT prefix, operator_id FROM number_segments")}
+
+
 def holding(tx: Tx, id_key: bytes, operator_id: str) -> tuple[int, int] | None:
     """Returns (live cards, limit) of a document with an operator; None for an unknown operator."""
     row = tx.one(
@@ -126,8 +137,8 @@ def insert_card(
     card_type: CardType,
     channel: SalesChannel,
     now: dt.datetime,
-) -> tuple[int, Card]:
-    """Inserts a live card; returns its row id and the card as stored."""
+) -> tuple[int, Card] | None:
+    """Inserts a live card; returns its id and the card, or None if the MSISDN or ICCID is taken."""
     if isinstance(channel, AgentSale):
         kind, agent, serial = "agent", channel.agent_id, None
     else:
@@ -135,13 +146,14 @@ def insert_card(
     row = tx.one(
         "INSERT INTO cards (operator_id, msisdn, iccid, id_key, document_type, document_masked, "
         "card_type, state, channel, agent_id, store_authorization_serial, activated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
         (
             operator_id, msisdn, iccid, id_key, document_type.value, document_masked,
             card_type.value, CardState.ACTIVE.value, kind, agent, serial, tx.timestamp(now),
         ),
     )  # fmt: skip
-    assert row is not None, "INSERT … RETURNING always returns the row"
+    if row is None:
+        return None
     card = Card(
         msisdn, iccid, operator_id, card_type, CardState.ACTIVE, document_type, document_masked,
         channel, now, None,
@@ -242,8 +254,8 @@ def record_request(
     now: dt.datetime,
     card_id: int | None = None,
     error: RealnameError | None = None,
-) -> None:
-    """Records a request's outcome; a concurrent duplicate fails on the primary key."""
+) -> bool:
+    """Records a request's outcome; returns False if the request id is already recorded."""
     kind = reason = message = meta_json = None
     if error is not None:
         meta: dict[str, Any] = {"metadata": error.metadata}
@@ -251,15 +263,17 @@ def record_request(
             meta["quota"] = [[v.subject, v.description] for v in error.violations]
         kind, reason, message = error.kind.value, error.reason, error.message
         meta_json = json.dumps(meta, sort_keys=True)
-    tx.execute(
+    # DO NOTHING rather than an error: the transaction stays usable on both engines.
+    inserted = tx.execute(
         "INSERT INTO requests (operator_id, request_id, operation, fingerprint, card_id, "
         "error_kind, error_reason, error_message, error_metadata, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (
             operator_id, request_id, operation, fingerprint, card_id,
             kind, reason, message, meta_json, tx.timestamp(now),
         ),
     )  # fmt: skip
+    return inserted == 1
 
 
 def _error(kind: str, reason: str, message: str, meta_json: str | None) -> RealnameError:

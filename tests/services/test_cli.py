@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from alembic.script import ScriptDirectory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import create_engine, text
 
@@ -19,6 +20,7 @@ from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
 from services.storage.database import sqlite_url
+from services.storage.migrate import MIGRATIONS_DIR
 from tests.support.identities import iccid, msisdn, resident_id
 from tests.support.pki import channel
 from tests.support.server import realname_bin, start_server_process
@@ -67,7 +69,8 @@ def test_serve_refuses_an_unmigrated_database(tmp_path: Path, data_dir: Path) ->
     assert "realname db upgrade" in result.stderr
     upgraded = realname("db", "upgrade", "--data-dir", str(data_dir))
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "revision 0001" in upgraded.stdout
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    assert f"database at revision {head}" in upgraded.stdout
 
 
 @pytest.mark.parametrize("address", ["0.0.0.0:0", "192.0.2.10:0", "[::]:0", "example.org:0"])

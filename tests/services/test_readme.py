@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.server import start_server_process
+from tests.support.server import free_port, start_server_process
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 REPO = README.parent
@@ -66,3 +66,35 @@ def test_readme_error_example_prints_what_it_says(served: tuple[Path, str]) -> N
     assert result.returncode != 0
     for line in re.findall(r"^# {1,3}(\S.*)$", block, re.M):
         assert line.strip() in result.stderr + result.stdout
+
+
+def test_readme_registry_flow_works(tmp_path: Path) -> None:
+    """The README's application-to-verification flow, as written, against `realname serve`."""
+    data_dir = tmp_path / "data"
+    init = subprocess.run(
+        [str(Path(sys.executable).parent / "realname"), "dev-init", "--data-dir", str(data_dir)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    http = f"127.0.0.1:{free_port()}"
+    # The last --http-address wins: the test needs to know where the HTTP side listens.
+    server = start_server_process(data_dir, extra_args=["--http-address", http])
+    try:
+        script = readme_block("registry").replace("127.0.0.1:8080", http)
+        script = script.replace(".data/", f"{data_dir}/").replace(".data ", f"{data_dir} ")
+        script = script.replace("127.0.0.1:50051", server.address)
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            capture_output=True, text=True, cwd=REPO, timeout=180, check=False,
+        )  # fmt: skip
+    finally:
+        assert server.stop() == 0
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert '"status": "APPLICATION_STATUS_APPROVED"' in out
+    assert '"reason": "VERDICT_REASON_AUTHORIZED"' in out
+    assert '"reason": "VERDICT_REASON_REVOKED"' in out
+    assert "verify-seller exit status 3" in out
+    assert "shop-42.pem: OK" in out
+    assert "shop-42.pem: good" in out and "shop-42.pem: revoked" in out
+    assert "Lin Wei" not in server.log() and "0591-8888-0000" not in server.log()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 
+from services.domain.pseudonym import Pseudonymizer
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import verification_pb2 as vpb
+from services.storage.database import Database
 from tests.support.identities import iccid, msisdn, resident_id
+from tests.support.registry import authorize, registry_server
 from tests.support.rpc import rich_error
 from tests.support.server import GrpcHarness
 
@@ -205,11 +210,15 @@ def test_other_roles_are_denied(grpc_server: GrpcHarness, principal: str) -> Non
     assert (err.code, err.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
 
 
-def test_online_channel_serial_is_stored(grpc_server: GrpcHarness) -> None:
-    card = grpc_server.verification().ActivateCard(activate(1, serial="0A1B2C3D")).card
-    assert card.channel.online.store_authorization_serial == "0a1b2c3d"
-    fetched = grpc_server.verification().GetCard(vpb.GetCardRequest(msisdn=card.msisdn)).card
-    assert fetched.channel.WhichOneof("channel") == "online"
+def test_online_channel_serial_is_stored(
+    db: Database, pki_dir: Path, pseudonymizer: Pseudonymizer, tmp_path: Path
+) -> None:
+    with registry_server(db, pki_dir, pseudonymizer, tmp_path / "data") as server:
+        serial = authorize(server, shop_id="shop-online").serial
+        card = server.verification().ActivateCard(activate(1, serial=serial.upper())).card
+        assert card.channel.online.store_authorization_serial == serial
+        fetched = server.verification().GetCard(vpb.GetCardRequest(msisdn=card.msisdn)).card
+        assert fetched.channel.online.store_authorization_serial == serial
 
 
 def test_bad_input_lists_every_field_and_changes_nothing(grpc_server: GrpcHarness) -> None:

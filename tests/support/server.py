@@ -17,9 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.app import App
 from services.domain.pseudonym import Pseudonymizer
 from services.domain.verification import CardRegistry
-from services.proto.realname.v1 import verification_pb2_grpc
+from services.proto.realname.v1 import log_pb2_grpc, verification_pb2_grpc
 from services.rpc.server import RunningServer, TlsFiles, create_server
 from services.storage.database import Database
+from services.transparency import TransparencyLog
 from tests.support.pki import channel
 
 
@@ -45,6 +46,10 @@ class GrpcHarness:
         """A VerificationService stub as ``principal``."""
         return verification_pb2_grpc.VerificationServiceStub(self.channel(principal))
 
+    def log_service(self, principal: str = "marketplace-demo") -> log_pb2_grpc.LogServiceStub:
+        """A LogService stub as ``principal``."""
+        return log_pb2_grpc.LogServiceStub(self.channel(principal))
+
     def close(self) -> None:
         """Closes channels and stops the server."""
         for ch in self._channels.values():
@@ -52,9 +57,11 @@ class GrpcHarness:
         self.running.stop(grace=1)
 
 
-def start_harness(db: Database, pki_dir: Path, pseudonymizer: Pseudonymizer) -> GrpcHarness:
-    """Starts an mTLS server on an ephemeral loopback port."""
-    app = App.build(db, pseudonymizer)
+def start_harness(
+    db: Database, pki_dir: Path, pseudonymizer: Pseudonymizer, log: TransparencyLog | None = None
+) -> GrpcHarness:
+    """Starts an mTLS server on an ephemeral loopback port (serving ``log`` too, if given)."""
+    app = App.build(db, pseudonymizer, log=log)
     running = create_server(app.bindings(), "127.0.0.1:0", tls=TlsFiles.in_pki_dir(pki_dir))
     return GrpcHarness(running, f"127.0.0.1:{running.port}", pki_dir, app.cards)
 

@@ -1,0 +1,125 @@
+"""The transparency log as a serving process holds it: key, reader, sequencer, witnesses.
+
+``App`` binds its gRPC service (``services.rpc.log``) and HTTP routes
+(``services.http.log_routes``); ``realname serve`` runs its sequencer in the
+background. The registry appends entries with ``registry.log.append_entry(conn, entry)`` inside
+its own ``Database.write`` unit of work, and may call ``log.sequencer.integrate_now()`` (or
+``runner.wake()``) when it needs the entry sequenced before it answers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from registry.log import witness
+from registry.log.errors import LogKeyError
+from registry.log.reader import LogReader
+from registry.log.sequencer import DEFAULT_INTERVAL, Sequencer, SequencerRunner, utc_now
+from registry.log.signing import DEFAULT_ORIGIN, ensure_log_signer, log_key_path, verifier_key
+from registry.log.storage import StoredCheckpoint
+from registry.note import (
+    CosignatureVerifier,
+    Ed25519Signer,
+    Ed25519Verifier,
+    MalformedKeyError,
+    parse_verifier_key,
+)
+from services.storage.database import Database
+
+WITNESSES_FILE: Final = "witnesses.txt"
+"""File under ``<data_dir>/log/`` listing the witness verifier keys the log accepts."""
+
+
+def witnesses_path(data_dir: Path) -> Path:
+    """Return where the accepted witness keys are listed: ``<data_dir>/log/witnesses.txt``."""
+    return data_dir / "log" / WITNESSES_FILE
+
+
+def load_witnesses(path: Path) -> tuple[CosignatureVerifier, ...]:
+    """Read witness verifier keys, one per line (``#`` starts a comment); none if no file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return ()
+    except OSError as error:
+        raise LogKeyError(f"cannot read witness keys {path}: {error}") from error
+    witnesses = []
+    for number, line in enumerate(lines, start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            key = parse_verifier_key(text)
+        except MalformedKeyError as error:
+            raise LogKeyError(f"{path}:{number}: {error}") from error
+        if not isinstance(key, CosignatureVerifier):
+            raise LogKeyError(f"{path}:{number}: not a cosignature (type 0x04) witness key")
+        witnesses.append(key)
+    return tuple(witnesses)
+
+
+@dataclass
+class TransparencyLog:
+    """One process's handle on the log stored in ``db``."""
+
+    db: Database
+    signer: Ed25519Signer
+    reader: LogReader
+    sequencer: Sequencer
+    witnesses: tuple[CosignatureVerifier, ...] = ()
+    clock: Callable[[], dt.datetime] = utc_now
+
+    @classmethod
+    def create(
+        cls,
+        db: Database,
+        signer: Ed25519Signer,
+        *,
+        witnesses: Sequence[CosignatureVerifier] = (),
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> TransparencyLog:
+        """Wire a log over ``db`` signing with ``signer`` (whose name is the origin)."""
+        sequencer = Sequencer(db.engine, signer, signer.name, transact=db.write, clock=clock)
+        return cls(db, signer, LogReader(), sequencer, tuple(witnesses), clock)
+
+    @classmethod
+    def open(cls, db: Database, data_dir: Path, *, origin: str | None = None) -> TransparencyLog:
+        """Open the log of a data directory, creating its key on first use."""
+        signer = ensure_log_signer(log_key_path(data_dir), origin or DEFAULT_ORIGIN)
+        return cls.create(db, signer, witnesses=load_witnesses(witnesses_path(data_dir)))
+
+    @property
+    def origin(self) -> str:
+        """The log's origin line."""
+        return self.signer.name
+
+    @property
+    def verifier(self) -> Ed25519Verifier:
+        """The verifier of the log's checkpoint signatures."""
+        return self.signer.verifier()
+
+    @property
+    def verifier_key(self) -> str:
+        """The log's verifier key, ``<origin>+<hash>+<base64>``."""
+        return verifier_key(self.signer)
+
+    def runner(self, interval: float = DEFAULT_INTERVAL) -> SequencerRunner:
+        """A background sequencer loop for this log (start it; stop it at shutdown)."""
+        return SequencerRunner(self.sequencer, interval)
+
+    def accept_cosignatures(self, note: bytes) -> StoredCheckpoint:
+        """Store the accepted witnesses' cosignatures that ``note`` carries (see ``witness``)."""
+        return self.db.write(
+            lambda conn: witness.accept_cosignatures(
+                conn,
+                note,
+                origin=self.origin,
+                log_verifier=self.verifier,
+                witnesses=self.witnesses,
+                now=self.clock(),
+            )
+        )
