@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -26,13 +27,14 @@ from services.config import (
     validate,
 )
 from services.devpki import ensure_dev_pki
-from services.domain.pseudonym import PepperError, create_pepper_file, load_pepper
+from services.domain.pseudonym import PepperError, Pseudonymizer, create_pepper_file, load_pepper
 from services.http.app import create_app
 from services.rpc.server import TlsFiles, create_server
 from services.storage import migrate
 from services.storage.database import Database
 from services.storage.reference import seed_demo_reference_data
 from services.transparency import TransparencyLog
+from services.workers import reuse_port_socket, run_workers
 
 log = logging.getLogger("realname")
 
@@ -104,13 +106,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"realname serve: {exc}", file=sys.stderr)
         return 2
     db = Database(settings.database())
-    if not migrate.is_current(db.engine):
+    current = migrate.is_current(db.engine)
+    db.dispose()
+    if not current:
         print(
             "realname serve: the database is not migrated to the current schema; "
             "run `realname db upgrade`",
             file=sys.stderr,
         )
         return 2
+    if args.workers < 1:
+        print("realname serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        if settings.grpc_address.endswith(":0") or settings.http_address.endswith(":0"):
+            print("realname serve: --workers needs fixed ports", file=sys.stderr)
+            return 2
+
+        def worker(_index: int) -> int:
+            logs.configure(args.log_level)  # the parent's flusher thread did not survive fork
+            return _serve_process(settings, args, pseudonymizer, reuse_port=True)
+
+        return run_workers(args.workers, worker)
+    return _serve_process(settings, args, pseudonymizer, reuse_port=False)
+
+
+def _serve_process(
+    settings: Settings, args: argparse.Namespace, pseudonymizer: Pseudonymizer, *, reuse_port: bool
+) -> int:
+    """One serving process: database pool, gRPC server, HTTP server, background jobs."""
+    db = Database(settings.database())
     tls = None
     if not settings.insecure:
         tls = TlsFiles(
@@ -135,7 +160,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sequencing = transparency.runner()
     sequencing.start()
     running = create_server(
-        app.bindings(), settings.grpc_address, tls=tls, max_workers=settings.max_workers
+        app.bindings(),
+        settings.grpc_address,
+        tls=tls,
+        max_workers=settings.max_workers,
+        reuse_port=reuse_port,
     )
     serving = threading.Event()
     serving.set()
@@ -147,7 +176,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
     http = uvicorn.Server(config)
-    http_thread = threading.Thread(target=http.run, name="http", daemon=True)
+    sockets = [reuse_port_socket(host.strip("[]"), int(port))] if reuse_port else None
+    http_thread = threading.Thread(
+        target=http.run, kwargs={"sockets": sockets}, name="http", daemon=True
+    )
     http_thread.start()
     stop = threading.Event()
 
@@ -165,6 +197,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "http": settings.http_address,
                 "tls": tls is not None,
                 "database": "sqlite" if db.is_sqlite else "postgresql",
+                "pid": os.getpid(),
             }
         },
     )
@@ -211,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", default=env_default("REALNAME_TLS_CERT"))
     p.add_argument("--tls-key", default=env_default("REALNAME_TLS_KEY"))
     p.add_argument("--client-ca", default=env_default("REALNAME_CLIENT_CA"))
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=int(env_default("REALNAME_WORKERS", "1") or "1"),
+        help="serving processes sharing the ports with SO_REUSEPORT (env REALNAME_WORKERS)",
+    )
     p.add_argument(
         "--insecure-plaintext",
         action="store_true",

@@ -214,3 +214,41 @@ def test_no_document_number_in_clear_in_the_database_or_logs(data_dir: Path) -> 
             assert secret.encode() not in blob, f"{name} holds a document number in clear"
         # Not even the birth-date-and-sequence middle of a number.
         assert not re.search(rb"19851120\d{3}", blob), name
+
+
+def test_workers_share_the_port_and_keep_the_cap_exact(data_dir: Path) -> None:
+    server = start_server_process(data_dir, extra_args=["--workers", "2"])
+    pki = data_dir / "dev-pki"
+    document = cpb.Document(type=cpb.DOCUMENT_TYPE_RESIDENT_ID_CARD, number=resident_id(11))
+    outcomes: list[str] = []
+    try:
+        # Fresh connections, so the kernel's SO_REUSEPORT balancing reaches both workers.
+        channels = [channel(server.address, pki, "operator-cmcc") for _ in range(12)]
+        futures = [
+            vgrpc.VerificationServiceStub(channels[i % 12]).ActivateCard.future(
+                vpb.ActivateCardRequest(
+                    request_id=f"w-{i}", document=document, msisdn=msisdn("151", i),
+                    iccid=iccid(8_000 + i), card_type=cpb.CARD_TYPE_PERSONAL,
+                    channel=vpb.SalesChannel(agent=vpb.AgentChannel(agent_id="a")),
+                ),
+                timeout=60,
+            )
+            for i in range(60)
+        ]  # fmt: skip
+        for f in futures:
+            try:
+                f.result()
+                outcomes.append("OK")
+            except grpc.RpcError as exc:
+                outcomes.append(exc.code().name)
+        for ch in channels:
+            ch.close()
+    finally:
+        assert server.stop() == 0
+    assert outcomes.count("OK") == 5
+    assert outcomes.count("RESOURCE_EXHAUSTED") == 55
+    log = server.log()
+    pids = set(re.findall(r'"msg":"serving".*?"pid":(\d+)', log))
+    assert len(pids) == 2, log
+    served_by = re.findall(r'"method":"/realname.v1.VerificationService/ActivateCard"', log)
+    assert len(served_by) >= 60
