@@ -23,10 +23,12 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from bench.common import ServerProcess, free_port, start_process, wait_serving
 from bench.postgres import fresh_database, postgres_server, server_facts
@@ -138,11 +140,13 @@ def start_baseline(data_dir: Path, label: str) -> ServerProcess:
     return start_process(label, argv, address, data_dir / f"{label}.log")
 
 
-def start_realname(data_dir: Path, backend: str, database_url: str | None) -> ServerProcess:
+def start_realname(
+    data_dir: Path, backend: str, database_url: str | None, workers: int = 1
+) -> ServerProcess:
     """Starts `realname serve` with real mTLS on free loopback ports."""
     address = f"127.0.0.1:{free_port()}"
     argv = [realname_bin(), "serve", "--data-dir", str(data_dir), "--grpc-address", address,
-            "--http-address", f"127.0.0.1:{free_port()}"]  # fmt: skip
+            "--http-address", f"127.0.0.1:{free_port()}", "--workers", str(workers)]  # fmt: skip
     return start_process(
         f"realname-{backend}", argv, address, data_dir / f"serve-{backend}.log",
         env=server_env(database_url),
@@ -202,15 +206,24 @@ def baseline_phase(data_dir: Path, cfg: BenchConfig, label: str) -> Phase:
 
 
 def realname_phases(
-    data_dir: Path, backend: str, cfg: BenchConfig, database_url: str | None, db_pid: int | None
+    data_dir: Path,
+    backend: str,
+    cfg: BenchConfig,
+    database_url: str | None,
+    db_pid: int | None,
+    *,
+    workers: int = 1,
+    workloads: tuple[str, ...] = REAL_WORKLOADS,
 ) -> list[Phase]:
-    """Measures the three realname workloads against one server on one backend."""
-    server = start_realname(data_dir, backend, database_url)
-    watch = [server.proc.pid] + ([db_pid] if db_pid is not None else [])
+    """Measures realname workloads against one server (``workers`` processes) on one backend."""
+    server = start_realname(data_dir, backend, database_url, workers)
     with running(server, data_dir / "dev-pki"):
+        # With --workers the parent only supervises: account the CPU of the forked workers.
+        pids = [server.proc.pid] + [c.pid for c in psutil.Process(server.proc.pid).children()]
+        watch = pids + ([db_pid] if db_pid is not None else [])
         return [
             run_load(server, data_dir / "dev-pki", workload, backend, cfg, watch)
-            for workload in REAL_WORKLOADS
+            for workload in workloads
         ]
 
 
@@ -415,15 +428,20 @@ def write_markdown(
     RESULTS_PATH.write_text("\n".join(body))
 
 
-def run_pki_bench() -> int:
-    """Runs the PKI verification bench if its module exists; returns its exit code."""
-    if not (REPO_ROOT / "bench" / "bench_pki_verify.py").exists():
-        print(f"\n({PKI_BENCH_MODULE} not present; skipped)")
-        return 0
-    print(f"\n=== {PKI_BENCH_MODULE} ===", flush=True)
-    code = subprocess.run([sys.executable, "-m", PKI_BENCH_MODULE], cwd=REPO_ROOT, check=False)
+FEATURE_BENCHES = (
+    PKI_BENCH_MODULE,
+    "bench.bench_registry",
+    "bench.bench_log",
+    "bench.bench_delivery",
+)
+
+
+def run_module_bench(module: str) -> int:
+    """Runs one feature bench module; returns its exit code."""
+    print(f"\n=== {module} ===", flush=True)
+    code = subprocess.run([sys.executable, "-m", module], cwd=REPO_ROOT, check=False)
     if code.returncode != 0:
-        print(f"!!! {PKI_BENCH_MODULE} failed with exit code {code.returncode}")
+        print(f"!!! {module} failed with exit code {code.returncode}")
     return code.returncode
 
 
@@ -444,6 +462,12 @@ def measure(
     pg_facts: dict[str, str] | None = None
     if "sqlite" in backends:
         phases += realname_phases(data_dir, "sqlite", cfg, None, None)
+        # The same server as two processes (--workers 2, SO_REUSEPORT); several connections
+        # so the kernel spreads them. The baseline stays one process: this row shows scale-out.
+        phases += realname_phases(
+            data_dir, "sqlite, --workers 2", replace(cfg, channels=max(cfg.channels, 4)),
+            None, None, workers=2, workloads=("check", "activate"),
+        )  # fmt: skip
     if "postgresql" in backends:
         with postgres_server() as pg, fresh_database(pg.url) as url:
             # Same data dir (PKI, pepper); the URL points dev-init's migrations at PostgreSQL.
@@ -466,7 +490,11 @@ def main(argv: list[str] | None = None) -> int:
         "--backends", default="sqlite,postgresql", help="comma-separated: sqlite,postgresql"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (server logs)")
-    parser.add_argument("--skip-pki", action="store_true", help=f"do not run {PKI_BENCH_MODULE}")
+    parser.add_argument(
+        "--skip-pki",
+        action="store_true",
+        help="do not run the feature benches (PKI, registry, log, delivery)",
+    )
     args = parser.parse_args(argv)
     cfg = BenchConfig(args.concurrency, args.channels, args.warmup, args.duration)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -517,7 +545,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"!!! hot/{p.backend}: {ok} activations succeeded, not 5")
     for problem in PROBLEMS:
         print(f"!!! {problem}")
-    pki_code = 0 if args.skip_pki else run_pki_bench()
+    pki_code = 0
+    if not args.skip_pki:
+        for module in FEATURE_BENCHES:
+            pki_code = run_module_bench(module) or pki_code
     return 1 if failed or hot_wrong or PROBLEMS or pki_code else 0
 
 

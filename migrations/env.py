@@ -5,6 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+# Importing the table modules registers their tables on the registry metadata.
+import registry.authz.tables
+import registry.log.storage  # noqa: F401
 from registry.schema import metadata as registry_metadata
 from services.storage.schema import metadata as service_metadata
 

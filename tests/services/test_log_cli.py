@@ -8,8 +8,10 @@ a dishonest log operator could, and the monitor must catch each change.
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -170,13 +172,50 @@ def test_monitor_follows_an_honest_log_and_reports_a_watched_store(
     ]
     assert "tree size 25 (was 22), root " in out and ": 3 entries checked, 2 watched" in out
 
-    # The console script itself, as a store owner would run it.
-    run = realname(
-        "log", "monitor", "--url", served.url, "--vkey", served.vkey, "--state", str(state),
-        "--once", "--watch-store", "tmall/shop-3",
+    # The console script itself, following the log as a store owner would leave it running.
+    follower = subprocess.Popen(
+        [
+            realname_bin(), "log", "monitor", "--url", served.url, "--vkey", served.vkey,
+            "--state", str(state), "--interval", "0.2", "--watch-store", "tmall/shop-9",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert run.returncode == 0, run.stderr
-    assert "tree size 25 (was 25), root " in run.stdout and ": 0 entries checked" in run.stdout
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in follower.stdout or ():
+            lines.put(line)
+
+    reader = threading.Thread(target=pump)
+    reader.start()
+    try:
+        assert "tree size 25 (was 25)" in next_line(lines, "verified")
+        served.append([issuance(9)])
+        event = next_line(lines, "event ")
+        assert "index=25 kind=issuance" in event and "store=tmall/shop-9" in event
+    finally:
+        follower.terminate()
+        code = follower.wait(timeout=20)
+        reader.join(timeout=5)
+        assert follower.stderr is not None
+        errors = follower.stderr.read()
+        follower.stderr.close()
+        if follower.stdout is not None:
+            follower.stdout.close()
+    assert code == 0, errors
+
+
+def next_line(lines: queue.Queue[str], prefix: str, timeout: float = 20) -> str:
+    """The next line the follower prints that starts with ``prefix``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if line.startswith(prefix):
+            return line
+    raise AssertionError(f"the monitor printed no {prefix!r} line in {timeout} s")
 
 
 def test_witnesses_cosign_and_monitors_require_k_of_n(served: Served, tmp_path: Path) -> None:
