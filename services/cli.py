@@ -21,6 +21,7 @@ from services.cli_registry import add_registry_commands
 from services.config import (
     DEFAULT_GRPC_ADDRESS,
     DEFAULT_HTTP_ADDRESS,
+    DEFAULT_THREADS,
     ConfigError,
     Settings,
     env_default,
@@ -58,6 +59,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         database_url=env_default("REALNAME_DATABASE_URL"),
         db_isolation=env_default("REALNAME_DB_ISOLATION", "default") or "default",
         insecure=getattr(args, "insecure_plaintext", False),
+        max_workers=getattr(args, "threads", DEFAULT_THREADS),
     )
 
 
@@ -244,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", default=env_default("REALNAME_TLS_CERT"))
     p.add_argument("--tls-key", default=env_default("REALNAME_TLS_KEY"))
     p.add_argument("--client-ca", default=env_default("REALNAME_CLIENT_CA"))
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(env_default("REALNAME_THREADS", str(DEFAULT_THREADS)) or DEFAULT_THREADS),
+        help="RPC worker threads per process, and database connections (env REALNAME_THREADS)",
+    )
     p.add_argument(
         "--workers",
         type=int,
