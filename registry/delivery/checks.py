@@ -163,13 +163,11 @@ class SellerDirectory(Protocol):
 
     def find(self, operator: str, serial: int) -> x509.Certificate | None:
         """Return the store certificate with this serial under this operator, if known."""
-        ...
 
     def judge(
         self, certificate: x509.Certificate, operator: str, at: dt.datetime
     ) -> SellerJudgement:
         """Judge the store's authorization at ``at`` for a token naming ``operator``."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,7 +171,6 @@ class SellerCheck(Protocol):
 
     def check_online_sale(self, tx: Tx, operator: str, serial: str, card_type: CardKind) -> str:
         """Return the canonical serial if it authorizes ``operator``'s sale, else raise."""
-        ...
 
 
 @contextmanager
@@ -559,6 +558,25 @@ class SellerRegistry:
             )
         )
 
+    def search_authorizations(
+        self,
+        *,
+        legal_name: str | None,
+        credit_code: str | None,
+        after_serial: str,
+        limit: int,
+    ) -> list[AuthorizationRecord]:
+        """Authorizations by store name prefix or credit code (public)."""
+        return self._read(
+            lambda conn: workflow.search_authorizations(
+                conn,
+                legal_name=legal_name,
+                credit_code=credit_code,
+                after_serial=after_serial,
+                limit=min(limit or MAX_PAGE, MAX_PAGE),
+            )
+        )
+
     @staticmethod
     def _serial(text: str, path: str = "serial") -> str:
         value = parse_serial(text)
@@ -588,6 +606,13 @@ class SellerRegistry:
             )
         except RevocationUnavailableError as exc:
             raise Unavailable(str(exc), reason="REVOCATION_DATA_STALE") from exc
+
+    def stored_verdict(self, generation: int, certificate: bytes, moment: dt.datetime) -> Verdict:
+        """The cached verifier's verdict on a stored certificate at ``moment`` (no scope).
+
+        For callers inside a write transaction (courier deliveries): never re-signs CRLs.
+        """
+        return self._verify(generation, certificate, None, None, moment, may_write=False)
 
     def verify_certificate(
         self, certificate: bytes, card_type: CardType | None, province: str | None

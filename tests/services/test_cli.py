@@ -149,7 +149,7 @@ def test_sigterm_finishes_in_flight_calls_and_reports_not_serving(data_dir: Path
     answered = [r for r in results if r in ("OK", "RESOURCE_EXHAUSTED")]
     assert sorted(handled) == sorted(answered)
     assert set(results) - {"OK", "RESOURCE_EXHAUSTED"} <= {"CANCELLED", "UNAVAILABLE"}
-    assert 1 <= results.count("OK") <= 5
+    assert 0 < results.count("OK") <= 5
     engine = create_engine(sqlite_url(data_dir))
     with engine.connect() as conn:
         live = conn.execute(text("SELECT count(*) FROM cards WHERE state = 'ACTIVE'")).scalar()
