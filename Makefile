@@ -8,7 +8,7 @@ DATA_DIR ?= $(CURDIR)/.data
 PROTO_SRC := $(wildcard protos/realname/v1/*.proto)
 PROTO_OUT := services/proto
 
-.PHONY: run test protos lint bench venv clean
+.PHONY: run test protos lint bench venv clean browser
 
 venv: $(STAMP)
 
@@ -22,8 +22,15 @@ run: $(STAMP)
 	$(BIN)/realname dev-init --data-dir $(DATA_DIR)
 	$(BIN)/realname serve --data-dir $(DATA_DIR)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest
+
+# The public-page test drives Debian's chromium (playwright's own browser download needs a
+# network this project cannot assume); install it once if it is missing.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 # Regenerates the committed protobuf/gRPC code; imports are rewritten so the generated modules
 # live inside the services package instead of claiming the top-level name `realname`.

@@ -8,13 +8,16 @@ import grpc
 from starlette.routing import BaseRoute
 
 from services.authority import contact_sealer
+from services.domain.delivery import DeliveryConfig, DeliveryDesk, DeliveryExpirer
 from services.domain.principal import Role
 from services.domain.pseudonym import Pseudonymizer
 from services.domain.registry import CrlRefresher, RegistryConfig, SellerRegistry
 from services.domain.verification import CardRegistry, Clock, utc_now
 from services.http.log_routes import log_routes
+from services.http.public_routes import public_routes
 from services.http.registry_routes import registry_routes
 from services.proto.realname.v1 import verification_pb2, verification_pb2_grpc
+from services.rpc.delivery import delivery_binding
 from services.rpc.log import log_binding
 from services.rpc.registry import registry_binding
 from services.rpc.server import ServiceBinding
@@ -34,6 +37,7 @@ class App:
     cards: CardRegistry
     log: TransparencyLog | None = None
     sellers: SellerRegistry | None = None
+    deliveries: DeliveryDesk | None = None
 
     @classmethod
     def build(
@@ -44,6 +48,7 @@ class App:
         *,
         log: TransparencyLog | None = None,
         registry: RegistryConfig | None = None,
+        delivery: DeliveryConfig | None = None,
     ) -> App:
         """Wires the domain services over one database (and the transparency log, if given).
 
@@ -53,7 +58,8 @@ class App:
         config = registry or RegistryConfig(sealer=contact_sealer(pseudonymizer))
         sellers = SellerRegistry(db, config, clock)
         cards = CardRegistry(db, pseudonymizer, clock, sellers=sellers)
-        return cls(db, pseudonymizer, cards, log, sellers)
+        deliveries = DeliveryDesk(db, sellers, clock, delivery)
+        return cls(db, pseudonymizer, cards, log, sellers, deliveries)
 
     def bindings(self) -> list[ServiceBinding]:
         """The gRPC services this process serves, with their access rules."""
@@ -73,8 +79,15 @@ class App:
         if self.log is not None:
             bindings.append(log_binding(self.log))
         if self.sellers is not None:
-            bindings.append(registry_binding(self.sellers))
+            bindings.append(registry_binding(self.sellers, self.log))
+        if self.deliveries is not None:
+            bindings.append(delivery_binding(self.deliveries))
         return bindings
+
+    def delivery_expirer(self) -> DeliveryExpirer:
+        """A background thread releasing undelivered cards (start it when serving; stop after)."""
+        assert self.deliveries is not None, "App.build always wires the delivery desk"
+        return DeliveryExpirer(self.deliveries)
 
     def crl_refresher(self) -> CrlRefresher:
         """A background thread re-signing aged CRLs (start it when serving; stop it after)."""
@@ -88,4 +101,5 @@ class App:
             routes.extend(log_routes(self.log))
         if self.sellers is not None:
             routes.extend(registry_routes(self.sellers))
+            routes.extend(public_routes(self.sellers, self.log))
         return routes

@@ -16,6 +16,7 @@ from registry.log.errors import LogError
 from services import logs
 from services.app import App
 from services.authority import ensure_dev_authorities, registry_config
+from services.cli_delivery import add_delivery_commands, delivery_config
 from services.cli_log import add_log_commands
 from services.cli_registry import add_registry_commands
 from services.config import (
@@ -103,6 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
         validate(settings)
+        delivery_config()  # refuses bad REALNAME_DELIVERY_* before anything starts
         pseudonymizer = load_pepper(settings.pepper_path)
     except (ConfigError, PepperError) as exc:
         print(f"realname serve: {exc}", file=sys.stderr)
@@ -156,9 +158,12 @@ def _serve_process(
         pseudonymizer,
         log=transparency,
         registry=registry_config(settings.data_dir, pseudonymizer),
+        delivery=delivery_config(),
     )
     crl_refresher = app.crl_refresher()
     crl_refresher.start()
+    delivery_expirer = app.delivery_expirer()
+    delivery_expirer.start()
     sequencing = transparency.runner()
     sequencing.start()
     running = create_server(
@@ -208,6 +213,7 @@ def _serve_process(
     running.stop(settings.grace_seconds)
     sequencing.stop()
     crl_refresher.stop()
+    delivery_expirer.stop()
     http.should_exit = True
     http_thread.join(timeout=5)
     db.dispose()
@@ -268,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_log_commands(sub)
     add_registry_commands(sub)
+    add_delivery_commands(sub)
     return parser
 
 

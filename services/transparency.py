@@ -15,12 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from registry.log import witness
-from registry.log.errors import LogKeyError
+from sqlalchemy import Connection
+
+from registry.log import storage, witness
+from registry.log.errors import LogCorruptedError, LogKeyError
 from registry.log.reader import LogReader
 from registry.log.sequencer import DEFAULT_INTERVAL, Sequencer, SequencerRunner, utc_now
 from registry.log.signing import DEFAULT_ORIGIN, ensure_log_signer, log_key_path, verifier_key
 from registry.log.storage import StoredCheckpoint
+from registry.merkle import leaf_hash
 from registry.note import (
     CosignatureVerifier,
     Ed25519Signer,
@@ -60,6 +63,56 @@ def load_witnesses(path: Path) -> tuple[CosignatureVerifier, ...]:
             raise LogKeyError(f"{path}:{number}: not a cosignature (type 0x04) witness key")
         witnesses.append(key)
     return tuple(witnesses)
+
+
+INCLUDED: Final = "INCLUDED"
+"""Certificate inclusion status: sequenced and under a signed checkpoint."""
+
+PENDING: Final = "PENDING"
+"""Certificate inclusion status: appended, not yet sequenced or not yet under a checkpoint."""
+
+NOT_LOGGED: Final = "NOT_LOGGED"
+"""Certificate inclusion status: no log entry carries the certificate."""
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateInclusion:
+    """Where a certificate's issuance (or renewal) entry stands in the log, with its proof."""
+
+    status: str
+    leaf_index: int = 0
+    tree_size: int = 0
+    hashes: tuple[bytes, ...] = ()
+    entry: bytes = b""
+    checkpoint: bytes = b""
+
+    @property
+    def leaf_hash(self) -> bytes:
+        """SHA-256(0x00 || entry), or empty when the entry is not included."""
+        return leaf_hash(self.entry) if self.entry else b""
+
+
+def certificate_inclusion(
+    conn: Connection, reader: LogReader, certificate_der: bytes
+) -> CertificateInclusion:
+    """Return the inclusion proof of the first entry logging ``certificate_der`` (one read)."""
+    checkpoint = storage.latest_checkpoint(conn)
+    index = storage.index_for_certificate(conn, certificate_der)
+    if checkpoint is None or index is None or index >= checkpoint.size:
+        logged = index is not None or storage.certificate_pending(conn, certificate_der)
+        return CertificateInclusion(PENDING if logged else NOT_LOGGED)
+    proof = reader.inclusion_proof(conn, index, checkpoint.size)
+    rows = storage.read_entries(conn, index, index + 1)
+    if len(rows) != 1:
+        raise LogCorruptedError(f"log entry {index} is missing from storage")
+    return CertificateInclusion(
+        INCLUDED,
+        leaf_index=index,
+        tree_size=checkpoint.size,
+        hashes=proof.hashes,
+        entry=rows[0][1],
+        checkpoint=checkpoint.signed_note(),
+    )
 
 
 @dataclass
@@ -106,6 +159,10 @@ class TransparencyLog:
     def verifier_key(self) -> str:
         """The log's verifier key, ``<origin>+<hash>+<base64>``."""
         return verifier_key(self.signer)
+
+    def certificate_inclusion(self, certificate_der: bytes) -> CertificateInclusion:
+        """Return the inclusion proof of a certificate's entry, or say it is pending or absent."""
+        return self.db.read(lambda conn: certificate_inclusion(conn, self.reader, certificate_der))
 
     def runner(self, interval: float = DEFAULT_INTERVAL) -> SequencerRunner:
         """A background sequencer loop for this log (start it; stop it at shutdown)."""

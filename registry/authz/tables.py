@@ -160,6 +160,9 @@ authz_authorizations = Table(
         postgresql_where=text("is_current"),
     ),
     Index("ix_authz_authorizations_operator_status", "operator", "status"),
+    # The public registry page's searches (migration 0005).
+    Index("ix_authz_authorizations_credit_code", "credit_code", "serial_hex"),
+    Index("ix_authz_authorizations_legal_name", "legal_name", "serial_hex"),
 )
 
 authz_crls = Table(

@@ -425,6 +425,29 @@ def list_authorizations(
     return [_authorization(row) for row in conn.execute(query.order_by(t.serial_hex).limit(limit))]
 
 
+def search_authorizations(
+    conn: Connection,
+    *,
+    legal_name: str | None = None,
+    credit_code: str | None = None,
+    after_serial: str = "",
+    limit: int = 100,
+) -> list[AuthorizationRecord]:
+    """Authorizations of stores whose name starts with ``legal_name`` or with this credit code.
+
+    Names match by prefix (``LIKE 'name%'``, wildcards escaped; SQLite folds ASCII case);
+    results are in serial order after ``after_serial``.
+    """
+    t = authz_authorizations.c
+    query = select(authz_authorizations).where(t.serial_hex > after_serial)
+    if credit_code is not None:
+        query = query.where(t.credit_code == credit_code)
+    if legal_name is not None:
+        escaped = legal_name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(t.legal_name.like(f"{escaped}%", escape="\\"))
+    return [_authorization(row) for row in conn.execute(query.order_by(t.serial_hex).limit(limit))]
+
+
 def _check_validity(validity: dt.timedelta) -> None:
     if not dt.timedelta(days=1) <= validity <= MAX_VALIDITY:
         raise InvalidRequestError(

@@ -332,6 +332,16 @@ def index_for_certificate(conn: Connection, certificate_der: bytes) -> int | Non
     return None if value is None else int(value)
 
 
+def certificate_pending(conn: Connection, certificate_der: bytes) -> bool:
+    """Return whether an entry logging this certificate waits for the sequencer."""
+    fingerprint = hashlib.sha256(certificate_der).digest()
+    # log_pending holds only what the sequencer has not taken yet: a few rows at most.
+    found = conn.execute(
+        select(log_pending.c.id).where(log_pending.c.certificate_sha256 == fingerprint).limit(1)
+    ).first()
+    return found is not None
+
+
 def insert_sequenced(conn: Connection, rows: Sequence[SequencedRow]) -> None:
     """Insert sequenced entries ``(index, leaf hash, certificate fingerprint, entry)`` in bulk."""
     if not rows:

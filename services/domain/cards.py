@@ -21,6 +21,8 @@ class CardState(Enum):
 
     ACTIVE = "ACTIVE"
     DEACTIVATED = "DEACTIVATED"
+    PENDING_DELIVERY = "PENDING_DELIVERY"
+    """Sold online, awaiting the courier's confirmed handover: holds a slot, cannot be used."""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ import datetime as dt
 from collections.abc import Iterator
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from registry.authz.records import (
     ApplicationRecord,
@@ -26,17 +28,29 @@ from services.proto.realname.v1 import registry_pb2_grpc as rgrpc
 from services.rpc.convert import timestamp
 from services.rpc.interceptor import current_principal
 from services.rpc.server import ServiceBinding
+from services.transparency import (
+    INCLUDED,
+    NOT_LOGGED,
+    PENDING,
+    CertificateInclusion,
+    TransparencyLog,
+)
 
 REGISTRY_SERVICE = rpb.DESCRIPTOR.services_by_name["RegistryService"].full_name
 
 _READERS = frozenset({Role.OPERATOR, Role.MARKETPLACE, Role.COURIER, Role.REGULATOR})
 
 
-def registry_binding(registry: SellerRegistry) -> ServiceBinding:
-    """The RegistryService binding with its per-method access rules (see the proto)."""
+def registry_binding(
+    registry: SellerRegistry, log: TransparencyLog | None = None
+) -> ServiceBinding:
+    """The RegistryService binding with its per-method access rules (see the proto).
+
+    With ``log``, VerifySeller can return the inclusion proofs of the certificates it verifies.
+    """
 
     def add(server: grpc.Server) -> None:
-        rgrpc.add_RegistryServiceServicer_to_server(RegistryServicer(registry), server)
+        rgrpc.add_RegistryServiceServicer_to_server(RegistryServicer(registry, log), server)
 
     operators = frozenset({Role.OPERATOR})
     rules = {
@@ -204,11 +218,49 @@ def verdict_message(verdict: SellerVerdict) -> rpb.SellerVerdict:
     return message
 
 
+_INCLUSION_STATUS = {
+    INCLUDED: rpb.LOG_INCLUSION_STATUS_INCLUDED,
+    PENDING: rpb.LOG_INCLUSION_STATUS_PENDING,
+    NOT_LOGGED: rpb.LOG_INCLUSION_STATUS_NOT_LOGGED,
+}
+
+
+def inclusion_message(inclusion: CertificateInclusion) -> rpb.LogInclusion:
+    """The protobuf LogInclusion for a certificate's place in the log."""
+    return rpb.LogInclusion(
+        status=_INCLUSION_STATUS[inclusion.status],
+        leaf_index=inclusion.leaf_index,
+        tree_size=inclusion.tree_size,
+        hashes=list(inclusion.hashes),
+        entry=inclusion.entry,
+        leaf_hash=inclusion.leaf_hash,
+        checkpoint=inclusion.checkpoint,
+    )
+
+
+def _der(certificate: bytes) -> bytes:
+    """The DER of a presented certificate (PEM or DER; already parsed once by the verifier)."""
+    if certificate.lstrip().startswith(b"-----BEGIN"):
+        loaded = x509.load_pem_x509_certificate(certificate)
+        return loaded.public_bytes(serialization.Encoding.DER)
+    return certificate
+
+
 class RegistryServicer(rgrpc.RegistryServiceServicer):
     """Exposes the seller registry; every rule lives in ``SellerRegistry`` or ``registry.authz``."""
 
-    def __init__(self, registry: SellerRegistry) -> None:
+    def __init__(self, registry: SellerRegistry, log: TransparencyLog | None = None) -> None:
         self._registry = registry
+        self._log = log
+
+    def _log_inclusion(self, verdict: SellerVerdict, certificate: bytes | None) -> rpb.LogInclusion:
+        if self._log is None:
+            return rpb.LogInclusion(status=rpb.LOG_INCLUSION_STATUS_UNAVAILABLE)
+        if certificate is None:
+            if not verdict.serial_hex:
+                return rpb.LogInclusion(status=rpb.LOG_INCLUSION_STATUS_NOT_LOGGED)
+            certificate = self._registry.get_authorization(verdict.serial_hex).certificate
+        return inclusion_message(self._log.certificate_inclusion(certificate))
 
     def SubmitApplication(
         self, request: rpb.SubmitApplicationRequest, context: grpc.ServicerContext
@@ -366,8 +418,12 @@ class RegistryServicer(rgrpc.RegistryServiceServicer):
             verdict = self._registry.verify_shop(
                 request.shop.marketplace, request.shop.shop_id, card_type, province, operator
             )
+        message = verdict_message(verdict)
+        if request.include_log_proof:
+            presented = _der(request.certificate) if which == "certificate" else None
+            message.log_inclusion.CopyFrom(self._log_inclusion(verdict, presented))
         return rpb.VerifySellerResponse(
-            verdict=verdict_message(verdict), verified_at=timestamp(self._registry.now())
+            verdict=message, verified_at=timestamp(self._registry.now())
         )
 
     def VerifySellers(

@@ -138,7 +138,11 @@ def insert_card(
     channel: SalesChannel,
     now: dt.datetime,
 ) -> tuple[int, Card] | None:
-    """Inserts a live card; returns its id and the card, or None if the MSISDN or ICCID is taken."""
+    """Inserts a live card; returns its id and the card, or None if the MSISDN or ICCID is taken.
+
+    An online sale starts PENDING_DELIVERY (live, unusable until delivered); others ACTIVE.
+    """
+    state = CardState.ACTIVE if isinstance(channel, AgentSale) else CardState.PENDING_DELIVERY
     if isinstance(channel, AgentSale):
         kind, agent, serial = "agent", channel.agent_id, None
     else:
@@ -149,13 +153,13 @@ def insert_card(
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
         (
             operator_id, msisdn, iccid, id_key, document_type.value, document_masked,
-            card_type.value, CardState.ACTIVE.value, kind, agent, serial, tx.timestamp(now),
+            card_type.value, state.value, kind, agent, serial, tx.timestamp(now),
         ),
     )  # fmt: skip
     if row is None:
         return None
     card = Card(
-        msisdn, iccid, operator_id, card_type, CardState.ACTIVE, document_type, document_masked,
+        msisdn, iccid, operator_id, card_type, state, document_type, document_masked,
         channel, now, None,
     )  # fmt: skip
     return int(row[0]), card

@@ -100,6 +100,7 @@ cards = Table(
     ),
     Index("ix_cards_holder", "id_key", "operator_id"),
     Index("ix_cards_operator_msisdn", "operator_id", "msisdn"),
+    Index("ix_cards_state_activated_at", "state", "activated_at"),
 )
 
 # Idempotency records: the outcome of every mutating request, keyed by the caller's request id.
@@ -117,4 +118,27 @@ requests = Table(
     Column("error_metadata", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("operator_id", "request_id"),
+)
+
+# Courier deliveries of online-sold cards, keyed by the shipment token's digest (SHA-256 of its
+# signed body). Created at the first check of a token; holds the mismatch count and lock, and
+# once delivered the proof of delivery: the presented document's commitment under the token's
+# salt (never the number) and the token itself.
+shipments = Table(
+    "shipments",
+    metadata,
+    Column("token_digest", LargeBinary(32), primary_key=True),
+    Column("card_id", BigId, ForeignKey("cards.id"), nullable=False),
+    Column("operator_id", String(32), nullable=False),
+    Column("courier", String(32), nullable=False),
+    Column("order_id", String(64), nullable=False),
+    Column("waybill", String(40), nullable=False),
+    Column("mismatches", Integer, nullable=False, server_default=text("0")),
+    Column("locked", SmallInteger, nullable=False, server_default=text("0")),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("courier_staff_id", String(64)),
+    Column("presented_commitment", LargeBinary(32)),
+    Column("token", LargeBinary),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_shipments_card_id", "card_id"),
 )

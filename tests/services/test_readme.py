@@ -98,3 +98,24 @@ def test_readme_registry_flow_works(tmp_path: Path) -> None:
     assert "shop-42.pem: OK" in out
     assert "shop-42.pem: good" in out and "shop-42.pem: revoked" in out
     assert "Lin Wei" not in server.log() and "0591-8888-0000" not in server.log()
+
+
+def test_readme_delivery_flow_works(served: tuple[Path, str]) -> None:
+    """The README's delivery, end to end, as written, against `realname serve`."""
+    data_dir, address = served
+    script = readme_block("delivery").replace(".data ", f"{data_dir} ")
+    script = script.replace(".data/", f"{data_dir}/").replace("127.0.0.1:50051", address)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        capture_output=True, text=True, cwd=REPO, timeout=180, check=False,
+    )  # fmt: skip
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out
+    assert '"state": "CARD_STATE_PENDING_DELIVERY"' in out
+    assert "RN1:" in out
+    assert "RECIPIENT_MISMATCH" in out and "courier verify exit status 3" in out
+    assert "queued confirmation" in out
+    assert '"state": "CARD_STATE_ACTIVE"' in out
+    # The document number stays with the store and the door: not in the queue, not in the bundle.
+    for kept in ("confirmations.jsonl", "bundle.json"):
+        assert "11010519900307005X" not in (data_dir / kept).read_text()

@@ -34,6 +34,7 @@ from services.proto.realname.v1 import registry_pb2 as rpb
 from services.proto.realname.v1 import registry_pb2_grpc as rgrpc
 from services.rpc.server import TlsFiles, create_server
 from services.storage.database import Database
+from services.transparency import TransparencyLog
 from tests.support.http import http_server
 from tests.support.server import GrpcHarness
 
@@ -67,13 +68,15 @@ def registry_server(
     data_dir: Path,
     *,
     http: bool = False,
+    log: TransparencyLog | None = None,
 ) -> Iterator[RegistryHarness]:
     """Serve the registry over ``db`` after giving it dev-init's demo root and operator CAs.
 
-    The CAs are backdated by :data:`CA_AGE`, so tests can issue certificates in the past.
+    The CAs are backdated by :data:`CA_AGE`, so tests can issue certificates in the past. With
+    ``log``, the transparency log is served too (VerifySeller can then return proofs).
     """
     ensure_dev_authorities(data_dir, db, now=dt.datetime.now(dt.UTC) - CA_AGE)
-    app = App.build(db, pseudonymizer, registry=registry_config(data_dir, pseudonymizer))
+    app = App.build(db, pseudonymizer, log=log, registry=registry_config(data_dir, pseudonymizer))
     assert app.sellers is not None
     # What `realname serve`'s refresher does at start: the backdated CAs' CRLs are re-signed now.
     app.sellers.refresh_crls()

@@ -161,6 +161,36 @@ VERDICT_REASON_INVALID_SIGNATURE: VerdictReason.ValueType  # 8
 """A signature does not verify, or the certificate path breaks the profile."""
 Global___VerdictReason: _TypeAlias = VerdictReason  # noqa: Y015
 
+class _LogInclusionStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LogInclusionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LogInclusionStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LOG_INCLUSION_STATUS_UNSPECIFIED: _LogInclusionStatus.ValueType  # 0
+    LOG_INCLUSION_STATUS_INCLUDED: _LogInclusionStatus.ValueType  # 1
+    """Sequenced and under a signed checkpoint: the proof fields are set."""
+    LOG_INCLUSION_STATUS_PENDING: _LogInclusionStatus.ValueType  # 2
+    """Appended but not sequenced (or not under a signed checkpoint) yet: ask again shortly."""
+    LOG_INCLUSION_STATUS_NOT_LOGGED: _LogInclusionStatus.ValueType  # 3
+    """No log entry carries this certificate (e.g. not a certificate of this registry)."""
+    LOG_INCLUSION_STATUS_UNAVAILABLE: _LogInclusionStatus.ValueType  # 4
+    """This server keeps no transparency log."""
+
+class LogInclusionStatus(_LogInclusionStatus, metaclass=_LogInclusionStatusEnumTypeWrapper):
+    """Whether an authorization's certificate is in the transparency log."""
+
+LOG_INCLUSION_STATUS_UNSPECIFIED: LogInclusionStatus.ValueType  # 0
+LOG_INCLUSION_STATUS_INCLUDED: LogInclusionStatus.ValueType  # 1
+"""Sequenced and under a signed checkpoint: the proof fields are set."""
+LOG_INCLUSION_STATUS_PENDING: LogInclusionStatus.ValueType  # 2
+"""Appended but not sequenced (or not under a signed checkpoint) yet: ask again shortly."""
+LOG_INCLUSION_STATUS_NOT_LOGGED: LogInclusionStatus.ValueType  # 3
+"""No log entry carries this certificate (e.g. not a certificate of this registry)."""
+LOG_INCLUSION_STATUS_UNAVAILABLE: LogInclusionStatus.ValueType  # 4
+"""This server keeps no transparency log."""
+Global___LogInclusionStatus: _TypeAlias = LogInclusionStatus  # noqa: Y015
+
 @_typing.final
 class Shop(_message.Message):
     """A shop on a marketplace."""
@@ -937,6 +967,7 @@ class SellerVerdict(_message.Message):
     NOT_AFTER_FIELD_NUMBER: _builtins.int
     REVOKED_AT_FIELD_NUMBER: _builtins.int
     REVOCATION_REASON_FIELD_NUMBER: _builtins.int
+    LOG_INCLUSION_FIELD_NUMBER: _builtins.int
     reason: Global___VerdictReason.ValueType
     authorized: _builtins.bool
     """Whether reason is AUTHORIZED."""
@@ -957,6 +988,12 @@ class SellerVerdict(_message.Message):
     def not_after(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def revoked_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def log_inclusion(self) -> Global___LogInclusion:
+        """Set when the request asked for include_log_proof: where the authorization's issuance (or
+        renewal) entry stands in the transparency log.
+        """
+
     def __init__(
         self,
         *,
@@ -973,14 +1010,64 @@ class SellerVerdict(_message.Message):
         not_after: _timestamp_pb2.Timestamp | None = ...,
         revoked_at: _timestamp_pb2.Timestamp | None = ...,
         revocation_reason: Global___RevocationReason.ValueType = ...,
+        log_inclusion: Global___LogInclusion | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["not_after", b"not_after", "not_before", b"not_before", "revoked_at", b"revoked_at", "scope", b"scope", "shop", b"shop"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["log_inclusion", b"log_inclusion", "not_after", b"not_after", "not_before", b"not_before", "revoked_at", b"revoked_at", "scope", b"scope", "shop", b"shop"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorized", b"authorized", "credit_code", b"credit_code", "detail", b"detail", "legal_name", b"legal_name", "not_after", b"not_after", "not_before", b"not_before", "operator", b"operator", "reason", b"reason", "revocation_reason", b"revocation_reason", "revoked_at", b"revoked_at", "scope", b"scope", "serial", b"serial", "shop", b"shop"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorized", b"authorized", "credit_code", b"credit_code", "detail", b"detail", "legal_name", b"legal_name", "log_inclusion", b"log_inclusion", "not_after", b"not_after", "not_before", b"not_before", "operator", b"operator", "reason", b"reason", "revocation_reason", b"revocation_reason", "revoked_at", b"revoked_at", "scope", b"scope", "serial", b"serial", "shop", b"shop"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SellerVerdict: _TypeAlias = SellerVerdict  # noqa: Y015
+
+@_typing.final
+class LogInclusion(_message.Message):
+    """The RFC 6962 inclusion proof of the log entry that carries the verified certificate, and the
+    checkpoint it verifies against. Offline check: leaf hash = SHA-256(0x00 || entry); fold the
+    proof hashes from leaf_index in a tree of tree_size; compare with the root in checkpoint,
+    whose signature verifies with the log's verifier key.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    HASHES_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    LEAF_HASH_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    status: Global___LogInclusionStatus.ValueType
+    leaf_index: _builtins.int
+    tree_size: _builtins.int
+    entry: _builtins.bytes
+    """The entry as logged (registry/log/entries encoding); it carries the certificate DER."""
+    leaf_hash: _builtins.bytes
+    """SHA-256(0x00 || entry)."""
+    checkpoint: _builtins.bytes
+    """The C2SP signed note of the checkpoint at tree_size, with witness cosignatures."""
+    @_builtins.property
+    def hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The proof, bottom to top."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___LogInclusionStatus.ValueType = ...,
+        leaf_index: _builtins.int = ...,
+        tree_size: _builtins.int = ...,
+        hashes: _abc.Iterable[_builtins.bytes] | None = ...,
+        entry: _builtins.bytes = ...,
+        leaf_hash: _builtins.bytes = ...,
+        checkpoint: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "entry", b"entry", "hashes", b"hashes", "leaf_hash", b"leaf_hash", "leaf_index", b"leaf_index", "status", b"status", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogInclusion: _TypeAlias = LogInclusion  # noqa: Y015
 
 @_typing.final
 class VerifySellerRequest(_message.Message):
@@ -991,6 +1078,7 @@ class VerifySellerRequest(_message.Message):
     CARD_TYPE_FIELD_NUMBER: _builtins.int
     PROVINCE_FIELD_NUMBER: _builtins.int
     OPERATOR_FIELD_NUMBER: _builtins.int
+    INCLUDE_LOG_PROOF_FIELD_NUMBER: _builtins.int
     certificate: _builtins.bytes
     """The store's certificate, PEM or DER."""
     card_type: _common_pb2.CardType.ValueType
@@ -999,6 +1087,10 @@ class VerifySellerRequest(_message.Message):
     """GB/T 2260 province code of the buyer; empty checks no province."""
     operator: _builtins.str
     """For shop lookups: only this operator's authorization; empty takes any operator's."""
+    include_log_proof: _builtins.bool
+    """Also return the transparency-log inclusion proof of the verdict's authorization (see
+    SellerVerdict.log_inclusion); a not yet sequenced entry is reported, not an error.
+    """
     @_builtins.property
     def shop(self) -> Global___Shop: ...
     def __init__(
@@ -1009,10 +1101,11 @@ class VerifySellerRequest(_message.Message):
         card_type: _common_pb2.CardType.ValueType = ...,
         province: _builtins.str = ...,
         operator: _builtins.str = ...,
+        include_log_proof: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "seller", b"seller", "shop", b"shop"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_type", b"card_type", "certificate", b"certificate", "operator", b"operator", "province", b"province", "seller", b"seller", "shop", b"shop"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_type", b"card_type", "certificate", b"certificate", "include_log_proof", b"include_log_proof", "operator", b"operator", "province", b"province", "seller", b"seller", "shop", b"shop"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_seller: _TypeAlias = _typing.Literal["shop", "certificate"]  # noqa: Y015
     _WhichOneofArgType_seller: _TypeAlias = _typing.Literal["seller", b"seller"]  # noqa: Y015

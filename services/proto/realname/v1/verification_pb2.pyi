@@ -30,6 +30,11 @@ class _CardStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CardState.V
     CARD_STATE_UNSPECIFIED: _CardState.ValueType  # 0
     CARD_STATE_ACTIVE: _CardState.ValueType  # 1
     CARD_STATE_DEACTIVATED: _CardState.ValueType  # 2
+    CARD_STATE_PENDING_DELIVERY: _CardState.ValueType  # 3
+    """Sold online and not yet handed over: holds a slot under the cap, cannot be used. The
+    courier's ConfirmDelivery makes it ACTIVE; undelivered past the delivery window it is
+    released (DEACTIVATED).
+    """
 
 class CardState(_CardState, metaclass=_CardStateEnumTypeWrapper):
     """State of a card."""
@@ -37,6 +42,11 @@ class CardState(_CardState, metaclass=_CardStateEnumTypeWrapper):
 CARD_STATE_UNSPECIFIED: CardState.ValueType  # 0
 CARD_STATE_ACTIVE: CardState.ValueType  # 1
 CARD_STATE_DEACTIVATED: CardState.ValueType  # 2
+CARD_STATE_PENDING_DELIVERY: CardState.ValueType  # 3
+"""Sold online and not yet handed over: holds a slot under the cap, cannot be used. The
+courier's ConfirmDelivery makes it ACTIVE; undelivered past the delivery window it is
+released (DEACTIVATED).
+"""
 Global___CardState: _TypeAlias = CardState  # noqa: Y015
 
 @_typing.final
