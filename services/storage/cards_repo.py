@@ -79,16 +79,6 @@ def holding(tx: Tx, id_key: bytes, operator_id: str) -> tuple[int, int] | None:
     return None if row is None else (int(row[1] or 0), int(row[0]))
 
 
-def segment_owner(tx: Tx, msisdn: str) -> str | None:
-    """Returns the operator owning the longest number-segment prefix of ``msisdn``."""
-    row = tx.one(
-        "SELECT operator_id FROM number_segments WHERE prefix IN (?, ?, ?, ?, ?) "
-        "ORDER BY length(prefix) DESC LIMIT 1",
-        tuple(msisdn[:n] for n in range(3, 8)),
-    )
-    return None if row is None else str(row[0])
-
-
 # One statement claims a slot: it creates the holding at 1 or raises it by one, but only while
 # it is under the operator's limit. Row locks (PostgreSQL) or the write lock (SQLite) make the
 # check and the increment atomic; under SERIALIZABLE a concurrent claim fails with 40001.
