@@ -9,6 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from services.metrics import metrics_routes
+
 
 def create_app(is_serving: Callable[[], bool], routes: Sequence[BaseRoute] = ()) -> Starlette:
     """Builds the HTTP application from feature routes; ``is_serving`` reports gRPC health."""
@@ -18,4 +20,4 @@ def create_app(is_serving: Callable[[], bool], routes: Sequence[BaseRoute] = ())
         body = {"status": "SERVING" if ok else "NOT_SERVING"}
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    return Starlette(routes=[Route("/healthz", healthz), *routes])
+    return Starlette(routes=[Route("/healthz", healthz), *metrics_routes(), *routes])

@@ -17,6 +17,7 @@ from services.domain.errors import (
     RealnameError,
 )
 from services.domain.principal import Principal, Role
+from services.metrics import observe_rpc
 from services.rpc.auth import Authenticator
 from services.rpc.status import grpc_code, status_for
 
@@ -167,7 +168,8 @@ class RealnameInterceptor(_Interceptor):
 
 
 def _log(method: str, principal: str, code: grpc.StatusCode, start: float, reason: str) -> None:
-    # One line per RPC, no personal data: requests and messages are never logged.
+    # One line per RPC and its metrics; no personal data: requests are never logged.
+    observe_rpc(method, code.name, time.perf_counter() - start)
     if log.isEnabledFor(logging.INFO):
         fields = {
             "event": "rpc",
