@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import uvicorn
@@ -166,13 +167,6 @@ def _serve_process(
     delivery_expirer.start()
     sequencing = transparency.runner()
     sequencing.start()
-    running = create_server(
-        app.bindings(),
-        settings.grpc_address,
-        tls=tls,
-        max_workers=settings.max_workers,
-        reuse_port=reuse_port,
-    )
     serving = threading.Event()
     serving.set()
     web = create_app(serving.is_set, app.http_routes())
@@ -188,6 +182,24 @@ def _serve_process(
         target=http.run, kwargs={"sockets": sockets}, name="http", daemon=True
     )
     http_thread.start()
+    # HTTP listens before gRPC health says SERVING, so "healthy" means both sides answer.
+    deadline = time.monotonic() + 30
+    while not http.started:
+        if not http_thread.is_alive() or time.monotonic() > deadline:
+            print(f"realname serve: HTTP did not start on {settings.http_address}", file=sys.stderr)
+            sequencing.stop()
+            delivery_expirer.stop()
+            crl_refresher.stop()
+            db.dispose()
+            return 2
+        time.sleep(0.01)
+    running = create_server(
+        app.bindings(),
+        settings.grpc_address,
+        tls=tls,
+        max_workers=settings.max_workers,
+        reuse_port=reuse_port,
+    )
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
