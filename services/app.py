@@ -7,15 +7,19 @@ from dataclasses import dataclass
 import grpc
 from starlette.routing import BaseRoute
 
+from registry.authz.errors import RegistryError
+from registry.pki import PkiError
 from services.authority import contact_sealer
-from services.domain.delivery import DeliveryConfig, DeliveryDesk, DeliveryExpirer
+from services.domain.delivery import DeliveryConfig, DeliveryDesk
+from services.domain.errors import FailedPrecondition, Unavailable
 from services.domain.principal import Role
 from services.domain.pseudonym import Pseudonymizer
-from services.domain.registry import CrlRefresher, RegistryConfig, SellerRegistry
+from services.domain.registry import RegistryConfig, SellerRegistry
 from services.domain.verification import CardRegistry, Clock, utc_now
 from services.http.log_routes import log_routes
 from services.http.public_routes import public_routes
 from services.http.registry_routes import registry_routes
+from services.periodic import PeriodicJob
 from services.proto.realname.v1 import verification_pb2, verification_pb2_grpc
 from services.rpc.delivery import delivery_binding
 from services.rpc.log import log_binding
@@ -84,15 +88,17 @@ class App:
             bindings.append(delivery_binding(self.deliveries))
         return bindings
 
-    def delivery_expirer(self) -> DeliveryExpirer:
-        """A background thread releasing undelivered cards (start it when serving; stop after)."""
+    def delivery_expirer(self) -> PeriodicJob:
+        """Hourly release of undelivered cards (start it when serving; stop it after)."""
         assert self.deliveries is not None, "App.build always wires the delivery desk"
-        return DeliveryExpirer(self.deliveries)
+        return PeriodicJob("delivery-expiry", self.deliveries.expire, 3600.0, (Unavailable,))
 
-    def crl_refresher(self) -> CrlRefresher:
-        """A background thread re-signing aged CRLs (start it when serving; stop it after)."""
+    def crl_refresher(self) -> PeriodicJob:
+        """Re-signs aged CRLs every 10 minutes, fetched or not (start when serving; stop after)."""
         assert self.sellers is not None, "App.build always wires the seller registry"
-        return CrlRefresher(self.sellers)
+        # Serving goes on with CRLs that are still valid while a refresh fails.
+        tolerated = (RegistryError, PkiError, Unavailable, FailedPrecondition)
+        return PeriodicJob("crl-refresh", self.sellers.refresh_crls, 600.0, tolerated)
 
     def http_routes(self) -> list[BaseRoute]:
         """The HTTP routes of the process's features (health is added by the HTTP app)."""

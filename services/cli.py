@@ -26,6 +26,7 @@ from services.config import (
     DEFAULT_THREADS,
     ConfigError,
     Settings,
+    add_data_dir_argument,
     env_default,
     validate,
 )
@@ -40,17 +41,6 @@ from services.transparency import TransparencyLog
 from services.workers import reuse_port_socket, run_workers
 
 log = logging.getLogger("realname")
-
-
-def _data_dir_arg(parser: argparse.ArgumentParser) -> None:
-    default = env_default("REALNAME_DATA_DIR")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(default) if default else None,
-        required=default is None,
-        help="data directory (env REALNAME_DATA_DIR)",
-    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -240,17 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("dev-init", help="make the dev PKI, pepper, database and demo data")
-    _data_dir_arg(p)
+    add_data_dir_argument(p)
     p.set_defaults(func=cmd_dev_init)
 
     p = sub.add_parser("db", help="database administration")
     db_sub = p.add_subparsers(dest="db_command", required=True)
     up = db_sub.add_parser("upgrade", help="migrate the database to the newest schema")
-    _data_dir_arg(up)
+    add_data_dir_argument(up)
     up.set_defaults(func=cmd_db_upgrade)
 
     p = sub.add_parser("serve", help="serve gRPC (mTLS) and HTTP")
-    _data_dir_arg(p)
+    add_data_dir_argument(p)
     p.add_argument(
         "--grpc-address",
         default=env_default("REALNAME_GRPC_ADDRESS", DEFAULT_GRPC_ADDRESS),

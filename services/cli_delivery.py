@@ -50,7 +50,13 @@ from registry.pki.errors import PkiError
 from registry.pki.keys import Passphrase, load_private_key
 from services.authority import key_directory
 from services.cli_registry import STORE_PASSPHRASE_ENV, UsageError, _describe
-from services.config import DEFAULT_GRPC_ADDRESS, ConfigError, Settings, env_default
+from services.config import (
+    DEFAULT_GRPC_ADDRESS,
+    ConfigError,
+    Settings,
+    add_data_dir_argument,
+    env_default,
+)
 from services.domain.delivery import (
     DEFAULT_DELIVERY_DAYS,
     DEFAULT_LOCK_AFTER,
@@ -341,17 +347,6 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     return run
 
 
-def _data_dir(parser: argparse.ArgumentParser) -> None:
-    default = env_default("REALNAME_DATA_DIR")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(default) if default else None,
-        required=default is None,
-        help="data directory (env REALNAME_DATA_DIR)",
-    )
-
-
 def _store_subparsers(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> argparse._SubParsersAction[argparse.ArgumentParser]:
@@ -384,7 +379,7 @@ def add_delivery_commands(subparsers: argparse._SubParsersAction[argparse.Argume
     bundle = subparsers.add_parser("bundle", help="the courier's offline trust bundle")
     bundle_sub = bundle.add_subparsers(dest="bundle_command", required=True)
     p = bundle_sub.add_parser("export", help="write a bundle from the database and the log")
-    _data_dir(p)
+    add_data_dir_argument(p)
     p.add_argument("--out", type=Path, required=True, help="where to write the bundle (JSON)")
     p.add_argument("--max-age", type=_duration, default=DEFAULT_MAX_AGE, help="e.g. 24h")
     p.set_defaults(func=_guarded(cmd_bundle_export))
@@ -403,7 +398,7 @@ def add_delivery_commands(subparsers: argparse._SubParsersAction[argparse.Argume
     p.add_argument("--queue", type=Path, help="the confirmation queue file (with --confirm)")
     p.set_defaults(func=_guarded(cmd_courier_verify))
     p = courier_sub.add_parser("sync", help="send queued confirmations (gRPC)")
-    _data_dir(p)
+    add_data_dir_argument(p)
     p.add_argument("--queue", type=Path, required=True)
     p.add_argument(
         "--address",
@@ -416,6 +411,6 @@ def add_delivery_commands(subparsers: argparse._SubParsersAction[argparse.Argume
     delivery = subparsers.add_parser("delivery", help="delivery administration (local)")
     delivery_sub = delivery.add_subparsers(dest="delivery_command", required=True)
     p = delivery_sub.add_parser("expire", help="release cards undelivered past the window")
-    _data_dir(p)
+    add_data_dir_argument(p)
     p.add_argument("--at", type=_time, default=None, help="as of this time (default now)")
     p.set_defaults(func=_guarded(cmd_delivery_expire))

@@ -36,7 +36,7 @@ from registry.note import (
     parse_signer_key,
     parse_verifier_key,
 )
-from services.config import Settings, env_default
+from services.config import Settings, add_data_dir_argument, env_default
 from services.storage import migrate
 from services.storage.database import Database
 from services.transparency import TransparencyLog
@@ -293,17 +293,6 @@ def cmd_cosign(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _data_dir(parser: argparse.ArgumentParser) -> None:
-    default = env_default("REALNAME_DATA_DIR")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(default) if default else None,
-        required=default is None,
-        help="data directory (env REALNAME_DATA_DIR)",
-    )
-
-
 def _origin_arg(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--origin", default=None, help=help_text)
 
@@ -323,12 +312,12 @@ def add_log_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentPar
     sub = parser.add_subparsers(dest="log_command", required=True)
 
     p = sub.add_parser("key", help="print the log's verifier key (creating the key)")
-    _data_dir(p)
+    add_data_dir_argument(p)
     _origin_arg(p, f"the log's origin (env REALNAME_LOG_ORIGIN, default {DEFAULT_ORIGIN})")
     p.set_defaults(func=cmd_key)
 
     p = sub.add_parser("integrate", help="sequence pending entries now")
-    _data_dir(p)
+    add_data_dir_argument(p)
     _origin_arg(p, f"the log's origin (env REALNAME_LOG_ORIGIN, default {DEFAULT_ORIGIN})")
     p.set_defaults(func=cmd_integrate)
 

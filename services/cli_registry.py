@@ -37,7 +37,7 @@ from registry.pki.errors import PkiError
 from registry.pki.keys import Passphrase, generate_private_key, save_private_key
 from registry.pki.operators import OperatorKind
 from services.authority import key_directory, public_base_url
-from services.config import DEFAULT_GRPC_ADDRESS, Settings, env_default
+from services.config import DEFAULT_GRPC_ADDRESS, Settings, add_data_dir_argument, env_default
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import registry_pb2 as rpb
 from services.proto.realname.v1 import registry_pb2_grpc as rgrpc
@@ -71,19 +71,8 @@ class UsageError(Exception):
     """Raised for bad command-line input or local state; the message is shown to the user."""
 
 
-def _data_dir(parser: argparse.ArgumentParser) -> None:
-    default = env_default("REALNAME_DATA_DIR")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(default) if default else None,
-        required=default is None,
-        help="data directory (env REALNAME_DATA_DIR)",
-    )
-
-
 def _client_args(parser: argparse.ArgumentParser, default_principal: str | None = None) -> None:
-    _data_dir(parser)
+    add_data_dir_argument(parser)
     parser.add_argument(
         "--address",
         default=env_default("REALNAME_GRPC_ADDRESS", DEFAULT_GRPC_ADDRESS),
@@ -406,24 +395,24 @@ def add_registry_commands(subparsers: argparse._SubParsersAction[argparse.Argume
     ca = subparsers.add_parser("ca", help="the regulator root and operator CAs (local, root key)")
     ca_sub = ca.add_subparsers(dest="ca_command", required=True)
     p = ca_sub.add_parser("init-root", help="create the regulator root (idempotent)")
-    _data_dir(p)
+    add_data_dir_argument(p)
     p.set_defaults(func=_guarded(cmd_ca_init_root))
     p = ca_sub.add_parser("add-operator", help="certify an operator's CA")
-    _data_dir(p)
+    add_data_dir_argument(p)
     p.add_argument("operator")
     p.add_argument("--kind", choices=["basic", "virtual"], help="needed for unknown operators")
     p.set_defaults(func=_guarded(cmd_ca_add_operator))
     p = ca_sub.add_parser("rotate-operator", help="certify a new key for an operator's CA")
-    _data_dir(p)
+    add_data_dir_argument(p)
     p.add_argument("operator")
     p.set_defaults(func=_guarded(cmd_ca_rotate_operator))
     p = ca_sub.add_parser("revoke-operator", help="revoke an operator's CA (root CRL)")
-    _data_dir(p)
+    add_data_dir_argument(p)
     p.add_argument("operator")
     p.add_argument("--reason", choices=sorted(REASONS), default="privilege-withdrawn")
     p.set_defaults(func=_guarded(cmd_ca_revoke_operator))
     p = ca_sub.add_parser("crl", help="re-sign the root CRL now")
-    _data_dir(p)
+    add_data_dir_argument(p)
     p.set_defaults(func=_guarded(cmd_ca_crl))
 
     store = subparsers.add_parser("store", help="store applications and authorizations (gRPC)")

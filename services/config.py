@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -55,6 +56,18 @@ class Settings:
 def env_default(name: str, fallback: str | None = None) -> str | None:
     """Reads a REALNAME_* environment variable."""
     return os.environ.get(name, fallback)
+
+
+def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--data-dir`` (env REALNAME_DATA_DIR; required when the variable is unset)."""
+    default = env_default("REALNAME_DATA_DIR")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(default) if default else None,
+        required=default is None,
+        help="data directory (env REALNAME_DATA_DIR)",
+    )
 
 
 def host_of(address: str) -> str:

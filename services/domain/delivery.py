@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
@@ -54,7 +53,6 @@ from services.domain.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
-    Unavailable,
 )
 from services.domain.registry import SellerRegistry
 from services.storage import delivery_repo as repo
@@ -331,34 +329,3 @@ class DeliveryDesk:
         if released:
             log.info("released undelivered cards", extra={"fields": {"count": released}})
         return released
-
-
-class DeliveryExpirer:
-    """Background thread running :meth:`DeliveryDesk.expire` periodically while serving."""
-
-    def __init__(self, desk: DeliveryDesk, interval: float = 3600.0) -> None:
-        self._desk = desk
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="delivery-expiry", daemon=True)
-
-    def start(self) -> None:
-        """Start expiring (once now, then every ``interval`` seconds)."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop and wait for the thread."""
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._desk.expire()
-            except Unavailable as exc:
-                # The next round retries; the job is idempotent.
-                log.warning(
-                    "delivery expiry failed",
-                    extra={"fields": {"error": type(exc).__name__, "reason": str(exc)[:200]}},
-                )
-            self._stop.wait(self._interval)

@@ -887,34 +887,3 @@ def check_filters(
 
 ROOT_NAME: Final = ROOT_ISSUER
 """Name of the regulator root under /crl/ and /ca/."""
-
-
-class CrlRefresher:
-    """Background thread re-signing aged CRLs, so they are fresh even with no one fetching them."""
-
-    def __init__(self, registry: SellerRegistry, interval: float = 600.0) -> None:
-        self._registry = registry
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="crl-refresh", daemon=True)
-
-    def start(self) -> None:
-        """Start refreshing (once now, then every ``interval`` seconds)."""
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop and wait for the thread."""
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._registry.refresh_crls()
-            except (RegistryError, PkiError, Unavailable, FailedPrecondition) as exc:
-                # The next round retries; serving goes on with CRLs that are still valid.
-                log.warning(
-                    "CRL refresh failed",
-                    extra={"fields": {"error": type(exc).__name__, "reason": str(exc)[:200]}},
-                )
-            self._stop.wait(self._interval)
