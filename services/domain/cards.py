@@ -23,6 +23,24 @@ class CardState(Enum):
     DEACTIVATED = "DEACTIVATED"
     PENDING_DELIVERY = "PENDING_DELIVERY"
     """Sold online, awaiting the courier's confirmed handover: holds a slot, cannot be used."""
+    SUSPENDED = "SUSPENDED"
+    """Live (slot and number held) but barred from all service until ``Card.suspension`` clears."""
+
+
+class ServiceStage(Enum):
+    """Where a live card stands in the legacy real-name deadline policy; values match the proto."""
+
+    FULL = 1
+    OUTGOING_BARRED = 2
+    ALL_BARRED = 3
+
+
+class Suspension:
+    """Reasons a card is SUSPENDED (stored in ``cards.suspension``)."""
+
+    DISPUTED = "DISPUTED"
+    DEVICE_MISMATCH = "DEVICE_MISMATCH"
+    REVERIFICATION = "REVERIFICATION"
 
 
 @dataclass(frozen=True)
@@ -39,23 +57,47 @@ class OnlineSale:
     store_authorization_serial: str
 
 
-SalesChannel = AgentSale | OnlineSale
+@dataclass(frozen=True)
+class LegacyRecord:
+    """Registered before the policy; brought in by a bulk legacy import."""
+
+    import_id: str
+
+
+SalesChannel = AgentSale | OnlineSale | LegacyRecord
+
+
+@dataclass(frozen=True)
+class IndustryBinding:
+    """The enterprise and scenario an industry card is bound to, and its optional device."""
+
+    enterprise_id: str
+    scenario: str
+    imei: str | None = None
 
 
 @dataclass(frozen=True)
 class Card:
-    """A card as stored; carries only the masked document number."""
+    """A card as stored; carries only the masked document number.
+
+    A legacy subscriber imported without a document has ``document_type`` None and an empty
+    ``document_masked`` until it completes registration.
+    """
 
     msisdn: str
     iccid: str
     operator: str
     card_type: CardType
     state: CardState
-    document_type: DocumentType
+    document_type: DocumentType | None
     document_masked: str
     channel: SalesChannel
     activated_at: dt.datetime
     deactivated_at: dt.datetime | None
+    verified: bool = True
+    service_stage: ServiceStage = ServiceStage.FULL
+    suspension: str | None = None
+    industry: IndustryBinding | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +110,7 @@ class ActivateCard:
     iccid: str
     card_type: CardType
     channel: SalesChannel
+    industry: IndustryBinding | None = None
 
 
 @dataclass(frozen=True)

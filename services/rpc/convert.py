@@ -6,7 +6,7 @@ import datetime as dt
 
 from google.protobuf import timestamp_pb2
 
-from services.domain.cards import AgentSale, Card
+from services.domain.cards import AgentSale, Card, IndustryBinding, OnlineSale
 from services.proto.realname.v1 import verification_pb2 as vpb
 
 
@@ -23,23 +23,38 @@ def card_message(card: Card) -> vpb.Card:
     """The protobuf Card for a domain card."""
     if isinstance(card.channel, AgentSale):
         channel = vpb.SalesChannel(agent=vpb.AgentChannel(agent_id=card.channel.agent_id))
-    else:
+    elif isinstance(card.channel, OnlineSale):
         channel = vpb.SalesChannel(
             online=vpb.OnlineChannel(
                 store_authorization_serial=card.channel.store_authorization_serial
             )
         )
+    else:
+        channel = vpb.SalesChannel(legacy=vpb.LegacyChannel(import_id=card.channel.import_id))
     return vpb.Card(
         msisdn=card.msisdn,
         iccid=card.iccid,
         operator=card.operator,
         card_type=card.card_type.value,  # type: ignore[arg-type]
         state=vpb.CardState.Value(f"CARD_STATE_{card.state.value}"),
-        document_type=card.document_type.value,  # type: ignore[arg-type]
+        document_type=0 if card.document_type is None else card.document_type.value,  # type: ignore[arg-type]
         document_masked=card.document_masked,
         channel=channel,
         activated_at=timestamp(card.activated_at),
         deactivated_at=timestamp(card.deactivated_at),
+        verified=card.verified,
+        service_stage=card.service_stage.value,  # type: ignore[arg-type]
+        suspension=card.suspension or "",
+        industry=industry_message(card.industry),
+    )
+
+
+def industry_message(binding: IndustryBinding | None) -> vpb.IndustryBinding | None:
+    """The protobuf IndustryBinding of an industry card, or None."""
+    if binding is None:
+        return None
+    return vpb.IndustryBinding(
+        enterprise_id=binding.enterprise_id, scenario=binding.scenario, imei=binding.imei or ""
     )
 
 

@@ -10,7 +10,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from services.domain.cards import AgentSale, Card, CardState, CardType, OnlineSale, SalesChannel
+from services.domain.cards import (
+    AgentSale,
+    Card,
+    CardState,
+    CardType,
+    IndustryBinding,
+    LegacyRecord,
+    OnlineSale,
+    SalesChannel,
+    ServiceStage,
+)
 from services.domain.documents import DocumentType
 from services.domain.errors import ErrorKind, QuotaExceeded, QuotaViolation, RealnameError
 from services.storage.rawsql import Tx
@@ -19,7 +29,8 @@ _DEACTIVATED = CardState.DEACTIVATED.value
 # Interpolated into queries below: a constant, never input, hence the S608 exemptions.
 _CARD_COLUMNS = (
     "id, operator_id, msisdn, iccid, id_key, document_type, document_masked, card_type, state, "
-    "channel, agent_id, store_authorization_serial, activated_at, deactivated_at"
+    "channel, agent_id, store_authorization_serial, activated_at, deactivated_at, "
+    "verified, service_stage, suspension, enterprise_id, scenario, bound_imei, import_id"
 )
 
 
@@ -48,8 +59,13 @@ class CardRow:
     """A card with the internal keys the domain needs to change it."""
 
     id: int
-    id_key: bytes
+    id_key: bytes | None  # None: a legacy subscriber imported without a document
     card: Card
+
+    @property
+    def holds_slot(self) -> bool:
+        """Whether the card occupies a slot in its holder's ``holdings`` row."""
+        return self.id_key is not None and self.card.verified
 
 
 def get_operator(tx: Tx, operator_id: str) -> OperatorRow | None:
@@ -127,32 +143,56 @@ def insert_card(
     card_type: CardType,
     channel: SalesChannel,
     now: dt.datetime,
+    industry: IndustryBinding | None = None,
 ) -> tuple[int, Card] | None:
     """Inserts a live card; returns its id and the card, or None if the MSISDN or ICCID is taken.
 
     An online sale starts PENDING_DELIVERY (live, unusable until delivered); others ACTIVE.
     """
-    state = CardState.ACTIVE if isinstance(channel, AgentSale) else CardState.PENDING_DELIVERY
-    if isinstance(channel, AgentSale):
-        kind, agent, serial = "agent", channel.agent_id, None
-    else:
-        kind, agent, serial = "online", None, channel.store_authorization_serial
+    state = CardState.PENDING_DELIVERY if isinstance(channel, OnlineSale) else CardState.ACTIVE
+    agent, serial, import_id = _channel_columns(channel)
+    enterprise, scenario, imei = (
+        (industry.enterprise_id, industry.scenario, industry.imei)
+        if industry
+        else (None, None, None)
+    )
     row = tx.one(
         "INSERT INTO cards (operator_id, msisdn, iccid, id_key, document_type, document_masked, "
-        "card_type, state, channel, agent_id, store_authorization_serial, activated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+        "card_type, state, channel, agent_id, store_authorization_serial, activated_at, "
+        "enterprise_id, scenario, bound_imei, import_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING RETURNING id",
         (
             operator_id, msisdn, iccid, id_key, document_type.value, document_masked,
-            card_type.value, state.value, kind, agent, serial, tx.timestamp(now),
+            card_type.value, state.value, _channel_kind(channel), agent, serial,
+            tx.timestamp(now), enterprise, scenario, imei, import_id,
         ),
     )  # fmt: skip
     if row is None:
         return None
     card = Card(
         msisdn, iccid, operator_id, card_type, state, document_type, document_masked,
-        channel, now, None,
+        channel, now, None, industry=industry,
     )  # fmt: skip
     return int(row[0]), card
+
+
+def _channel_kind(channel: SalesChannel) -> str:
+    """The ``cards.channel`` value of a sales channel."""
+    if isinstance(channel, AgentSale):
+        return "agent"
+    if isinstance(channel, OnlineSale):
+        return "online"
+    return "legacy"
+
+
+def _channel_columns(channel: SalesChannel) -> tuple[str | None, str | None, str | None]:
+    """(agent_id, store_authorization_serial, import_id) of a sales channel."""
+    if isinstance(channel, AgentSale):
+        return channel.agent_id, None, None
+    if isinstance(channel, OnlineSale):
+        return None, channel.store_authorization_serial, None
+    return None, None, channel.import_id
 
 
 def deactivate_card(tx: Tx, card_id: int, now: dt.datetime) -> bool:
@@ -166,10 +206,15 @@ def deactivate_card(tx: Tx, card_id: int, now: dt.datetime) -> bool:
 
 def _card(tx: Tx, row: tuple[Any, ...]) -> CardRow:
     (card_id, operator_id, msisdn, iccid, id_key, doc_type, masked, card_type, state,
-     channel_kind, agent_id, serial, activated, deactivated) = row  # fmt: skip
-    channel: SalesChannel = (
-        AgentSale(agent_id or "") if channel_kind == "agent" else OnlineSale(serial or "")
-    )
+     channel_kind, agent_id, serial, activated, deactivated, verified, stage, suspension,
+     enterprise, scenario, imei, import_id) = row  # fmt: skip
+    channel: SalesChannel
+    if channel_kind == "agent":
+        channel = AgentSale(agent_id or "")
+    elif channel_kind == "online":
+        channel = OnlineSale(serial or "")
+    else:
+        channel = LegacyRecord(import_id or "")
     activated_at = tx.parse_timestamp(activated)
     assert activated_at is not None
     card = Card(
@@ -178,13 +223,17 @@ def _card(tx: Tx, row: tuple[Any, ...]) -> CardRow:
         operator=operator_id,
         card_type=CardType(card_type),
         state=CardState(state),
-        document_type=DocumentType(doc_type),
-        document_masked=masked,
+        document_type=None if doc_type is None else DocumentType(doc_type),
+        document_masked=masked or "",
         channel=channel,
         activated_at=activated_at,
         deactivated_at=tx.parse_timestamp(deactivated),
+        verified=bool(verified),
+        service_stage=ServiceStage[stage],
+        suspension=suspension,
+        industry=None if enterprise is None else IndustryBinding(enterprise, scenario or "", imei),
     )
-    return CardRow(int(card_id), bytes(id_key), card)
+    return CardRow(int(card_id), None if id_key is None else bytes(id_key), card)
 
 
 def card_by_id(tx: Tx, card_id: int) -> Card:

@@ -26,9 +26,26 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade(engine: Engine) -> None:
     """Migrates the database to the newest revision."""
     cfg = alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        # On the driver connection: SQLAlchemy would open a transaction first.
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        if sqlite:
+            # Batch migrations rebuild tables other tables reference; SQLite only lets foreign
+            # keys be switched off outside a transaction, and they are checked once at the end.
+            driver.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"migration left broken foreign keys: {broken[:5]}")
+        finally:
+            if sqlite:
+                driver.execute("PRAGMA foreign_keys=ON")
 
 
 def head_revision(engine: Engine) -> str | None:

@@ -67,9 +67,10 @@ cards = Table(
     Column("operator_id", String(32), ForeignKey("operators.id"), nullable=False),
     Column("msisdn", String(11), nullable=False),
     Column("iccid", String(20), nullable=False),
-    Column("id_key", LargeBinary(32), nullable=False),
-    Column("document_type", SmallInteger, nullable=False),
-    Column("document_masked", String(32), nullable=False),
+    # NULL only for a legacy subscriber imported without a document (until it registers).
+    Column("id_key", LargeBinary(32)),
+    Column("document_type", SmallInteger),
+    Column("document_masked", String(32)),
     Column("card_type", SmallInteger, nullable=False),
     Column("state", String(24), nullable=False),
     Column("channel", String(8), nullable=False),
@@ -77,7 +78,19 @@ cards = Table(
     Column("store_authorization_serial", String(64)),
     Column("activated_at", DateTime(timezone=True), nullable=False),
     Column("deactivated_at", DateTime(timezone=True)),
-    CheckConstraint("channel IN ('agent', 'online')", name="channel"),
+    # 0 only for legacy subscribers who have not completed real-name registration.
+    Column("verified", SmallInteger, nullable=False, server_default=text("1")),
+    # ServiceStage name: the legacy deadline policy's restriction on a live card.
+    Column("service_stage", String(16), nullable=False, server_default=text("'FULL'")),
+    # Why a SUSPENDED card is suspended (services.domain.cards.Suspension).
+    Column("suspension", String(24)),
+    # Industry cards: the enterprise (unified social credit code), scenario and bound device.
+    Column("enterprise_id", String(18)),
+    Column("scenario", String(32)),
+    Column("bound_imei", String(16)),
+    # The legacy import a subscriber came from (channel 'legacy').
+    Column("import_id", String(64)),
+    CheckConstraint("channel IN ('agent', 'online', 'legacy')", name="channel"),
     Index(
         "uq_cards_live_msisdn",
         "msisdn",
@@ -95,6 +108,8 @@ cards = Table(
     Index("ix_cards_holder", "id_key", "operator_id"),
     Index("ix_cards_operator_msisdn", "operator_id", "msisdn"),
     Index("ix_cards_state_activated_at", "state", "activated_at"),
+    Index("ix_cards_enterprise", "enterprise_id"),
+    Index("ix_cards_unverified", "operator_id", "verified", "service_stage"),
 )
 
 # Idempotency records: the outcome of every mutating request, keyed by the caller's request id.

@@ -35,6 +35,10 @@ class _CardStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CardState.V
     courier's ConfirmDelivery makes it ACTIVE; undelivered past the delivery window it is
     released (DEACTIVATED).
     """
+    CARD_STATE_SUSPENDED: _CardState.ValueType  # 4
+    """Live (holds its slot and number) but barred from all service until the cause in
+    Card.suspension is cleared: a disputed card, a device-binding breach, a blocked document.
+    """
 
 class CardState(_CardState, metaclass=_CardStateEnumTypeWrapper):
     """State of a card."""
@@ -47,7 +51,37 @@ CARD_STATE_PENDING_DELIVERY: CardState.ValueType  # 3
 courier's ConfirmDelivery makes it ACTIVE; undelivered past the delivery window it is
 released (DEACTIVATED).
 """
+CARD_STATE_SUSPENDED: CardState.ValueType  # 4
+"""Live (holds its slot and number) but barred from all service until the cause in
+Card.suspension is cleared: a disputed card, a device-binding breach, a blocked document.
+"""
 Global___CardState: _TypeAlias = CardState  # noqa: Y015
+
+class _ServiceStage:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ServiceStageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ServiceStage.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SERVICE_STAGE_UNSPECIFIED: _ServiceStage.ValueType  # 0
+    SERVICE_STAGE_FULL: _ServiceStage.ValueType  # 1
+    """No restriction from the deadline policy."""
+    SERVICE_STAGE_OUTGOING_BARRED: _ServiceStage.ValueType  # 2
+    """Unverified past the deadline: outgoing calls, SMS and data refused; incoming allowed."""
+    SERVICE_STAGE_ALL_BARRED: _ServiceStage.ValueType  # 3
+    """Unverified past the grace period: all service refused."""
+
+class ServiceStage(_ServiceStage, metaclass=_ServiceStageEnumTypeWrapper):
+    """Where a live card stands in its operator's legacy real-name deadline policy."""
+
+SERVICE_STAGE_UNSPECIFIED: ServiceStage.ValueType  # 0
+SERVICE_STAGE_FULL: ServiceStage.ValueType  # 1
+"""No restriction from the deadline policy."""
+SERVICE_STAGE_OUTGOING_BARRED: ServiceStage.ValueType  # 2
+"""Unverified past the deadline: outgoing calls, SMS and data refused; incoming allowed."""
+SERVICE_STAGE_ALL_BARRED: ServiceStage.ValueType  # 3
+"""Unverified past the grace period: all service refused."""
+Global___ServiceStage: _TypeAlias = ServiceStage  # noqa: Y015
 
 @_typing.final
 class AgentChannel(_message.Message):
@@ -93,6 +127,28 @@ class OnlineChannel(_message.Message):
 Global___OnlineChannel: _TypeAlias = OnlineChannel  # noqa: Y015
 
 @_typing.final
+class LegacyChannel(_message.Message):
+    """Registered before the real-name policy and brought in by a bulk legacy import."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IMPORT_ID_FIELD_NUMBER: _builtins.int
+    import_id: _builtins.str
+    """The import the subscriber came from."""
+    def __init__(
+        self,
+        *,
+        import_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_id", b"import_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LegacyChannel: _TypeAlias = LegacyChannel  # noqa: Y015
+
+@_typing.final
 class SalesChannel(_message.Message):
     """How a card was sold."""
 
@@ -100,25 +156,59 @@ class SalesChannel(_message.Message):
 
     AGENT_FIELD_NUMBER: _builtins.int
     ONLINE_FIELD_NUMBER: _builtins.int
+    LEGACY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def agent(self) -> Global___AgentChannel: ...
     @_builtins.property
     def online(self) -> Global___OnlineChannel: ...
+    @_builtins.property
+    def legacy(self) -> Global___LegacyChannel: ...
     def __init__(
         self,
         *,
         agent: Global___AgentChannel | None = ...,
         online: Global___OnlineChannel | None = ...,
+        legacy: Global___LegacyChannel | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "channel", b"channel", "online", b"online"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "channel", b"channel", "legacy", b"legacy", "online", b"online"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "channel", b"channel", "online", b"online"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "channel", b"channel", "legacy", b"legacy", "online", b"online"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_channel: _TypeAlias = _typing.Literal["agent", "online"]  # noqa: Y015
+    _WhichOneofReturnType_channel: _TypeAlias = _typing.Literal["agent", "online", "legacy"]  # noqa: Y015
     _WhichOneofArgType_channel: _TypeAlias = _typing.Literal["channel", b"channel"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_channel) -> _WhichOneofReturnType_channel | None: ...
 
 Global___SalesChannel: _TypeAlias = SalesChannel  # noqa: Y015
+
+@_typing.final
+class IndustryBinding(_message.Message):
+    """The enterprise and scenario an industry (IoT) card is bound to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTERPRISE_ID_FIELD_NUMBER: _builtins.int
+    SCENARIO_FIELD_NUMBER: _builtins.int
+    IMEI_FIELD_NUMBER: _builtins.int
+    enterprise_id: _builtins.str
+    """The enterprise's unified social credit code (18 characters)."""
+    scenario: _builtins.str
+    """One of the enterprise's declared scenarios, e.g. "bus-card", "meter", "pos", "vehicle"."""
+    imei: _builtins.str
+    """Optional device binding: the card is suspended when it appears with another IMEI."""
+    def __init__(
+        self,
+        *,
+        enterprise_id: _builtins.str = ...,
+        scenario: _builtins.str = ...,
+        imei: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enterprise_id", b"enterprise_id", "imei", b"imei", "scenario", b"scenario"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IndustryBinding: _TypeAlias = IndustryBinding  # noqa: Y015
 
 @_typing.final
 class Card(_message.Message):
@@ -136,6 +226,10 @@ class Card(_message.Message):
     CHANNEL_FIELD_NUMBER: _builtins.int
     ACTIVATED_AT_FIELD_NUMBER: _builtins.int
     DEACTIVATED_AT_FIELD_NUMBER: _builtins.int
+    VERIFIED_FIELD_NUMBER: _builtins.int
+    SERVICE_STAGE_FIELD_NUMBER: _builtins.int
+    SUSPENSION_FIELD_NUMBER: _builtins.int
+    INDUSTRY_FIELD_NUMBER: _builtins.int
     msisdn: _builtins.str
     iccid: _builtins.str
     operator: _builtins.str
@@ -145,12 +239,23 @@ class Card(_message.Message):
     document_type: _common_pb2.DocumentType.ValueType
     document_masked: _builtins.str
     """The document number masked, e.g. 1101**********123X; the clear number is never returned."""
+    verified: _builtins.bool
+    """Whether the holder's real-name registration is complete (false only for legacy
+    subscribers who have not yet completed it).
+    """
+    service_stage: Global___ServiceStage.ValueType
+    suspension: _builtins.str
+    """Why the card is SUSPENDED (e.g. DISPUTED, DEVICE_MISMATCH, REVERIFICATION); empty otherwise."""
     @_builtins.property
     def channel(self) -> Global___SalesChannel: ...
     @_builtins.property
     def activated_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def deactivated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def industry(self) -> Global___IndustryBinding:
+        """Set for industry cards."""
+
     def __init__(
         self,
         *,
@@ -164,10 +269,14 @@ class Card(_message.Message):
         channel: Global___SalesChannel | None = ...,
         activated_at: _timestamp_pb2.Timestamp | None = ...,
         deactivated_at: _timestamp_pb2.Timestamp | None = ...,
+        verified: _builtins.bool = ...,
+        service_stage: Global___ServiceStage.ValueType = ...,
+        suspension: _builtins.str = ...,
+        industry: Global___IndustryBinding | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["activated_at", b"activated_at", "channel", b"channel", "deactivated_at", b"deactivated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activated_at", b"activated_at", "channel", b"channel", "deactivated_at", b"deactivated_at", "industry", b"industry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activated_at", b"activated_at", "card_type", b"card_type", "channel", b"channel", "deactivated_at", b"deactivated_at", "document_masked", b"document_masked", "document_type", b"document_type", "iccid", b"iccid", "msisdn", b"msisdn", "operator", b"operator", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activated_at", b"activated_at", "card_type", b"card_type", "channel", b"channel", "deactivated_at", b"deactivated_at", "document_masked", b"document_masked", "document_type", b"document_type", "iccid", b"iccid", "industry", b"industry", "msisdn", b"msisdn", "operator", b"operator", "service_stage", b"service_stage", "state", b"state", "suspension", b"suspension", "verified", b"verified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -237,6 +346,7 @@ class ActivateCardRequest(_message.Message):
     ICCID_FIELD_NUMBER: _builtins.int
     CARD_TYPE_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
+    INDUSTRY_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Client-chosen idempotency key (1-64 characters of [A-Za-z0-9._:-])."""
     msisdn: _builtins.str
@@ -246,6 +356,10 @@ class ActivateCardRequest(_message.Message):
     def document(self) -> _common_pb2.Document: ...
     @_builtins.property
     def channel(self) -> Global___SalesChannel: ...
+    @_builtins.property
+    def industry(self) -> Global___IndustryBinding:
+        """Required for CARD_TYPE_INDUSTRY, absent for personal cards."""
+
     def __init__(
         self,
         *,
@@ -255,10 +369,11 @@ class ActivateCardRequest(_message.Message):
         iccid: _builtins.str = ...,
         card_type: _common_pb2.CardType.ValueType = ...,
         channel: Global___SalesChannel | None = ...,
+        industry: Global___IndustryBinding | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "document", b"document"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "document", b"document", "industry", b"industry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_type", b"card_type", "channel", b"channel", "document", b"document", "iccid", b"iccid", "msisdn", b"msisdn", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_type", b"card_type", "channel", b"channel", "document", b"document", "iccid", b"iccid", "industry", b"industry", "msisdn", b"msisdn", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

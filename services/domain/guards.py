@@ -1,0 +1,27 @@
+"""Extension points of card activation: rules other features add without editing the cap logic."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from services.domain.cards import ActivateCard
+from services.storage.rawsql import Tx
+
+
+class ActivationGuard:
+    """A rule consulted at every activation; the default hooks accept and record nothing.
+
+    A refusal is a ``RealnameError`` raised from ``before`` or ``check``. Refusals from ``check``
+    are recorded as the request's outcome, so a retried request id replays them.
+    """
+
+    def before(self, operator_id: str, cmd: ActivateCard) -> None:
+        """Runs before any transaction: the place for remote calls (identity authority)."""
+
+    def check(self, tx: Tx, operator_id: str, cmd: ActivateCard, now: dt.datetime) -> None:
+        """Runs inside the activation transaction, before the card is written."""
+
+    def activated(
+        self, tx: Tx, operator_id: str, card_id: int, cmd: ActivateCard, now: dt.datetime
+    ) -> None:
+        """Runs inside the activation transaction after the card and its slot are written."""
