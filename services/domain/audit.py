@@ -1,0 +1,113 @@
+"""The audit trail's record format and hash chain, and the per-RPC context that collects subjects.
+
+Every RPC that reads or writes subscriber data leaves one record per pseudonymous document it
+touched: who, which RPC, the outcome, when. Records are chained — each record's ``chain`` is
+SHA-256 over the previous chain value and the record's canonical bytes — so editing, inserting
+or deleting a record breaks every chain value after it. The head of the chain is anchored into
+the transparency log at intervals, so rewriting the whole chain is caught too.
+
+Domain and storage code report subjects with ``note_subject`` (the pseudonymizer does it for
+every document key it derives, the card repository for every card row it reads); the RPC layer
+opens a context per call and hands the collected subjects to the trail at the end.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import hashlib
+import struct
+from dataclasses import dataclass, field
+from typing import Protocol
+
+GENESIS = bytes(32)
+"""The chain value before the first record."""
+
+_DOMAIN = b"realname/audit/v1\n"
+# One RPC listing thousands of documents (a bulk import) is recorded as one record without a
+# subject rather than thousands: the trail stays queryable and bounded.
+MAX_SUBJECTS_PER_CALL = 64
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One audited access: ``subject`` is a document pseudonym (None for a bulk call)."""
+
+    id: int
+    at: dt.datetime
+    principal: str
+    method: str
+    outcome: str
+    subject: bytes | None
+
+    def encode(self) -> bytes:
+        """The record's canonical bytes: fixed-width integers and length-prefixed fields."""
+        ms = int(self.at.timestamp() * 1000)
+        parts = [struct.pack(">QQ", self.id, ms)]
+        for text in (self.principal, self.method, self.outcome):
+            raw = text.encode()
+            parts.append(struct.pack(">H", len(raw)) + raw)
+        subject = self.subject or b""
+        parts.append(struct.pack(">B", len(subject)) + subject)
+        return b"".join(parts)
+
+
+def chain_next(previous: bytes, record: AuditRecord) -> bytes:
+    """The chain value after ``record``, given the value before it."""
+    return hashlib.sha256(_DOMAIN + previous + record.encode()).digest()
+
+
+@dataclass
+class AuditContext:
+    """Subjects touched and whether anything was written, during one RPC."""
+
+    subjects: list[bytes] = field(default_factory=list)
+    overflow: int = 0
+    wrote: bool = False
+
+    def add(self, subject: bytes) -> None:
+        """Notes a subject once."""
+        if subject in self.subjects:
+            return
+        if len(self.subjects) >= MAX_SUBJECTS_PER_CALL:
+            self.overflow += 1
+            return
+        self.subjects.append(subject)
+
+
+_current: contextvars.ContextVar[AuditContext | None] = contextvars.ContextVar(
+    "audit", default=None
+)
+
+
+def begin() -> AuditContext:
+    """Opens a fresh context for the RPC running on this thread."""
+    context = AuditContext()
+    _current.set(context)
+    return context
+
+
+def end() -> None:
+    """Closes the thread's context (worker threads are reused across RPCs)."""
+    _current.set(None)
+
+
+def note_subject(subject: bytes) -> None:
+    """Records that the running RPC touched this document pseudonym (no-op outside an RPC)."""
+    context = _current.get()
+    if context is not None:
+        context.add(subject)
+
+
+def note_write() -> None:
+    """Records that the running RPC committed a write (its audit record is then awaited)."""
+    context = _current.get()
+    if context is not None:
+        context.wrote = True
+
+
+class AuditSink(Protocol):
+    """Where the RPC layer hands each call's audit context (the audit trail)."""
+
+    def submit(self, principal: str, method: str, outcome: str, context: AuditContext) -> None:
+        """Records the call; may wait for the commit when the call wrote."""
