@@ -140,3 +140,22 @@ def machine_cpu_ticks() -> tuple[int, int]:
     idle = values[3] + (values[4] if len(values) > 4 else 0)
     total = sum(values[:8])
     return total - idle, total
+
+
+def update_results_section(path: Path, name: str, markdown: str) -> None:
+    """Replaces (or appends) the section ``name`` of the results file, keeping the others.
+
+    Phases run on their own (`bench.run --only soak`) update their figures without erasing the
+    rest of the last full run's report.
+    """
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{begin}\n{markdown.rstrip()}\n{end}\n"
+    text = path.read_text() if path.exists() else ""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
+        text = head + block + tail
+    else:
+        text = (text.rstrip("\n") + "\n\n" if text else "") + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -6,6 +6,11 @@ baseline (empty handler) → SQLite (CheckEligibility, ActivateCard distinct, Ac
 averaged, so a shared machine's drift during the run shows up instead of skewing the ratios.
 Figures are printed, not asserted; the exit code is non-zero only when the harness or a
 workload went wrong (unexpected errors, a server that would not start), not for a missed target.
+
+Then, as module subprocesses adding their sections to the same results file: the feature benches,
+PostgreSQL `--workers 1` vs 2 and default vs SERIALIZABLE (bench.bench_scale), CheckEligibility
+p99 at 10,000 vs 10,000,000 cards, and the soak (bench.bench_soak). `--only soak` (or
+`scale`, `workers`, `isolation`, `features`, `main`, comma-separated) runs just those.
 """
 
 from __future__ import annotations
@@ -141,7 +146,11 @@ def start_baseline(data_dir: Path, label: str) -> ServerProcess:
 
 
 def start_realname(
-    data_dir: Path, backend: str, database_url: str | None, workers: int = 1
+    data_dir: Path,
+    backend: str,
+    database_url: str | None,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
 ) -> ServerProcess:
     """Starts `realname serve` with real mTLS on free loopback ports."""
     address = f"127.0.0.1:{free_port()}"
@@ -149,7 +158,7 @@ def start_realname(
             "--http-address", f"127.0.0.1:{free_port()}", "--workers", str(workers)]  # fmt: skip
     return start_process(
         f"realname-{backend}", argv, address, data_dir / f"serve-{backend}.log",
-        env=server_env(database_url),
+        env={**server_env(database_url), **(extra_env or {})},
     )  # fmt: skip
 
 
@@ -433,16 +442,41 @@ FEATURE_BENCHES = (
     "bench.bench_registry",
     "bench.bench_log",
     "bench.bench_delivery",
+    "bench.bench_legacy",
+    "bench.bench_proofing",
 )
 
 
-def run_module_bench(module: str) -> int:
+def run_module_bench(module: str, *args: str) -> int:
     """Runs one feature bench module; returns its exit code."""
-    print(f"\n=== {module} ===", flush=True)
-    code = subprocess.run([sys.executable, "-m", module], cwd=REPO_ROOT, check=False)
+    print(f"\n=== {' '.join((module, *args))} ===", flush=True)
+    code = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, check=False)
     if code.returncode != 0:
         print(f"!!! {module} failed with exit code {code.returncode}")
     return code.returncode
+
+
+# Phases `--only` can pick; "main" is the table above, the others run as module subprocesses.
+PHASES = ("main", "features", "workers", "isolation", "scale", "soak")
+
+
+def run_extra_phases(args: argparse.Namespace, only: set[str]) -> int:
+    """Runs the selected phases after the main table; returns 1 if any of them failed."""
+    codes = []
+    if "features" in only and not args.skip_pki:
+        codes += [run_module_bench(module) for module in FEATURE_BENCHES]
+    shape = ["--concurrency", str(args.concurrency), "--warmup", str(args.warmup),
+             "--duration", str(args.duration)]  # fmt: skip
+    for phase in ("workers", "isolation"):
+        if phase in only:
+            codes.append(run_module_bench("bench.bench_scale", phase, *shape))
+    if "scale" in only:
+        codes.append(
+            run_module_bench("bench.bench_scale", "scale", "--cards", str(args.scale_cards))
+        )
+    if "soak" in only:
+        codes.append(run_module_bench("bench.bench_soak", "--seconds", f"{args.soak_seconds:g}"))
+    return 1 if any(codes) else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -495,7 +529,23 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not run the feature benches (PKI, registry, log, delivery)",
     )
+    parser.add_argument(
+        "--only", default=",".join(PHASES),
+        help=f"comma-separated phases to run (default all): {','.join(PHASES)}",
+    )  # fmt: skip
+    parser.add_argument(
+        "--soak-seconds", type=float, default=600.0, help="soak: seconds of mixed load"
+    )
+    parser.add_argument(
+        "--scale-cards", type=int, default=10_000_000,
+        help="scale: cards loaded for the large side of the p99 comparison",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    only = {p.strip() for p in args.only.split(",") if p.strip()}
+    if only - set(PHASES):
+        parser.error(f"unknown phases: {sorted(only - set(PHASES))}")
+    if "main" not in only:
+        return run_extra_phases(args, only)
     cfg = BenchConfig(args.concurrency, args.channels, args.warmup, args.duration)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = set(backends) - {"sqlite", "postgresql"}
@@ -545,10 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"!!! hot/{p.backend}: {ok} activations succeeded, not 5")
     for problem in PROBLEMS:
         print(f"!!! {problem}")
-    pki_code = 0
-    if not args.skip_pki:
-        for module in FEATURE_BENCHES:
-            pki_code = run_module_bench(module) or pki_code
+    pki_code = run_extra_phases(args, only)
     return 1 if failed or hot_wrong or PROBLEMS or pki_code else 0
 
 

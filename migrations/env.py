@@ -8,6 +8,14 @@ from sqlalchemy import create_engine
 # Importing the table modules registers their tables on the registry metadata.
 import registry.authz.tables
 import registry.log.storage  # noqa: F401
+import services.storage.agents_schema
+import services.storage.audit_schema
+import services.storage.compliance_schema
+import services.storage.disputes_schema
+import services.storage.enforcement_schema
+import services.storage.industry_schema
+import services.storage.legacy_schema
+import services.storage.proofing_schema  # noqa: F401
 from registry.schema import metadata as registry_metadata
 from services.storage.schema import metadata as service_metadata
 

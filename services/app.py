@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import grpc
@@ -9,22 +10,39 @@ from starlette.routing import BaseRoute
 
 from registry.authz.errors import RegistryError
 from registry.pki import PkiError
+from services.audit_trail import AuditTrail
 from services.authority import contact_sealer
+from services.domain.agents import AgentDesk, AgentGuard, AgentPolicy, flag_agent
+from services.domain.citizen import CitizenDesk
+from services.domain.compliance import DEFAULT_TARGETS, ComplianceDesk, parse_targets
 from services.domain.delivery import DeliveryConfig, DeliveryDesk
+from services.domain.enforcement import EnforcementDesk, SuspensionGuard
 from services.domain.errors import FailedPrecondition, Unavailable
+from services.domain.industry import EnterpriseDesk
+from services.domain.legacy import LegacyDesk
 from services.domain.principal import Role
+from services.domain.proofing import ProofingConfig, ProofingDesk, wire_proofing
 from services.domain.pseudonym import Pseudonymizer
+from services.domain.ratelimit import RateLimiter
 from services.domain.registry import RegistryConfig, SellerRegistry
+from services.domain.service_authorization import ServiceAuthorizer
 from services.domain.verification import CardRegistry, Clock, utc_now
 from services.http.log_routes import log_routes
 from services.http.public_routes import public_routes
 from services.http.registry_routes import registry_routes
 from services.periodic import PeriodicJob
 from services.proto.realname.v1 import verification_pb2, verification_pb2_grpc
+from services.rpc.agents import agent_binding
+from services.rpc.citizen import citizen_bindings
+from services.rpc.compliance import compliance_binding
 from services.rpc.delivery import delivery_binding
+from services.rpc.industry import enterprise_binding, network_binding
+from services.rpc.legacy import legacy_binding
 from services.rpc.log import log_binding
+from services.rpc.proofing import proofing_binding
 from services.rpc.registry import registry_binding
 from services.rpc.server import ServiceBinding
+from services.rpc.supervision import supervision_binding
 from services.rpc.verification import VerificationServicer
 from services.storage.database import Database
 from services.transparency import TransparencyLog
@@ -42,6 +60,15 @@ class App:
     log: TransparencyLog | None = None
     sellers: SellerRegistry | None = None
     deliveries: DeliveryDesk | None = None
+    legacy: LegacyDesk | None = None
+    citizens: CitizenDesk | None = None
+    audit: AuditTrail | None = None
+    enforcement: EnforcementDesk | None = None
+    compliance: ComplianceDesk | None = None
+    agents: AgentDesk | None = None
+    enterprises: EnterpriseDesk | None = None
+    network: ServiceAuthorizer | None = None
+    proofing: ProofingDesk | None = None
 
     @classmethod
     def build(
@@ -53,6 +80,9 @@ class App:
         log: TransparencyLog | None = None,
         registry: RegistryConfig | None = None,
         delivery: DeliveryConfig | None = None,
+        document_limiter: RateLimiter | None = None,
+        agent_policy: AgentPolicy | None = None,
+        proofing: ProofingConfig | None = None,
     ) -> App:
         """Wires the domain services over one database (and the transparency log, if given).
 
@@ -61,9 +91,30 @@ class App:
         """
         config = registry or RegistryConfig(sealer=contact_sealer(pseudonymizer))
         sellers = SellerRegistry(db, config, clock)
-        cards = CardRegistry(db, pseudonymizer, clock, sellers=sellers)
+        cards = CardRegistry(
+            db, pseudonymizer, clock, sellers=sellers, document_limiter=document_limiter
+        )
         deliveries = DeliveryDesk(db, sellers, clock, delivery)
-        return cls(db, pseudonymizer, cards, log, sellers, deliveries)
+        app = cls(db, pseudonymizer, cards, log, sellers, deliveries)
+        app.citizens = CitizenDesk(db, pseudonymizer, clock)
+        app.audit = AuditTrail(db, clock)
+        app.enforcement = EnforcementDesk(db, clock)
+        targets = os.environ.get("REALNAME_COMPLIANCE_TARGETS", DEFAULT_TARGETS)
+        app.compliance = ComplianceDesk(db, parse_targets(targets), clock)
+        cards.add_guard(SuspensionGuard())
+        app.legacy = LegacyDesk(db, pseudonymizer, clock)
+        # Agents: sales by unregistered or suspended agents are refused; signals recorded.
+        policy = agent_policy or AgentPolicy.from_env(os.environ)
+        cards.add_guard(AgentGuard(pseudonymizer, policy))
+        app.agents = AgentDesk(db, clock)
+        app.citizens.set_agent_flagger(flag_agent)
+        app.enterprises = EnterpriseDesk(db, pseudonymizer, clock)
+        app.network = ServiceAuthorizer(db)
+        # Identity proofing: off for operators without a policy; blocklist and sealed names.
+        app.proofing = wire_proofing(
+            db, pseudonymizer, clock, cards, proofing, flag_agent=flag_agent
+        )
+        return app
 
     def bindings(self) -> list[ServiceBinding]:
         """The gRPC services this process serves, with their access rules."""
@@ -86,7 +137,33 @@ class App:
             bindings.append(registry_binding(self.sellers, self.log))
         if self.deliveries is not None:
             bindings.append(delivery_binding(self.deliveries))
+        if self.legacy is not None:
+            bindings.append(legacy_binding(self.legacy))
+        if self.citizens is not None:
+            bindings.extend(citizen_bindings(self.citizens))
+        if self.enforcement is not None and self.audit is not None:
+            bindings.append(supervision_binding(self.enforcement, self.audit, self.pseudonymizer))
+        if self.compliance is not None:
+            bindings.append(compliance_binding(self.compliance))
+        if self.agents is not None:
+            bindings.append(agent_binding(self.agents))
+        if self.enterprises is not None:
+            bindings.append(enterprise_binding(self.enterprises))
+        if self.network is not None:
+            bindings.append(network_binding(self.network))
+        if self.proofing is not None:
+            bindings.append(proofing_binding(self.proofing))
         return bindings
+
+    def compliance_snapshotter(self) -> PeriodicJob:
+        """Records the day's real-name rate per operator every hour (for the charts over time)."""
+        assert self.compliance is not None, "App.build always wires the compliance desk"
+        return PeriodicJob("compliance-snapshot", self.compliance.snapshot, 3600.0, (Unavailable,))
+
+    def audit_anchorer(self, interval: float = 60.0) -> PeriodicJob:
+        """Anchors the audit trail's head into the transparency log at ``interval`` seconds."""
+        assert self.audit is not None, "App.build always wires the audit trail"
+        return PeriodicJob("audit-anchor", self.audit.anchor, interval, (Unavailable,))
 
     def delivery_expirer(self) -> PeriodicJob:
         """Hourly release of undelivered cards (start it when serving; stop it after)."""

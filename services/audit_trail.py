@@ -67,13 +67,25 @@ class AuditTrail:
         self._queue: list[repo.PendingAudit] = []
         self._enqueued = 0
         self._committed = 0
+        self._failures = 0
         self._stopping = False
         self._thread: threading.Thread | None = None
 
     # -- recording -------------------------------------------------------------------------
 
-    def submit(self, principal: str, method: str, outcome: str, context: AuditContext) -> None:
-        """Queues the records of one RPC; waits for their commit when the RPC wrote."""
+    def submit(
+        self,
+        principal: str,
+        method: str,
+        outcome: str,
+        context: AuditContext,
+        timeout: float | None = None,
+    ) -> None:
+        """Queues the records of one RPC; waits (at most ``timeout``) for their commit if it wrote.
+
+        A failed append answers the waiting calls UNAVAILABLE at once rather than holding them
+        through a database outage; their records stay queued and are written when it is back.
+        """
         if not context.subjects and not context.overflow:
             return
         now = self._clock()
@@ -91,9 +103,13 @@ class AuditTrail:
                 return
             if not context.wrote:
                 return
-            if not self._cond.wait_for(
-                lambda: self._committed >= ticket or self._stopping, self._wait_timeout
-            ):
+            failures = self._failures
+            limit = self._wait_timeout if timeout is None else min(timeout, self._wait_timeout)
+            self._cond.wait_for(
+                lambda: self._committed >= ticket or self._stopping or self._failures != failures,
+                max(limit, 0.0),
+            )
+            if self._committed < ticket and not self._stopping:
                 raise Unavailable(
                     "the audit trail could not record this change in time; retry with the same "
                     "request id",
@@ -157,6 +173,8 @@ class AuditTrail:
                 log.warning("audit append failed", extra={"fields": {"error": type(exc).__name__}})
                 with self._cond:
                     self._queue = batch + self._queue
+                    self._failures += 1
+                    self._cond.notify_all()
                     if self._stopping:
                         return
                 self._sleep(delay)

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
@@ -17,22 +18,42 @@ from registry.log.errors import LogError
 from services import logs
 from services.app import App
 from services.authority import ensure_dev_authorities, registry_config
+from services.cli_agents import agent_policy
+from services.cli_agents import register as add_agent_commands
+from services.cli_audit import add_audit_commands
+from services.cli_compliance import register as add_compliance_commands
 from services.cli_delivery import add_delivery_commands, delivery_config
+from services.cli_enforce import add_enforce_commands
+from services.cli_industry import register as add_industry_commands
+from services.cli_legacy import register as add_legacy_commands
 from services.cli_log import add_log_commands
+from services.cli_proofing import proofing_config
+from services.cli_proofing import register as add_proofing_commands
+from services.cli_reader import register as add_reader_commands
 from services.cli_registry import add_registry_commands
 from services.config import (
+    DEFAULT_ADMIN_ADDRESS,
+    DEFAULT_DOCUMENT_RATE,
     DEFAULT_GRPC_ADDRESS,
     DEFAULT_HTTP_ADDRESS,
+    DEFAULT_PRINCIPAL_RATE,
     DEFAULT_THREADS,
     ConfigError,
     Settings,
     add_data_dir_argument,
     env_default,
+    rate_limit_argument,
     validate,
 )
 from services.devpki import ensure_dev_pki
+from services.domain.errors import Unavailable
+from services.domain.holder_names import HolderNameKeyError, create_key_file
 from services.domain.pseudonym import PepperError, Pseudonymizer, create_pepper_file, load_pepper
+from services.health import DatabaseHealth, database_probe
+from services.http.admin import AdminListener, admin_app
 from services.http.app import create_app
+from services.metrics import LogSampler
+from services.periodic import PeriodicJob
 from services.rpc.server import TlsFiles, create_server
 from services.storage import migrate
 from services.storage.database import Database
@@ -48,10 +69,14 @@ def _settings(args: argparse.Namespace) -> Settings:
         data_dir=args.data_dir.resolve(),
         grpc_address=getattr(args, "grpc_address", DEFAULT_GRPC_ADDRESS),
         http_address=getattr(args, "http_address", DEFAULT_HTTP_ADDRESS),
+        admin_address=getattr(args, "admin_address", DEFAULT_ADMIN_ADDRESS),
         database_url=env_default("REALNAME_DATABASE_URL"),
         db_isolation=env_default("REALNAME_DB_ISOLATION", "default") or "default",
         insecure=getattr(args, "insecure_plaintext", False),
         max_workers=getattr(args, "threads", DEFAULT_THREADS),
+        principal_rate=getattr(args, "rate_principal", DEFAULT_PRINCIPAL_RATE),
+        document_rate=getattr(args, "rate_document", DEFAULT_DOCUMENT_RATE),
+        workers=max(1, getattr(args, "workers", 1)),
     )
 
 
@@ -61,6 +86,7 @@ def cmd_dev_init(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     written = ensure_dev_pki(settings.pki_dir)
     made_pepper = create_pepper_file(settings.pepper_path)
+    create_key_file(settings.holder_name_key_path)
     db = Database(settings.database())
     try:
         migrate.upgrade(db.engine)
@@ -96,6 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         validate(settings)
         delivery_config()  # refuses bad REALNAME_DELIVERY_* before anything starts
+        agent_policy()  # refuses bad REALNAME_AGENT_* likewise
         pseudonymizer = load_pepper(settings.pepper_path)
     except (ConfigError, PepperError) as exc:
         print(f"realname serve: {exc}", file=sys.stderr)
@@ -114,7 +141,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("realname serve: --workers must be at least 1", file=sys.stderr)
         return 2
     if args.workers > 1:
-        if settings.grpc_address.endswith(":0") or settings.http_address.endswith(":0"):
+        addresses = (settings.grpc_address, settings.http_address, settings.admin_address)
+        if any(a.endswith(":0") for a in addresses):
             print("realname serve: --workers needs fixed ports", file=sys.stderr)
             return 2
 
@@ -130,7 +158,7 @@ def _serve_process(
     settings: Settings, args: argparse.Namespace, pseudonymizer: Pseudonymizer, *, reuse_port: bool
 ) -> int:
     """One serving process: database pool, gRPC server, HTTP server, background jobs."""
-    db = Database(settings.database())
+    db = Database(replace(settings.database(), busy_timeout_ms=args.db_busy_timeout_ms))
     tls = None
     if not settings.insecure:
         tls = TlsFiles(
@@ -141,7 +169,8 @@ def _serve_process(
     try:
         log_origin = env_default("REALNAME_LOG_ORIGIN")
         transparency = TransparencyLog.open(db, settings.data_dir, origin=log_origin)
-    except LogError as exc:
+        proofing = proofing_config(settings, pseudonymizer)
+    except (LogError, HolderNameKeyError, ValueError) as exc:
         print(f"realname serve: {exc}", file=sys.stderr)
         return 2
     app = App.build(
@@ -150,16 +179,29 @@ def _serve_process(
         log=transparency,
         registry=registry_config(settings.data_dir, pseudonymizer),
         delivery=delivery_config(),
+        document_limiter=settings.rate_limiter("document"),
+        proofing=proofing,
     )
     crl_refresher = app.crl_refresher()
     crl_refresher.start()
     delivery_expirer = app.delivery_expirer()
     delivery_expirer.start()
+    assert app.audit is not None
+    app.audit.start()
+    audit_anchorer = app.audit_anchorer(
+        float(env_default("REALNAME_AUDIT_ANCHOR_SECONDS", "60") or "60")
+    )
+    audit_anchorer.start()
+    compliance_snapshots = app.compliance_snapshotter()
+    compliance_snapshots.start()
     sequencing = transparency.runner()
     sequencing.start()
+    log_metrics = PeriodicJob("log-metrics", LogSampler(db).sample, 2.0, (Unavailable, LogError))
+    log_metrics.start()
+    database_health = DatabaseHealth(database_probe(settings.database().url))
     serving = threading.Event()
     serving.set()
-    web = create_app(serving.is_set, app.http_routes())
+    web = create_app(lambda: serving.is_set() and database_health.healthy, app.http_routes())
     host, port = settings.http_address.rsplit(":", 1)
     # log_config=None: uvicorn's dictConfig would close the handlers logs.configure installed.
     config = uvicorn.Config(
@@ -172,14 +214,35 @@ def _serve_process(
         target=http.run, kwargs={"sockets": sockets}, name="http", daemon=True
     )
     http_thread.start()
+    admin = None
+    if tls is not None and settings.admin_address != "off":
+        assert app.compliance is not None and app.enforcement is not None
+        admin = AdminListener.create(
+            admin_app(app.compliance, app.enforcement),
+            settings.admin_address,
+            tls,
+            reuse_port=reuse_port,
+        )
+        admin.start()
     # HTTP listens before gRPC health says SERVING, so "healthy" means both sides answer.
     deadline = time.monotonic() + 30
-    while not http.started:
-        if not http_thread.is_alive() or time.monotonic() > deadline:
-            print(f"realname serve: HTTP did not start on {settings.http_address}", file=sys.stderr)
+    while not http.started or (admin is not None and not admin.started):
+        admin_failed = admin is not None and admin.failed
+        if not http_thread.is_alive() or admin_failed or time.monotonic() > deadline:
+            where = f"HTTP on {settings.http_address}"
+            if admin is not None and not admin.started:
+                where = f"the regulator's HTTPS listener on {settings.admin_address}"
+            print(f"realname serve: {where} did not start", file=sys.stderr)
+            http.should_exit = True
+            if admin is not None:
+                admin.stop()
+            log_metrics.stop()
             sequencing.stop()
             delivery_expirer.stop()
             crl_refresher.stop()
+            audit_anchorer.stop()
+            compliance_snapshots.stop()
+            app.audit.stop()
             db.dispose()
             return 2
         time.sleep(0.01)
@@ -189,7 +252,12 @@ def _serve_process(
         tls=tls,
         max_workers=settings.max_workers,
         reuse_port=reuse_port,
+        principal_limiter=settings.rate_limiter("principal"),
+        audit_sink=app.audit,
     )
+    database_health.report_to(running.health, [b.name for b in app.bindings()])
+    health_probe = database_health.job()
+    health_probe.start()
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -204,6 +272,7 @@ def _serve_process(
             "fields": {
                 "grpc": f"{settings.grpc_address.rsplit(':', 1)[0]}:{running.port}",
                 "http": settings.http_address,
+                "admin": settings.admin_address if admin is not None else "off",
                 "tls": tls is not None,
                 "database": "sqlite" if db.is_sqlite else "postgresql",
                 "pid": os.getpid(),
@@ -212,11 +281,18 @@ def _serve_process(
     )
     stop.wait()
     serving.clear()
+    health_probe.stop()
     running.stop(settings.grace_seconds)
+    log_metrics.stop()
     sequencing.stop()
     crl_refresher.stop()
     delivery_expirer.stop()
+    audit_anchorer.stop()
+    compliance_snapshots.stop()
+    app.audit.stop()  # writes the records still queued
     http.should_exit = True
+    if admin is not None:
+        admin.stop()
     http_thread.join(timeout=5)
     db.dispose()
     log.info("stopped")
@@ -251,6 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=env_default("REALNAME_HTTP_ADDRESS", DEFAULT_HTTP_ADDRESS),
         help="host:port for HTTP (env REALNAME_HTTP_ADDRESS)",
     )
+    p.add_argument(
+        "--admin-address",
+        default=env_default("REALNAME_ADMIN_ADDRESS", DEFAULT_ADMIN_ADDRESS),
+        help="host:port for the regulator's dashboard over HTTPS with a client certificate, "
+        "or 'off' (env REALNAME_ADMIN_ADDRESS; off with --insecure-plaintext)",
+    )
     p.add_argument("--tls-cert", default=env_default("REALNAME_TLS_CERT"))
     p.add_argument("--tls-key", default=env_default("REALNAME_TLS_KEY"))
     p.add_argument("--client-ca", default=env_default("REALNAME_CLIENT_CA"))
@@ -267,6 +349,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="serving processes sharing the ports with SO_REUSEPORT (env REALNAME_WORKERS)",
     )
     p.add_argument(
+        "--rate-principal",
+        type=rate_limit_argument,
+        default=env_default("REALNAME_RATE_PRINCIPAL", str(DEFAULT_PRINCIPAL_RATE)),
+        help="per-caller limit 'rate/burst' (per second) or 'off', for the whole service: "
+        "each of N --workers enforces rate/N and burst/N (env REALNAME_RATE_PRINCIPAL)",
+    )
+    p.add_argument(
+        "--rate-document",
+        type=rate_limit_argument,
+        default=env_default("REALNAME_RATE_DOCUMENT", str(DEFAULT_DOCUMENT_RATE)),
+        help="per (operator, document) limit on CheckEligibility, ActivateCard and ListCards, "
+        "'rate/burst' or 'off', split like --rate-principal (env REALNAME_RATE_DOCUMENT)",
+    )
+    p.add_argument(
+        "--db-busy-timeout-ms",
+        type=int,
+        default=int(env_default("REALNAME_DB_BUSY_TIMEOUT_MS", "30000") or "30000"),
+        help="SQLite: how long a write waits for another writer's lock before the call is "
+        "answered UNAVAILABLE (DATABASE_BUSY) (env REALNAME_DB_BUSY_TIMEOUT_MS)",
+    )
+    p.add_argument(
         "--insecure-plaintext",
         action="store_true",
         help="serve gRPC without TLS (loopback addresses only; callers name themselves "
@@ -277,6 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_log_commands(sub)
     add_registry_commands(sub)
     add_delivery_commands(sub)
+    add_industry_commands(sub)
+    add_audit_commands(sub)
+    add_enforce_commands(sub)
+    add_agent_commands(sub)
+    add_legacy_commands(sub)
+    add_proofing_commands(sub)
+    add_reader_commands(sub)
+    add_compliance_commands(sub)
     return parser
 
 

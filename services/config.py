@@ -8,13 +8,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.domain.ratelimit import RateLimit, RateLimiter, RateLimitSyntaxError
 from services.storage.database import DatabaseConfig, sqlite_url
 
 DEFAULT_GRPC_ADDRESS = "127.0.0.1:50051"
 DEFAULT_HTTP_ADDRESS = "127.0.0.1:8080"
+# The regulator's dashboard: HTTPS with a client certificate, apart from the public HTTP side.
+DEFAULT_ADMIN_ADDRESS = "127.0.0.1:8443"
 # More threads than this only add GIL hand-offs: the work per RPC is CPU-bound Python plus
 # short database round trips (measured: 8 threads served as fast as 32).
 DEFAULT_THREADS = 16
+# Whole-service rate limits ("rate/burst"), split evenly over the --workers processes. Generous
+# enough for the benches (one operator at ~1,500 RPC/s, one hot document at ~250 RPC/s).
+DEFAULT_PRINCIPAL_RATE = RateLimit(5000, 10000)
+DEFAULT_DOCUMENT_RATE = RateLimit(500, 1000)
 
 
 class ConfigError(Exception):
@@ -28,11 +35,15 @@ class Settings:
     data_dir: Path
     grpc_address: str = DEFAULT_GRPC_ADDRESS
     http_address: str = DEFAULT_HTTP_ADDRESS
+    admin_address: str = DEFAULT_ADMIN_ADDRESS
     database_url: str | None = None
     db_isolation: str = "default"
     insecure: bool = False
     grace_seconds: float = 10.0
     max_workers: int = DEFAULT_THREADS
+    principal_rate: RateLimit | None = DEFAULT_PRINCIPAL_RATE
+    document_rate: RateLimit | None = DEFAULT_DOCUMENT_RATE
+    workers: int = 1
 
     @property
     def pki_dir(self) -> Path:
@@ -43,6 +54,21 @@ class Settings:
     def pepper_path(self) -> Path:
         """The identity pepper file."""
         return self.data_dir / "pepper"
+
+    @property
+    def holder_name_key_path(self) -> Path:
+        """Holder-name AES-GCM keys (absent: keys derived from the pepper)."""
+        return self.data_dir / "holder-name.keys"
+
+    @property
+    def proofing_loader_key_path(self) -> Path:
+        """Public key that must sign identity-record import files (`realname proofing load`)."""
+        return self.data_dir / "proofing-loader.pem"
+
+    def rate_limiter(self, scope: str) -> RateLimiter | None:
+        """This process's limiter for ``principal`` or ``document``: its 1/workers share."""
+        limit = self.principal_rate if scope == "principal" else self.document_rate
+        return None if limit is None else RateLimiter(limit.split(self.workers), scope)
 
     def database(self) -> DatabaseConfig:
         """The database to use: REALNAME_DATABASE_URL, else SQLite under the data directory."""
@@ -56,6 +82,14 @@ class Settings:
 def env_default(name: str, fallback: str | None = None) -> str | None:
     """Reads a REALNAME_* environment variable."""
     return os.environ.get(name, fallback)
+
+
+def rate_limit_argument(text: str) -> RateLimit | None:
+    """Parses a ``--rate-*`` flag or REALNAME_RATE_* value: ``rate/burst`` or ``off``."""
+    try:
+        return RateLimit.parse(text)
+    except RateLimitSyntaxError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:

@@ -109,5 +109,12 @@ def note_write() -> None:
 class AuditSink(Protocol):
     """Where the RPC layer hands each call's audit context (the audit trail)."""
 
-    def submit(self, principal: str, method: str, outcome: str, context: AuditContext) -> None:
-        """Records the call; may wait for the commit when the call wrote."""
+    def submit(
+        self,
+        principal: str,
+        method: str,
+        outcome: str,
+        context: AuditContext,
+        timeout: float | None = None,
+    ) -> None:
+        """Records the call; waits (at most ``timeout`` seconds) for the commit if it wrote."""

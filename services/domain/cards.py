@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import Enum
 
+from services.domain.attestation import ReaderAttestation
 from services.domain.documents import Document, DocumentType
 
 
@@ -111,6 +112,8 @@ class ActivateCard:
     card_type: CardType
     channel: SalesChannel
     industry: IndustryBinding | None = None
+    holder_name: str | None = None
+    attestation: ReaderAttestation | None = None
 
 
 @dataclass(frozen=True)

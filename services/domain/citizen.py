@@ -233,10 +233,12 @@ class CitizenDesk:
             else:
                 card = cards_repo.card_row_by_id(tx, found.card_id)
                 assert card is not None
-                released = _live(card.card.state) and cards_repo.deactivate_card(tx, card.id, now)
-                if released and card.holds_slot:
-                    assert card.id_key is not None
-                    cards_repo.release_slot(tx, card.id_key, card.card.operator)
+                if _live(card.card.state):
+                    # With the holder read above: a transfer racing this must not free the wrong
+                    # holder's slot (the retry reads the card again).
+                    if not cards_repo.deactivate_card(tx, card.id, now, holder_key=card.id_key):
+                        raise RetryTransaction(backoff=False)
+                    cards_repo.release_count(tx, card)
             return _dispute(repo.dispute_by_id(tx, dispute_id))
 
         return self._db.run_tx(work)

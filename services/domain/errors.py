@@ -95,6 +95,23 @@ class QuotaExceeded(RealnameError):
         self.violations = violations
 
 
+class ResourceExhausted(RealnameError):
+    """Raised when a caller is over a rate limit; says how long to wait before retrying."""
+
+    kind = ErrorKind.RESOURCE_EXHAUSTED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_seconds: float,
+        reason: str,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class AlreadyExists(RealnameError):
     """Raised when a unique thing (active MSISDN, ICCID) is already taken."""
 

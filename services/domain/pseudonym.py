@@ -8,6 +8,7 @@ import os
 import secrets
 from pathlib import Path
 
+from services.domain import audit
 from services.domain.documents import Document
 
 PEPPER_BYTES = 32
@@ -31,7 +32,9 @@ class Pseudonymizer:
     def document_key(self, document: Document) -> bytes:
         """Returns the 32-byte key of a normalised document (type and number)."""
         message = f"doc:v1:{document.type.value}:{document.number}".encode()
-        return hmac.new(self._pepper, message, hashlib.sha256).digest()
+        key = hmac.new(self._pepper, message, hashlib.sha256).digest()
+        audit.note_subject(key)
+        return key
 
     def derive_key(self, label: str) -> bytes:
         """Returns a 32-byte key for ``label`` (e.g. sealing registry contacts), from the pepper."""

@@ -99,6 +99,9 @@ SELLER_NOT_AUTHORIZED: Final = "SELLER_NOT_AUTHORIZED"
 MAX_PAGE: Final = 500
 """Largest page of a list call."""
 
+MAX_ROW_ID: Final = 2**63 - 1
+"""Largest row id: signed 64-bit in both databases (SQLite cannot even bind a larger one)."""
+
 MAX_SWEEP_BATCH: Final = 5000
 """Most shops in one VerifySellers request."""
 
@@ -171,6 +174,21 @@ class SellerCheck(Protocol):
 
     def check_online_sale(self, tx: Tx, operator: str, serial: str, card_type: CardKind) -> str:
         """Return the canonical serial if it authorizes ``operator``'s sale, else raise."""
+
+
+def _refuse_nul(**fields: str | Sequence[str] | None) -> None:
+    # PostgreSQL text cannot hold NUL: such a value would fail in the query, not as bad input.
+    v = Violations()
+    for name, value in fields.items():
+        values = [value] if isinstance(value, str) else list(value or ())
+        if any("\x00" in item for item in values):
+            v.add(name, "must not contain NUL characters")
+    v.raise_if_any()
+
+
+def _check_row_id(application_id: int) -> None:
+    if application_id > MAX_ROW_ID:
+        raise NotFound(f"no application {application_id}", reason="APPLICATION_NOT_FOUND")
 
 
 @contextmanager
@@ -416,6 +434,7 @@ class SellerRegistry:
         """One application, for its operator (with contact) or the marketplace it names."""
         own_operator = principal.role is Role.OPERATOR
         sealer = self._sealer() if own_operator else None
+        _check_row_id(application_id)
         record = self._read(
             lambda conn: workflow.get_application(conn, application_id, sealer=sealer)
         )
@@ -440,7 +459,7 @@ class SellerRegistry:
                 conn,
                 principal.organisation,
                 status=status,
-                after_id=after_id,
+                after_id=min(after_id, MAX_ROW_ID),
                 limit=min(limit or MAX_PAGE, MAX_PAGE),
                 sealer=sealer,
             )
@@ -456,6 +475,8 @@ class SellerRegistry:
         assessment: str,
     ) -> ApplicationRecord:
         """Approve or deny one of the calling operator's applications."""
+        _check_row_id(application_id)
+        _refuse_nul(reason=reason, assessment=assessment)
         now = self._clock()
         record = self._write(
             lambda conn: workflow.review_application(
@@ -477,6 +498,7 @@ class SellerRegistry:
         self, principal: Principal, application_id: int, validity: dt.timedelta
     ) -> AuthorizationRecord:
         """Issue the authorization of one of the caller's approved applications."""
+        _check_row_id(application_id)
         now = self._clock()
         return self._write(
             lambda conn: workflow.issue_authorization(
@@ -517,6 +539,7 @@ class SellerRegistry:
     ) -> AuthorizationRecord:
         """Revoke one of the caller's authorizations."""
         canonical = self._serial(serial)
+        _refuse_nul(comment=comment)
         now = self._clock()
         return self._write(
             lambda conn: workflow.revoke_authorization(
@@ -546,6 +569,9 @@ class SellerRegistry:
         limit: int,
     ) -> list[AuthorizationRecord]:
         """Authorizations by filter (public)."""
+        _refuse_nul(
+            operator=operator, marketplace=marketplace, shop_id=shop_id, after_serial=after_serial
+        )
         return self._read(
             lambda conn: workflow.list_authorizations(
                 conn,
@@ -567,6 +593,7 @@ class SellerRegistry:
         limit: int,
     ) -> list[AuthorizationRecord]:
         """Authorizations by store name prefix or credit code (public)."""
+        _refuse_nul(legal_name=legal_name, credit_code=credit_code, after_serial=after_serial)
         return self._read(
             lambda conn: workflow.search_authorizations(
                 conn,
@@ -635,6 +662,7 @@ class SellerRegistry:
         operator: str | None,
     ) -> SellerVerdict:
         """Verify a shop's current authorization(s); the best verdict answers for the shop."""
+        _refuse_nul(**{"shop.marketplace": marketplace, "shop.shop_id": shop_id})
         moment = self._clock()
         found = self._db.run_tx(
             lambda tx: repo.certificates_of_shop(tx, marketplace, shop_id, operator),
@@ -667,6 +695,7 @@ class SellerRegistry:
         operator: str | None,
     ) -> list[SellerVerdict]:
         """Judge a batch of shops from the registry's records (the sweep; see ``judge``)."""
+        _refuse_nul(marketplace=marketplace, shop_ids=shop_ids)
         moment = self._clock().replace(microsecond=0)
         rows = self._db.run_tx(
             lambda tx: repo.sweep_rows(tx, marketplace, shop_ids, operator), readonly=True

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import cast
 
+from services.domain import industry
 from services.domain.cards import (
     ActivateCard,
     AgentSale,
     Card,
+    CardState,
     CardType,
     DeactivateCard,
     Eligibility,
+    IndustryBinding,
     OnlineSale,
     SalesChannel,
 )
@@ -26,8 +30,10 @@ from services.domain.errors import (
     QuotaViolation,
     RealnameError,
 )
+from services.domain.guards import ActivationGuard
 from services.domain.numbers import mask_msisdn
 from services.domain.pseudonym import Pseudonymizer
+from services.domain.ratelimit import RateLimiter
 from services.domain.registry import SELLER_NOT_AUTHORIZED, SellerCheck
 from services.storage import cards_repo as repo
 from services.storage.database import Database, RetryTransaction
@@ -40,6 +46,23 @@ NUMBER_NOT_OPERATORS = "NUMBER_NOT_OPERATORS"
 UNKNOWN_OPERATOR = "UNKNOWN_OPERATOR"
 
 Clock = Callable[[], dt.datetime]
+
+REGISTRATION_INCOMPLETE = "REGISTRATION_INCOMPLETE"
+CARD_NOT_ACTIVE = "CARD_NOT_ACTIVE"
+SAME_HOLDER = "SAME_HOLDER"
+
+
+@dataclass(frozen=True)
+class TransferCard:
+    """A validated request to move a live personal card to a new holder."""
+
+    request_id: str
+    msisdn: str
+    new_document: Document
+
+
+TransferCheck = Callable[[str, TransferCard], None]
+"""A rule run before a transfer's transaction (operator id, command); refuses by raising."""
 
 
 def utc_now() -> dt.datetime:
@@ -58,6 +81,34 @@ class _Refusal(Exception):
 _REFUSED = cast(Card, object())
 
 
+def _refuse_untransferable(row: repo.CardRow) -> None:
+    """Refuses (as a recorded outcome) a card that may not change holder."""
+    card = row.card
+    if card.card_type is CardType.INDUSTRY:
+        raise _Refusal(
+            FailedPrecondition(
+                "industry cards are bound to their enterprise and may not be resold",
+                reason=industry.RESALE_PROHIBITED,
+            )
+        )
+    if row.id_key is None or not card.verified:
+        raise _Refusal(
+            FailedPrecondition(
+                "the card's real-name registration is incomplete: the holder must complete "
+                "registration before the card can be transferred",
+                reason=REGISTRATION_INCOMPLETE,
+            )
+        )
+    if card.state is not CardState.ACTIVE:
+        raise _Refusal(
+            FailedPrecondition(
+                f"only an ACTIVE card can be transferred; this one is {card.state.value}",
+                reason=CARD_NOT_ACTIVE,
+                metadata={"state": card.state.value},
+            )
+        )
+
+
 class CardRegistry:
     """Answers eligibility and records activations so the cap holds under any concurrency."""
 
@@ -68,8 +119,15 @@ class CardRegistry:
         clock: Clock = utc_now,
         sellers: SellerCheck | None = None,
         reference: ReferenceCache | None = None,
+        *,
+        guards: Sequence[ActivationGuard] = (),
+        document_limiter: RateLimiter | None = None,
     ) -> None:
         self._db = db
+        # Per (operator, document key): one operator's burst never throttles another's calls.
+        self._document_limiter = document_limiter
+        self._guards = list(guards)
+        self._transfer_checks: list[TransferCheck] = []
         self._pseudo = pseudonymizer
         self._clock = clock
         self._sellers = sellers
@@ -91,6 +149,10 @@ class CardRegistry:
         )
         return OnlineSale(serial)
 
+    def add_guard(self, guard: ActivationGuard) -> None:
+        """Adds a rule every later activation must pass (wired by the composition root)."""
+        self._guards.append(guard)
+
     def today(self) -> dt.date:
         """The current date in China Standard Time, the calendar documents are issued in."""
         return (self._clock() + dt.timedelta(hours=8)).date()
@@ -110,12 +172,27 @@ class CardRegistry:
         return op
 
     def check_eligibility(
-        self, operator_id: str, document: Document, card_type: CardType
+        self,
+        operator_id: str,
+        document: Document,
+        card_type: CardType,
+        binding: IndustryBinding | None = None,
     ) -> Eligibility:
-        """Tells whether the document can get another card of this type from the operator."""
+        """Tells whether the document can get another card of this type from the operator.
+
+        For an industry card the answer is about the enterprise's quota (``binding``).
+        """
         key = self._pseudo.document_key(document)
+        if self._document_limiter is not None:
+            self._document_limiter.check((operator_id, key))
 
         def work(tx: Tx) -> Eligibility:
+            if card_type is CardType.INDUSTRY:
+                assert binding is not None, "validation requires a binding for industry cards"
+                answer = industry.eligibility(tx, operator_id, binding, key)
+                if answer is None:
+                    raise self._unknown_operator(operator_id)
+                return answer
             found = repo.holding(tx, key, operator_id)
             if found is None:
                 raise self._unknown_operator(operator_id)
@@ -128,11 +205,15 @@ class CardRegistry:
     def activate(self, operator_id: str, cmd: ActivateCard) -> Card:
         """Activates a card within the cap; a retried request id returns the first outcome."""
         key = self._pseudo.document_key(cmd.document)
-        channel = (
-            f"agent:{cmd.channel.agent_id}"
-            if isinstance(cmd.channel, AgentSale)
-            else f"online:{cmd.channel.store_authorization_serial}"
-        )
+        if self._document_limiter is not None:
+            self._document_limiter.check((operator_id, key))
+        if isinstance(cmd.channel, AgentSale):
+            channel = f"agent:{cmd.channel.agent_id}"
+        elif isinstance(cmd.channel, OnlineSale):
+            channel = f"online:{cmd.channel.store_authorization_serial}"
+        else:
+            channel = f"legacy:{cmd.channel.import_id}"
+        binding = cmd.industry
         fingerprint = self._pseudo.fingerprint(
             "activate",
             str(cmd.document.type.value),
@@ -141,7 +222,15 @@ class CardRegistry:
             cmd.iccid,
             str(cmd.card_type.value),
             channel,
+            *(
+                ()
+                if binding is None
+                else (binding.enterprise_id, binding.scenario, binding.imei or "")
+            ),
         )
+
+        for guard in self._guards:
+            guard.before(operator_id, cmd)
 
         # The first attempt assumes the common case (a new request, free number, a free slot)
         # and runs three statements; any surprise switches to the careful path, which reads
@@ -174,6 +263,15 @@ class CardRegistry:
                     careful = True
                     raise RetryTransaction(backoff=False) from None
                 raise
+            try:
+                for guard in self._guards:
+                    guard.check(tx, operator_id, cmd, now)
+            except RealnameError as refused:
+                # Only the careful path has read the idempotency record a retry must replay.
+                if not careful:
+                    careful = True
+                    raise RetryTransaction(backoff=False) from None
+                raise _Refusal(refused) from None
             if careful:
                 taken = repo.live_card_conflict(tx, cmd.msisdn, cmd.iccid)
                 if taken is not None:
@@ -194,11 +292,20 @@ class CardRegistry:
                 card_type=cmd.card_type,
                 channel=channel,
                 now=now,
+                industry=cmd.industry,
             )
             if inserted is None:
                 careful = True
                 raise RetryTransaction(backoff=False)
-            if repo.claim_slot(tx, key, operator_id) is None:
+            if cmd.card_type is CardType.INDUSTRY:
+                # Industry cards count under the enterprise's quota, not the person's cap.
+                assert cmd.industry is not None, "validation requires a binding"
+                if not industry.claim_card(tx, operator_id, cmd.industry, key):
+                    if not careful:
+                        careful = True
+                        raise RetryTransaction(backoff=False)
+                    raise _Refusal(industry.activation_refusal(tx, operator_id, cmd.industry, key))
+            elif repo.claim_slot(tx, key, operator_id) is None:
                 if not careful:
                     careful = True
                     raise RetryTransaction(backoff=False)
@@ -229,6 +336,8 @@ class CardRegistry:
             if not recorded:
                 careful = True
                 raise RetryTransaction(backoff=False)
+            for guard in self._guards:
+                guard.activated(tx, operator_id, card_id, cmd, now)
             return card
 
         return self._decide(work, operator_id, cmd.request_id, "activate", fingerprint)
@@ -251,9 +360,9 @@ class CardRegistry:
                         reason="CARD_NOT_FOUND",
                     )
                 )
-            if not repo.deactivate_card(tx, row.id, now):
+            if not repo.deactivate_card(tx, row.id, now, row.id_key):
                 raise RetryTransaction
-            repo.release_slot(tx, row.id_key, operator_id)
+            repo.release_count(tx, row)
             if not repo.record_request(
                 tx,
                 operator_id=operator_id,
@@ -267,6 +376,91 @@ class CardRegistry:
             return repo.card_by_id(tx, row.id)
 
         return self._decide(work, operator_id, cmd.request_id, "deactivate", fingerprint)
+
+    def add_transfer_check(self, check: TransferCheck) -> None:
+        """Adds a rule run before every transfer, outside the transaction.
+
+        The place for the new holder's identity check (proofing); a RealnameError it raises is
+        returned to the caller as is (not recorded under the request id).
+        """
+        self._transfer_checks.append(check)
+
+    def transfer(self, operator_id: str, cmd: TransferCard) -> Card:
+        """Moves a live, verified personal card to a new holder within the new holder's cap.
+
+        One transaction claims the new holder's slot (the cap re-checked by the same statement
+        as an activation), frees the old holder's and rewrites the card's holder columns.
+        Idempotent by request id; refusals are recorded and replayed like activations'.
+        """
+        key = self._pseudo.document_key(cmd.new_document)
+        if self._document_limiter is not None:
+            self._document_limiter.check((operator_id, key))
+        fingerprint = self._pseudo.fingerprint(
+            "transfer", cmd.msisdn, str(cmd.new_document.type.value), cmd.new_document.number
+        )
+        for check in self._transfer_checks:
+            check(operator_id, cmd)
+
+        def work(tx: Tx) -> Card:
+            now = self._clock()
+            stored = self._replay(tx, operator_id, cmd.request_id, "transfer", fingerprint)
+            if stored is not None:
+                return stored
+            op = self._operator(tx, operator_id)
+            row = repo.live_card_of_operator(tx, operator_id, cmd.msisdn)
+            if row is None:
+                raise _Refusal(
+                    NotFound(
+                        f"operator {operator_id} has no live card {mask_msisdn(cmd.msisdn)}",
+                        reason="CARD_NOT_FOUND",
+                    )
+                )
+            _refuse_untransferable(row)
+            assert row.id_key is not None
+            if row.id_key == key:
+                raise _Refusal(
+                    FailedPrecondition(
+                        "the card is already registered under this document", reason=SAME_HOLDER
+                    )
+                )
+            if repo.claim_slot(tx, key, operator_id) is None:
+                raise _Refusal(
+                    QuotaExceeded(
+                        f"document {cmd.new_document.masked()} already holds {op.card_limit} "
+                        f"live cards with operator {operator_id}",
+                        reason=CARD_LIMIT_REACHED,
+                        violations=[
+                            QuotaViolation(
+                                f"document:{cmd.new_document.type.name}/operator:{operator_id}",
+                                f"at most {op.card_limit} live cards per document per operator",
+                            )
+                        ],
+                        metadata={"operator": operator_id, "limit": str(op.card_limit)},
+                    )
+                )
+            repo.release_slot(tx, row.id_key, operator_id)
+            if not repo.change_holder(
+                tx,
+                row.id,
+                old_key=row.id_key,
+                new_key=key,
+                document_type=cmd.new_document.type,
+                document_masked=cmd.new_document.masked(),
+            ):
+                raise RetryTransaction
+            if not repo.record_request(
+                tx,
+                operator_id=operator_id,
+                request_id=cmd.request_id,
+                operation="transfer",
+                fingerprint=fingerprint,
+                now=now,
+                card_id=row.id,
+            ):
+                raise RetryTransaction  # a concurrent duplicate won: replay its outcome
+            return repo.card_by_id(tx, row.id)
+
+        return self._decide(work, operator_id, cmd.request_id, "transfer", fingerprint)
 
     def get_card(self, operator_id: str, msisdn: str) -> Card:
         """Returns the operator's card with this MSISDN (live, else most recent)."""
@@ -286,6 +480,8 @@ class CardRegistry:
     def list_cards(self, operator_id: str, document: Document) -> list[Card]:
         """Lists the operator's cards, live and past, for a document."""
         key = self._pseudo.document_key(document)
+        if self._document_limiter is not None:
+            self._document_limiter.check((operator_id, key))
 
         def work(tx: Tx) -> list[Card]:
             self._operator(tx, operator_id)

@@ -9,15 +9,20 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
+from services.domain import audit
 from services.domain.errors import (
     DeadlineExceeded,
+    FieldViolation,
+    InvalidArgument,
     PermissionDenied,
     RealnameError,
 )
 from services.domain.principal import Principal, Role
-from services.metrics import observe_rpc
+from services.domain.ratelimit import RateLimiter
+from services.metrics import OutcomeObserver, observe_rpc, outcome_observer
 from services.rpc.auth import Authenticator
 from services.rpc.status import grpc_code, status_for
 
@@ -63,17 +68,119 @@ else:
     _Handler = grpc.RpcMethodHandler
 
 
+def _client_gone(exc: Exception, context: grpc.ServicerContext) -> bool:
+    # A request stream raises grpc.RpcError once the client cancelled or its deadline passed;
+    # gRPC has already ended the call and re-raising it is silent: no server error.
+    return isinstance(exc, grpc.RpcError) and not context.is_active()
+
+
 def _aborted_by_handler(context: grpc.ServicerContext) -> bool:
     # ServicerContext.code() exists at run time since grpcio 1.38 but not in the stubs.
     return cast(Any, context).code() is not None
 
 
+# Stands in for a request whose bytes did not decode: gRPC itself would answer INTERNAL.
+_MALFORMED = object()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:  # bad UTF-8 in a string field, corrupt wire format
+            return _MALFORMED
+
+    return decode
+
+
+def _malformed() -> InvalidArgument:
+    violation = FieldViolation("request", "is not a valid encoding of the request message")
+    return InvalidArgument([violation], reason="MALFORMED_REQUEST")
+
+
+def _checked(requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        if request is _MALFORMED:
+            raise _malformed()
+        yield request
+
+
+def _refusing_malformed(behavior: Callable[..., Any], client_streams: bool) -> Callable[..., Any]:
+    """Runs ``behavior`` once its request(s) decoded; a malformed one is INVALID_ARGUMENT."""
+
+    def call(request: Any, context: grpc.ServicerContext) -> Any:
+        if client_streams:
+            return behavior(_checked(request), context)
+        if request is _MALFORMED:
+            raise _malformed()
+        return behavior(request, context)
+
+    return call
+
+
+def _audited(
+    method: str, behavior: Callable[..., Any], sink: audit.AuditSink, streams_out: bool
+) -> Callable[..., Any]:
+    """Collects the documents a call touches and hands them to the audit trail at its end."""
+
+    def finish(
+        context: audit.AuditContext, outcome: str, grpc_context: grpc.ServicerContext
+    ) -> None:
+        # Never hold a call past its deadline waiting for its audit record.
+        remaining = grpc_context.time_remaining()
+        sink.submit(current_principal().name, method, outcome, context, remaining)
+
+    def call(request: Any, grpc_context: grpc.ServicerContext) -> Any:
+        context = audit.begin()
+        try:
+            response = behavior(request, grpc_context)
+        except RealnameError as err:
+            finish(context, err.kind.value, grpc_context)
+            raise
+        except Exception:
+            finish(context, "INTERNAL", grpc_context)
+            raise
+        else:
+            finish(context, "OK", grpc_context)  # waits for the audit commit when the call wrote
+            return response
+        finally:
+            audit.end()
+
+    def stream(request: Any, grpc_context: grpc.ServicerContext) -> Iterator[Any]:
+        context = audit.begin()
+        try:
+            yield from behavior(request, grpc_context)
+        except RealnameError as err:
+            finish(context, err.kind.value, grpc_context)
+            raise
+        except Exception:
+            finish(context, "INTERNAL", grpc_context)
+            raise
+        else:
+            finish(context, "OK", grpc_context)
+        finally:
+            audit.end()
+
+    return stream if streams_out else call
+
+
 class RealnameInterceptor(_Interceptor):
     """Wraps every handler with authentication, access control, deadlines, logging and errors."""
 
-    def __init__(self, authenticator: Authenticator, policy: AccessPolicy) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        policy: AccessPolicy,
+        principal_limiter: RateLimiter | None = None,
+        audit_sink: audit.AuditSink | None = None,
+    ) -> None:
+        self._audit = audit_sink
         self._auth = authenticator
         self._policy = policy
+        self._limiter = principal_limiter
         # Wrapped handlers by method: building them on every call cost ~2% of a cheap RPC.
         self._wrapped: dict[str, _Handler] = {}
 
@@ -104,6 +211,9 @@ class RealnameInterceptor(_Interceptor):
         for attr, factory, streams_out in kinds:
             behavior = getattr(handler, attr)
             if behavior is not None:
+                behavior = _refusing_malformed(behavior, attr.startswith("stream"))
+                if self._audit is not None:
+                    behavior = _audited(method, behavior, self._audit, streams_out)
                 wrapped = (
                     self._wrap_streaming(method, behavior)
                     if streams_out
@@ -111,70 +221,117 @@ class RealnameInterceptor(_Interceptor):
                 )
                 return factory(
                     wrapped,
-                    request_deserializer=handler.request_deserializer,
+                    request_deserializer=_tolerant(handler.request_deserializer),
                     response_serializer=handler.response_serializer,
                 )
         return handler
 
-    def _enter(self, method: str, context: grpc.ServicerContext) -> Principal:
-        principal = self._auth.principal(context)
+    def _limiter_for(self, method: str) -> RateLimiter | None:
+        # Health and reflection stay unlimited: a throttled probe would report a healthy server
+        # as down.
+        public = method.strip("/").split("/", 1)[0] in PUBLIC_SERVICES
+        return None if public else self._limiter
+
+    def _enter(
+        self,
+        method: str,
+        principal: Principal,
+        context: grpc.ServicerContext,
+        limiter: RateLimiter | None,
+    ) -> None:
+        # Rate limits come before the policy, so a flood of refused calls is throttled too.
+        if limiter is not None:
+            limiter.check(principal.name)
         self._policy.check(method, principal)
         remaining = context.time_remaining()
         if remaining is not None and remaining <= 0:
             raise DeadlineExceeded("the deadline passed before work began", reason="DEADLINE")
         _current_principal.set(principal)
-        return principal
 
     def _wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        limiter = self._limiter_for(method)
+        observe = outcome_observer(method)
+
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
-            who = "-"
+            principal: Principal | None = None
             try:
-                who = self._enter(method, context).name
+                principal = self._auth.principal(context)
+                self._enter(method, principal, context, limiter)
                 response = behavior(request, context)
             except RealnameError as err:
-                _log(method, who, grpc_code(err), start, err.reason)
+                _log(method, principal, grpc_code(err), start, err.reason, observe=observe)
                 context.abort_with_status(rpc_status.to_status(status_for(err)))
-            except Exception:
+            except Exception as exc:
                 if _aborted_by_handler(context):
                     raise
+                if _client_gone(exc, context):
+                    _log(method, principal, grpc.StatusCode.CANCELLED, start, "CLIENT_GONE")
+                    raise
                 log.exception("unhandled error in %s", method)
-                _log(method, who, grpc.StatusCode.INTERNAL, start, "INTERNAL")
+                _log(
+                    method, principal, grpc.StatusCode.INTERNAL, start, "INTERNAL", observe=observe
+                )
                 context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            _log(method, who, grpc.StatusCode.OK, start, "")
+            _log(
+                method, principal, grpc.StatusCode.OK, start, "", observe=observe, response=response
+            )
             return response
 
         return call
 
     def _wrap_streaming(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        limiter = self._limiter_for(method)
+        observe = outcome_observer(method)
+
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start = time.perf_counter()
-            who = "-"
+            principal: Principal | None = None
             try:
-                who = self._enter(method, context).name
-                yield from behavior(request, context)
+                principal = self._auth.principal(context)
+                self._enter(method, principal, context, limiter)
+                if observe is None:
+                    yield from behavior(request, context)
+                else:
+                    for message in behavior(request, context):
+                        observe(principal, "", message)
+                        yield message
             except RealnameError as err:
-                _log(method, who, grpc_code(err), start, err.reason)
+                _log(method, principal, grpc_code(err), start, err.reason)
                 context.abort_with_status(rpc_status.to_status(status_for(err)))
-            except Exception:
+            except Exception as exc:
                 if _aborted_by_handler(context):
                     raise
+                if _client_gone(exc, context):
+                    _log(method, principal, grpc.StatusCode.CANCELLED, start, "CLIENT_GONE")
+                    raise
                 log.exception("unhandled error in %s", method)
-                _log(method, who, grpc.StatusCode.INTERNAL, start, "INTERNAL")
+                _log(method, principal, grpc.StatusCode.INTERNAL, start, "INTERNAL")
                 context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            _log(method, who, grpc.StatusCode.OK, start, "")
+            _log(method, principal, grpc.StatusCode.OK, start, "")
 
         return call
 
 
-def _log(method: str, principal: str, code: grpc.StatusCode, start: float, reason: str) -> None:
+def _log(
+    method: str,
+    principal: Principal | None,
+    code: grpc.StatusCode,
+    start: float,
+    reason: str,
+    *,
+    observe: OutcomeObserver | None = None,
+    response: Any = None,
+) -> None:
     # One line per RPC and its metrics; no personal data: requests are never logged.
     observe_rpc(method, code.name, time.perf_counter() - start)
+    if observe is not None and principal is not None:
+        observe(principal, reason, response)
     if log.isEnabledFor(logging.INFO):
         fields = {
             "event": "rpc",
             "method": method,
-            "principal": principal,
+            "principal": "-" if principal is None else principal.name,
             "code": code.name,
             "reason": reason,
             "latency_ms": round((time.perf_counter() - start) * 1000, 3),

@@ -17,6 +17,7 @@ from registry.authz.records import (
     Qualifications,
 )
 from registry.authz.tables import APP_APPROVED, APP_DENIED, APP_ISSUED, APP_SUBMITTED
+from registry.authz.workflow import MAX_VALIDITY
 from registry.pki.issuance import STORE_VALIDITY
 from registry.pki.scope import CardType, Scope
 from services.domain.errors import Violations
@@ -105,7 +106,8 @@ def _optional_card_type(v: Violations, value: int) -> CardType | None:
 
 
 def _validity(days: int) -> dt.timedelta:
-    return dt.timedelta(days=days) if days else STORE_VALIDITY
+    # Clamped into timedelta's range (int32 days overflow it); the workflow refuses out-of-range.
+    return dt.timedelta(days=max(-1, min(days, MAX_VALIDITY.days + 1))) if days else STORE_VALIDITY
 
 
 def application_message(record: ApplicationRecord) -> rpb.Application:

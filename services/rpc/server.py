@@ -11,7 +11,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.domain.audit import AuditSink
 from services.domain.principal import Role
+from services.domain.ratelimit import RateLimiter
 from services.rpc.auth import Authenticator
 from services.rpc.interceptor import AccessPolicy, RealnameInterceptor
 
@@ -75,12 +77,16 @@ def create_server(
     tls: TlsFiles | None,
     max_workers: int = 32,
     reuse_port: bool = False,
+    principal_limiter: RateLimiter | None = None,
+    audit_sink: AuditSink | None = None,
 ) -> RunningServer:
     """Creates and starts a server on ``address`` (port 0 picks one); ``tls=None`` is plaintext."""
     rules: dict[str, frozenset[Role]] = {}
     for binding in bindings:
         rules.update(binding.access)
-    interceptor = RealnameInterceptor(Authenticator(insecure=tls is None), AccessPolicy(rules))
+    interceptor = RealnameInterceptor(
+        Authenticator(insecure=tls is None), AccessPolicy(rules), principal_limiter, audit_sink
+    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         interceptors=[interceptor],
@@ -88,6 +94,8 @@ def create_server(
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            # The soft limit alone refuses only some calls between 16 and 20 KiB; one hard limit.
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
         maximum_concurrent_rpcs=max_workers * 64,

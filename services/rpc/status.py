@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from services.domain.errors import ErrorKind, InvalidArgument, QuotaExceeded, RealnameError
+from services.domain.errors import (
+    ErrorKind,
+    InvalidArgument,
+    QuotaExceeded,
+    RealnameError,
+    ResourceExhausted,
+)
 
 ERROR_DOMAIN = "realname"
 
@@ -64,6 +72,11 @@ def status_for(error: RealnameError) -> status_pb2.Status:
                 )
             )
         )
+    if isinstance(error, ResourceExhausted):
+        delay = duration_pb2.Duration()
+        # Rounded up to the millisecond, so a client that waits exactly this long is admitted.
+        delay.FromMilliseconds(max(1, math.ceil(error.retry_after_seconds * 1000)))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     return status_pb2.Status(code=_CODES[error.kind], message=error.message, details=details)
 
 

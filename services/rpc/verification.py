@@ -6,11 +6,12 @@ import grpc
 
 from services.domain import validation
 from services.domain.errors import Violations
-from services.domain.verification import CardRegistry
+from services.domain.verification import CardRegistry, TransferCard
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
 from services.rpc.convert import card_message, channel_fields
 from services.rpc.interceptor import current_principal
+from services.rpc.proofing import attestation_of
 
 
 class VerificationServicer(vgrpc.VerificationServiceServicer):
@@ -27,10 +28,16 @@ class VerificationServicer(vgrpc.VerificationServiceServicer):
         doc = validation.check_document(
             v, request.document.type, request.document.number, self._registry.today()
         )
-        card_type = validation.check_card_type(v, request.card_type)
+        has_binding = request.HasField("industry")
+        card_type = validation.check_card_type(v, request.card_type, industry=has_binding)
+        binding = None
+        if has_binding and card_type is not None:
+            binding = validation.check_industry_binding(v, *industry_fields(request.industry))
         v.raise_if_any()
         assert doc is not None and card_type is not None
-        answer = self._registry.check_eligibility(current_principal().organisation, doc, card_type)
+        answer = self._registry.check_eligibility(
+            current_principal().organisation, doc, card_type, binding
+        )
         return vpb.CheckEligibilityResponse(
             eligible=answer.eligible,
             active_cards=answer.active_cards,
@@ -53,6 +60,9 @@ class VerificationServicer(vgrpc.VerificationServiceServicer):
             agent_id=agent_id,
             store_serial=serial,
             today=self._registry.today(),
+            industry=industry_fields(request.industry) if request.HasField("industry") else None,
+            holder_name=request.holder_name,
+            attestation=attestation_of(request),
         )
         card = self._registry.activate(current_principal().organisation, cmd)
         return vpb.ActivateCardResponse(card=card_message(card))
@@ -88,3 +98,29 @@ class VerificationServicer(vgrpc.VerificationServiceServicer):
         assert doc is not None
         cards = self._registry.list_cards(current_principal().organisation, doc)
         return vpb.ListCardsResponse(cards=[card_message(c) for c in cards])
+
+    def TransferCard(
+        self, request: vpb.TransferCardRequest, context: grpc.ServicerContext
+    ) -> vpb.TransferCardResponse:
+        """Moves one of the caller's personal cards to a new holder."""
+        v = Violations()
+        rid = validation.check_request_id(v, request.request_id)
+        msisdn = validation.check_msisdn(v, request.msisdn)
+        doc = validation.check_document(
+            v,
+            request.new_document.type,
+            request.new_document.number,
+            self._registry.today(),
+            "new_document",
+        )
+        v.raise_if_any()
+        assert rid and msisdn and doc
+        card = self._registry.transfer(
+            current_principal().organisation, TransferCard(rid, msisdn, doc)
+        )
+        return vpb.TransferCardResponse(card=card_message(card))
+
+
+def industry_fields(binding: vpb.IndustryBinding) -> tuple[str, str, str]:
+    """The (enterprise_id, scenario, imei) an IndustryBinding message carries."""
+    return binding.enterprise_id, binding.scenario, binding.imei

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from services.domain import audit
 from services.domain.cards import (
     AgentSale,
     Card,
@@ -23,6 +24,7 @@ from services.domain.cards import (
 )
 from services.domain.documents import DocumentType
 from services.domain.errors import ErrorKind, QuotaExceeded, QuotaViolation, RealnameError
+from services.storage import industry_repo
 from services.storage.rawsql import Tx
 
 _DEACTIVATED = CardState.DEACTIVATED.value
@@ -64,8 +66,20 @@ class CardRow:
 
     @property
     def holds_slot(self) -> bool:
-        """Whether the card occupies a slot in its holder's ``holdings`` row."""
-        return self.id_key is not None and self.card.verified
+        """Whether the card occupies a slot in its holder's ``holdings`` row.
+
+        Industry cards count under their enterprise's quota instead (``holds_enterprise_quota``).
+        """
+        return (
+            self.id_key is not None
+            and self.card.verified
+            and self.card.card_type is CardType.PERSONAL
+        )
+
+    @property
+    def holds_enterprise_quota(self) -> bool:
+        """Whether the card counts under its enterprise's quota (``enterprises.active``)."""
+        return self.card.card_type is CardType.INDUSTRY and self.card.industry is not None
 
 
 def get_operator(tx: Tx, operator_id: str) -> OperatorRow | None:
@@ -118,6 +132,34 @@ def release_slot(tx: Tx, id_key: bytes, operator_id: str) -> None:
         "UPDATE holdings SET active = active - 1 WHERE id_key = ? AND operator_id = ?",
         (id_key, operator_id),
     )
+
+
+def release_count(tx: Tx, row: CardRow) -> None:
+    """Gives back what a live card counts under: its holder's slot or its enterprise's quota."""
+    if row.holds_slot:
+        assert row.id_key is not None
+        release_slot(tx, row.id_key, row.card.operator)
+    elif row.holds_enterprise_quota:
+        assert row.card.industry is not None
+        industry_repo.release_quota(tx, row.card.operator, row.card.industry.enterprise_id)
+
+
+def change_holder(
+    tx: Tx,
+    card_id: int,
+    *,
+    old_key: bytes,
+    new_key: bytes,
+    document_type: DocumentType,
+    document_masked: str,
+) -> bool:
+    """Moves an ACTIVE card from ``old_key`` to a new holder; False if it changed meanwhile."""
+    changed = tx.execute(
+        "UPDATE cards SET id_key = ?, document_type = ?, document_masked = ? "
+        "WHERE id = ? AND id_key = ? AND state = ?",
+        (new_key, document_type.value, document_masked, card_id, old_key, CardState.ACTIVE.value),
+    )
+    return changed == 1
 
 
 def live_card_conflict(tx: Tx, msisdn: str, iccid: str) -> str | None:
@@ -195,12 +237,25 @@ def _channel_columns(channel: SalesChannel) -> tuple[str | None, str | None, str
     return None, None, channel.import_id
 
 
-def deactivate_card(tx: Tx, card_id: int, now: dt.datetime) -> bool:
-    """Marks a live card deactivated; returns False if it was not live any more."""
-    changed = tx.execute(
-        "UPDATE cards SET state = ?, deactivated_at = ? WHERE id = ? AND state <> ?",
-        (_DEACTIVATED, tx.timestamp(now), card_id, _DEACTIVATED),
-    )
+def deactivate_card(
+    tx: Tx, card_id: int, now: dt.datetime, holder_key: bytes | None = None
+) -> bool:
+    """Marks a live card deactivated; returns False if it was not live any more.
+
+    With ``holder_key``, also False if the card changed holder since it was read (a concurrent
+    TransferCard): the caller must re-read it to release the right holder's slot.
+    """
+    if holder_key is None:
+        changed = tx.execute(
+            "UPDATE cards SET state = ?, deactivated_at = ? WHERE id = ? AND state <> ?",
+            (_DEACTIVATED, tx.timestamp(now), card_id, _DEACTIVATED),
+        )
+    else:
+        changed = tx.execute(
+            "UPDATE cards SET state = ?, deactivated_at = ? WHERE id = ? AND state <> ? "
+            "AND id_key = ?",
+            (_DEACTIVATED, tx.timestamp(now), card_id, _DEACTIVATED, holder_key),
+        )
     return changed == 1
 
 
@@ -233,7 +288,10 @@ def _card(tx: Tx, row: tuple[Any, ...]) -> CardRow:
         suspension=suspension,
         industry=None if enterprise is None else IndustryBinding(enterprise, scenario or "", imei),
     )
-    return CardRow(int(card_id), None if id_key is None else bytes(id_key), card)
+    key = None if id_key is None else bytes(id_key)
+    if key is not None:
+        audit.note_subject(key)
+    return CardRow(int(card_id), key, card)
 
 
 def card_by_id(tx: Tx, card_id: int) -> Card:
@@ -271,6 +329,21 @@ def cards_of_holder(tx: Tx, id_key: bytes, operator_id: str) -> list[Card]:
         (id_key, operator_id),
     )
     return [_card(tx, r).card for r in rows]
+
+
+def card_row_by_id(tx: Tx, card_id: int) -> CardRow | None:
+    """Loads a card with its internal keys by row id, or None."""
+    row = tx.one(f"SELECT {_CARD_COLUMNS} FROM cards WHERE id = ?", (card_id,))  # noqa: S608
+    return None if row is None else _card(tx, row)
+
+
+def cards_of_document(tx: Tx, id_key: bytes) -> list[CardRow]:
+    """Every card (live and past) registered under a document pseudonym, with any operator."""
+    rows = tx.all(
+        f"SELECT {_CARD_COLUMNS} FROM cards WHERE id_key = ? ORDER BY id",  # noqa: S608
+        (id_key,),
+    )
+    return [_card(tx, r) for r in rows]
 
 
 def find_request(tx: Tx, operator_id: str, request_id: str) -> StoredRequest | None:

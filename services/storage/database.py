@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from services.domain import audit
 from services.domain.errors import Unavailable
 from services.storage.rawsql import Tx
 
@@ -29,6 +30,14 @@ T = TypeVar("T")
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 # SQLSTATE classes meaning the server is gone or refusing connections: answer UNAVAILABLE.
 _UNAVAILABLE_SQLSTATE_CLASSES = ("08", "57", "53")
+# Of those, the ones after which the session is dead: connection failures and server shutdown.
+_LOST_CONNECTION_SQLSTATES = ("08", "57P")
+# What the caller is told for each kind of "can't serve now" (all UNAVAILABLE: retry the call).
+_UNAVAILABLE_REASONS = {
+    "unavailable": ("the database is unavailable; retry later", "DATABASE_UNAVAILABLE"),
+    "busy": ("the database is locked by another writer; retry", "DATABASE_BUSY"),
+    "full": ("the database is out of disk space; retry later", "DATABASE_FULL"),
+}
 # Serializable engines abort one side of every conflict; a hot document under heavy concurrency
 # can lose many rounds in a row, so give it room before telling the caller to retry.
 MAX_ATTEMPTS = 40
@@ -83,6 +92,7 @@ class Database:
             if config.isolation == "serializable":
                 kwargs["isolation_level"] = "SERIALIZABLE"
         self.engine: Engine = create_engine(url, **kwargs)
+        event.listen(self.engine, "connect", _mark_fresh)
         if self.is_sqlite:
             self._configure_sqlite(self.engine, config.busy_timeout_ms)
         # SQLite's busy handler backs off in sleeps of up to 100 ms, starving some of many
@@ -129,18 +139,24 @@ class Database:
         serialization failures and unique-constraint races, UNAVAILABLE when the database is.
         """
         delay = 0.001
+        reconnected = False
         for _attempt in range(MAX_ATTEMPTS):
             try:
                 return self._attempt_tx(work, readonly=readonly)
             except RetryTransaction as retry:
                 if not retry.backoff:
                     continue
+            except _StaleConnection as stale:
+                # A pooled session the server dropped (a restart) before anything was sent to
+                # commit: nothing happened, so run once more on a fresh connection.
+                if not reconnected:
+                    reconnected = True
+                    continue
+                raise unavailable_error("unavailable") from stale.__cause__
             except Exception as exc:
                 kind = classify_driver_error(exc)
-                if kind == "unavailable":
-                    raise Unavailable(
-                        "the database is unavailable; retry later", reason="DATABASE_UNAVAILABLE"
-                    ) from exc
+                if kind in _UNAVAILABLE_REASONS:
+                    raise unavailable_error(kind) from exc
                 if kind != "retry":
                     raise
             time.sleep(random.uniform(0, delay))  # noqa: S311
@@ -164,6 +180,9 @@ class Database:
                 writer_lock.release()
             raise
         dbapi: Any = proxy.driver_connection
+        # A connection that waited in the pool may have died with a server restart meanwhile.
+        pooled = not proxy.info.pop("fresh", False)
+        committing = False
         try:
             if not readonly and self.is_sqlite:
                 dbapi.execute("BEGIN IMMEDIATE")
@@ -172,15 +191,23 @@ class Database:
             try:
                 result = work(Tx(dbapi, sqlite=self.is_sqlite))
                 if not readonly:
+                    committing = True
                     if self.is_sqlite:
                         dbapi.execute("COMMIT")
                     else:
                         dbapi.commit()
+                    audit.note_write()
                 return result
             except BaseException as exc:
                 if not readonly:
                     _rollback_quietly(dbapi, self.is_sqlite)
-                if isinstance(exc, Exception) and classify_driver_error(exc) == "unavailable":
+                if isinstance(exc, Exception) and lost_connection(exc):
+                    # Every session opened before this one died with the server too: discard
+                    # the whole pool (SQLAlchemy's own disconnect handling does the same).
+                    self.engine.pool._invalidate(proxy, exc)
+                    if pooled and not committing:
+                        raise _StaleConnection from exc
+                elif isinstance(exc, Exception) and classify_driver_error(exc) == "unavailable":
                     proxy.invalidate()
                 raise
             finally:
@@ -202,7 +229,10 @@ class Database:
                         else raw
                     )
                     with conn.begin():
-                        return work(conn)
+                        result = work(conn)
+                    if not readonly:
+                        audit.note_write()
+                    return result
             except RetryTransaction:
                 pass
             except IntegrityError:
@@ -213,8 +243,9 @@ class Database:
                 if _sqlstate(exc) in _RETRYABLE_SQLSTATES:
                     pass
                 elif is_unavailable(exc):
-                    raise Unavailable(
-                        "the database is unavailable; retry later", reason="DATABASE_UNAVAILABLE"
+                    kind = classify_driver_error(exc.orig) if exc.orig is not None else ""
+                    raise unavailable_error(
+                        kind if kind in _UNAVAILABLE_REASONS else "unavailable"
                     ) from exc
                 else:
                     raise
@@ -240,23 +271,56 @@ def _rollback_quietly(dbapi: Any, sqlite: bool) -> None:
         log.warning("rollback failed", extra={"fields": {"error": type(exc).__name__}})
 
 
-def classify_driver_error(exc: Exception) -> str:
-    """Sorts a raw driver error: "retry" (race, serialization), "unavailable", or "other"."""
+def _mark_fresh(_dbapi_conn: Any, record: ConnectionPoolEntry) -> None:
+    # Cleared on first use; the entry's info dict is dropped with the connection it describes.
+    record.info["fresh"] = True
+
+
+class _StaleConnection(Exception):
+    """A pooled connection turned out dead before its transaction reached COMMIT."""
+
+
+def unavailable_error(kind: str) -> Unavailable:
+    """The UNAVAILABLE answer for a kind from ``classify_driver_error``."""
+    message, reason = _UNAVAILABLE_REASONS[kind]
+    return Unavailable(message, reason=reason)
+
+
+def classify_driver_error(exc: BaseException) -> str:
+    """Sorts a raw driver error: "retry" (race, serialization), "unavailable", "busy" (locked
+    past the busy timeout), "full" (out of disk), or "other" (a bug: INTERNAL)."""
     if isinstance(exc, sqlite3.IntegrityError | psycopg.errors.IntegrityError):
         return "retry"
     if isinstance(exc, psycopg.Error):
         state = exc.sqlstate
         if state in _RETRYABLE_SQLSTATES:
             return "retry"
+        if state == "53100":  # disk_full
+            return "full"
         if state is None and isinstance(exc, psycopg.OperationalError):
             return "unavailable"
         if state is not None and state.startswith(_UNAVAILABLE_SQLSTATE_CLASSES):
             return "unavailable"
         return "other"
     if isinstance(exc, sqlite3.OperationalError):
-        # SQLite reports busy (after the busy timeout), locked and disk-full this way.
+        name = getattr(exc, "sqlite_errorname", "")
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            return "busy"
+        if name.startswith("SQLITE_FULL"):
+            return "full"
+        # I/O errors, a database that can't be opened, interrupts: the database can't serve.
         return "unavailable"
     return "other"
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Tells whether a PostgreSQL error means the session is gone (server down or restarted)."""
+    if not isinstance(exc, psycopg.Error):
+        return False
+    state = exc.sqlstate
+    if state is None:
+        return isinstance(exc, psycopg.OperationalError)
+    return state.startswith(_LOST_CONNECTION_SQLSTATES)
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:

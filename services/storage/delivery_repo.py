@@ -9,7 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from services.domain.cards import CardState
+from services.domain.cards import CardState, CardType
+from services.storage import industry_repo
 from services.storage.rawsql import Tx
 
 _PENDING = CardState.PENDING_DELIVERY.value
@@ -52,6 +53,7 @@ class PendingCard:
     id: int
     id_key: bytes
     operator_id: str
+    enterprise_id: str | None = None  # set for an industry card: it holds enterprise quota
 
 
 def shipment(tx: Tx, token_digest: bytes) -> ShipmentRow | None:
@@ -160,11 +162,16 @@ def activate_pending_card(tx: Tx, card_id: int) -> bool:
 def pending_cards_before(tx: Tx, cutoff: dt.datetime, limit: int) -> list[PendingCard]:
     """Cards still PENDING_DELIVERY that were sold before ``cutoff``, oldest first."""
     rows = tx.all(
-        "SELECT id, id_key, operator_id FROM cards WHERE state = ? AND activated_at < ? "
-        "ORDER BY activated_at, id LIMIT ?",
+        "SELECT id, id_key, operator_id, card_type, enterprise_id FROM cards "
+        "WHERE state = ? AND activated_at < ? ORDER BY activated_at, id LIMIT ?",
         (_PENDING, tx.timestamp(cutoff), limit),
     )
-    return [PendingCard(int(r[0]), bytes(r[1]), str(r[2])) for r in rows]
+    return [
+        PendingCard(
+            int(r[0]), bytes(r[1]), str(r[2]), r[4] if r[3] == CardType.INDUSTRY.value else None
+        )
+        for r in rows
+    ]
 
 
 def release_pending_card(tx: Tx, card: PendingCard, now: dt.datetime) -> bool:
@@ -175,6 +182,9 @@ def release_pending_card(tx: Tx, card: PendingCard, now: dt.datetime) -> bool:
     )
     if changed != 1:
         return False
+    if card.enterprise_id is not None:
+        industry_repo.release_quota(tx, card.operator_id, card.enterprise_id)
+        return True
     tx.execute(
         "UPDATE holdings SET active = active - 1 WHERE id_key = ? AND operator_id = ?",
         (card.id_key, card.operator_id),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import Connection, select
 
+from services.storage.agents_schema import agents
 from services.storage.schema import number_segments, operators
 
 # (id, name, kind) of the demo operators: three basic operators and two virtual ones.
@@ -26,6 +29,15 @@ DEMO_SEGMENTS: dict[str, tuple[str, ...]] = {
     "vno2": ("1703", "1705", "1706", "1704", "1707", "1708", "1709", "171", "167"),
 }  # fmt: skip
 
+# Demo agents of every demo operator, as (agent id, kind, parent): a franchise "agent-1" whose
+# sales points shop-0 … shop-10 are its sub-agents (top-level agents of a virtual operator,
+# which may not have sub-agents), and a shop "shop-0042" (the README's).
+DEMO_AGENTS = (
+    ("agent-1", "SHOP", None),
+    ("shop-0042", "SHOP", None),
+    *((f"shop-{n}", "SALES_POINT", "agent-1") for n in range(11)),
+)
+
 
 def seed_demo_reference_data(conn: Connection) -> int:
     """Inserts the demo operators and segments that are missing; returns rows added."""
@@ -41,4 +53,23 @@ def seed_demo_reference_data(conn: Connection) -> int:
             if prefix not in known_prefixes:
                 conn.execute(number_segments.insert().values(prefix=prefix, operator_id=op_id))
                 added += 1
+    return added + _seed_demo_agents(conn)
+
+
+def _seed_demo_agents(conn: Connection) -> int:
+    known = {(r[0], r[1]) for r in conn.execute(select(agents.c.operator_id, agents.c.agent_id))}
+    now = dt.datetime.now(dt.UTC)
+    added = 0
+    for op_id, _name, kind in DEMO_OPERATORS:
+        for agent_id, agent_kind, parent in DEMO_AGENTS:
+            if (op_id, agent_id) in known:
+                continue
+            conn.execute(
+                agents.insert().values(
+                    operator_id=op_id, agent_id=agent_id, name=f"Demo {agent_id}",
+                    kind=agent_kind, parent_id=parent if kind == "basic" else None,
+                    status="ACTIVE", registered_at=now,
+                )
+            )  # fmt: skip
+            added += 1
     return added

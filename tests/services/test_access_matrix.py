@@ -19,9 +19,16 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 # Imported for their descriptors: every service the server may offer must be in the pool.
 from services.devpki import cert_pem, key_pem, load_issued, make_ca, make_client_cert
 from services.proto.realname.v1 import (  # noqa: F401
+    agents_pb2,
+    citizen_pb2,
+    compliance_pb2,
     delivery_pb2,
+    industry_pb2,
+    legacy_pb2,
     log_pb2,
+    proofing_pb2,
     registry_pb2,
+    supervision_pb2,
     verification_pb2,
 )
 from tests.support.pki import GRPC_TEST_OPTIONS, channel

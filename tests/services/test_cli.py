@@ -119,7 +119,7 @@ def test_sigterm_finishes_in_flight_calls_and_reports_not_serving(data_dir: Path
                 vpb.ActivateCardRequest(
                     request_id=f"t-{i}", document=document, msisdn=msisdn("150", i),
                     iccid=iccid(5_000 + i), card_type=cpb.CARD_TYPE_PERSONAL,
-                    channel=vpb.SalesChannel(agent=vpb.AgentChannel(agent_id="a")),
+                    channel=vpb.SalesChannel(agent=vpb.AgentChannel(agent_id="agent-1")),
                 ),
                 timeout=30,
             )
@@ -190,7 +190,7 @@ def test_no_document_number_in_clear_in_the_database_or_logs(data_dir: Path) -> 
                                 request_id=f"p-{i}-{j}", document=d,
                                 msisdn=msisdn("188", i * 10 + j), iccid=iccid(70_000 + i * 10 + j),
                                 card_type=cpb.CARD_TYPE_PERSONAL,
-                                channel=vpb.SalesChannel(agent=vpb.AgentChannel(agent_id="a")),
+                                channel=vpb.SalesChannel(agent=vpb.AgentChannel(agent_id="agent-1")),
                             )
                         )  # fmt: skip
                     except grpc.RpcError as exc:
@@ -229,7 +229,7 @@ def test_workers_share_the_port_and_keep_the_cap_exact(data_dir: Path) -> None:
                 vpb.ActivateCardRequest(
                     request_id=f"w-{i}", document=document, msisdn=msisdn("151", i),
                     iccid=iccid(8_000 + i), card_type=cpb.CARD_TYPE_PERSONAL,
-                    channel=vpb.SalesChannel(agent=vpb.AgentChannel(agent_id="a")),
+                    channel=vpb.SalesChannel(agent=vpb.AgentChannel(agent_id="agent-1")),
                 ),
                 timeout=60,
             )

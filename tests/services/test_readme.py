@@ -25,6 +25,7 @@ def run_block(
     tag: str, data_dir: Path, address: str, prelude: str = ""
 ) -> subprocess.CompletedProcess[str]:
     script = prelude + readme_block(tag)
+    script = re.sub(r"--data-dir \.data(?=[\s\"])", f"--data-dir {data_dir}", script)
     script = script.replace(".data/", f"{data_dir}/").replace("127.0.0.1:50051", address)
     return subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
@@ -104,6 +105,7 @@ def test_readme_delivery_flow_works(served: tuple[Path, str]) -> None:
     """The README's delivery, end to end, as written, against `realname serve`."""
     data_dir, address = served
     script = readme_block("delivery").replace(".data ", f"{data_dir} ")
+    script = re.sub(r"--data-dir \.data(?=[\s\"])", f"--data-dir {data_dir}", script)
     script = script.replace(".data/", f"{data_dir}/").replace("127.0.0.1:50051", address)
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
@@ -119,3 +121,31 @@ def test_readme_delivery_flow_works(served: tuple[Path, str]) -> None:
     # The document number stays with the store and the door: not in the queue, not in the bundle.
     for kept in ("confirmations.jsonl", "bundle.json"):
         assert "11010519900307005X" not in (data_dir / kept).read_text()
+
+
+def test_readme_citizen_flow_works(served: tuple[Path, str]) -> None:
+    """The citizen lookup and dispute flow, as written: masked list, suspended, then resolved."""
+    data_dir, address = served
+    result = run_block("citizen", data_dir, address)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert '"msisdn_masked": "138****8301"' in out
+    assert '"state": "DISPUTE_STATE_OPEN"' in out and '"suspension": "DISPUTED"' in out
+    assert '"resolution": "DISPUTE_RESOLUTION_DEACTIVATED"' in out
+    assert "110105199003070092" not in out
+
+
+def test_readme_supervision_flow_works(served: tuple[Path, str]) -> None:
+    """Suspension refuses, lifting allows; the report, audit query and verify work as written."""
+    data_dir, address = served
+    result = run_block("supervision", data_dir, address)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "activation refused" in out
+    assert "OPERATOR_SUSPENDED_BY_REGULATOR" in result.stderr
+    assert '"live_cards": "1"' in out and '"verified_cards": "1"' in out
+    assert '"method": "/realname.v1.VerificationService/ActivateCard"' in out
+    # The server anchors at start and every minute: the CLI may find nothing new to anchor.
+    assert "anchored head" in out or "nothing new to anchor" in out
+    assert "audit trail intact" in out and " 0 log anchors" not in out
+    assert "110105199003070076" not in out + result.stderr

@@ -277,3 +277,51 @@ def test_every_event_is_appended_to_the_log_in_its_transaction(
     ]
     issuance = decode_entry(bytes(rows[5].entry))
     assert issuance.certificate == first.certificate  # type: ignore[union-attr]
+
+
+def test_out_of_range_ids_and_validity_are_refused_not_internal(server: RegistryHarness) -> None:
+    # Found by tests/services/test_hostile_input.py: a uint64 id past SQLite's INTEGER and an
+    # int32 validity past timedelta's range both used to end in INTERNAL.
+    stub = server.registry_service("operator-cmcc")
+    huge_id = 2**64 - 2
+    for call, request, code in (
+        (stub.GetApplication, rpb.GetApplicationRequest(application_id=huge_id), "NOT_FOUND"),
+        (
+            stub.IssueAuthorization,
+            rpb.IssueAuthorizationRequest(application_id=huge_id),
+            "NOT_FOUND",
+        ),
+        (
+            stub.IssueAuthorization,
+            rpb.IssueAuthorizationRequest(application_id=1, validity_days=2**31 - 1),
+            "INVALID_ARGUMENT",
+        ),
+        (
+            stub.RenewAuthorization,
+            rpb.RenewAuthorizationRequest(serial="01", validity_days=2**32 - 1),
+            "INVALID_ARGUMENT",
+        ),
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            call(request)
+        assert rich_error(info.value).code == grpc.StatusCode[code], request
+    listed = stub.ListApplications(rpb.ListApplicationsRequest(after_application_id=huge_id))
+    assert list(listed.applications) == []
+
+
+def test_nul_in_lookups_is_invalid_argument_on_every_database(server: RegistryHarness) -> None:
+    # Found by tests/services/test_hostile_input.py: PostgreSQL text cannot hold NUL, so these
+    # lookups failed inside the query with INTERNAL.
+    stub = server.registry_service("marketplace-demo")
+    shop = rpb.Shop(marketplace="demo", shop_id="shop\x00")
+    calls = (
+        lambda: stub.ListAuthorizations(rpb.ListAuthorizationsRequest(shop_id="\x00")),
+        lambda: stub.VerifySeller(rpb.VerifySellerRequest(shop=shop)),
+        lambda: list(
+            stub.VerifySellers(iter([rpb.VerifySellersRequest(marketplace="d", shop_ids=["\x00"])]))
+        ),
+    )
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert rich_error(info.value).code == grpc.StatusCode.INVALID_ARGUMENT

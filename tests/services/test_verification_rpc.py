@@ -283,3 +283,18 @@ def test_expired_deadline_is_refused_before_work(grpc_server: GrpcHarness) -> No
     with pytest.raises(grpc.RpcError) as info:
         grpc_server.verification().ActivateCard(activate(1), timeout=0.000001)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_malformed_request_bytes_are_invalid_argument(grpc_server: GrpcHarness) -> None:
+    # Found by tests/services/test_hostile_input.py: gRPC answers INTERNAL when a request does
+    # not decode (bad UTF-8 in a string field, corrupt wire format); the interceptor refuses it.
+    path = "/realname.v1.VerificationService/GetCard"
+    call = grpc_server.channel("operator-cmcc").unary_unary(path, bytes, bytes)
+    for raw in (b"\x0a\x03\xff\xfe\xfd", b"\xff\xff\xff\xff", b"\x0a\x10abc"):
+        with pytest.raises(grpc.RpcError) as info:
+            call(raw, timeout=10)
+        err = rich_error(info.value)
+        assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST")
+    with pytest.raises(grpc.RpcError) as info:  # the role check still comes first
+        grpc_server.channel("courier-demo").unary_unary(path, bytes, bytes)(b"\xff", timeout=10)
+    assert rich_error(info.value).reason == "ROLE_NOT_ALLOWED"

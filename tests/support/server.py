@@ -33,6 +33,7 @@ class GrpcHarness:
     pki_dir: Path
     registry: CardRegistry
     _channels: dict[str, grpc.Channel] = field(default_factory=dict)
+    app: App | None = None
 
     def channel(self, principal: str) -> grpc.Channel:
         """A (cached) channel presenting ``principal``'s client certificate."""
@@ -55,6 +56,8 @@ class GrpcHarness:
         for ch in self._channels.values():
             ch.close()
         self.running.stop(grace=1)
+        if self.app is not None and self.app.audit is not None:
+            self.app.audit.stop()
 
 
 def start_harness(
@@ -62,8 +65,12 @@ def start_harness(
 ) -> GrpcHarness:
     """Starts an mTLS server on an ephemeral loopback port (serving ``log`` too, if given)."""
     app = App.build(db, pseudonymizer, log=log)
-    running = create_server(app.bindings(), "127.0.0.1:0", tls=TlsFiles.in_pki_dir(pki_dir))
-    return GrpcHarness(running, f"127.0.0.1:{running.port}", pki_dir, app.cards)
+    assert app.audit is not None
+    app.audit.start()
+    running = create_server(
+        app.bindings(), "127.0.0.1:0", tls=TlsFiles.in_pki_dir(pki_dir), audit_sink=app.audit
+    )
+    return GrpcHarness(running, f"127.0.0.1:{running.port}", pki_dir, app.cards, app=app)
 
 
 def free_port() -> int:
@@ -88,6 +95,7 @@ class ServerProcess:
     proc: subprocess.Popen[bytes]
     address: str
     log_path: Path
+    admin_address: str = ""
 
     def stop(self, timeout: float = 15) -> int:
         """Sends SIGTERM and waits for a graceful exit; returns the exit code."""
@@ -109,7 +117,7 @@ def start_server_process(
     wait: bool = True,
 ) -> ServerProcess:
     """Starts `realname serve` on free loopback ports and waits until health says SERVING."""
-    grpc_port, http_port = free_port(), free_port()
+    grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
     address = f"127.0.0.1:{grpc_port}"
     full_env = dict(os.environ)
     full_env.pop("REALNAME_DATABASE_URL", None)
@@ -122,11 +130,11 @@ def start_server_process(
             [
                 realname_bin(), "serve", "--data-dir", str(data_dir),
                 "--grpc-address", address, "--http-address", f"127.0.0.1:{http_port}",
-                *(extra_args or []),
+                "--admin-address", f"127.0.0.1:{admin_port}", *(extra_args or []),
             ],
             stdout=out, stderr=subprocess.STDOUT, env=full_env,
         )  # fmt: skip
-    server = ServerProcess(proc, address, log_path)
+    server = ServerProcess(proc, address, log_path, f"127.0.0.1:{admin_port}")
     if wait:
         wait_serving(server, data_dir / "dev-pki")
     return server

@@ -24,51 +24,56 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from services.proto.realname.v1 import common_pb2 as realname_dot_v1_dot_common__pb2
+from services.proto.realname.v1 import proofing_pb2 as realname_dot_v1_dot_proofing__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erealname/v1/verification.proto\x12\x0brealname.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18realname/v1/common.proto\" \n\x0c\x41gentChannel\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"3\n\rOnlineChannel\x12\"\n\x1astore_authorization_serial\x18\x01 \x01(\t\"\"\n\rLegacyChannel\x12\x11\n\timport_id\x18\x01 \x01(\t\"\xa1\x01\n\x0cSalesChannel\x12*\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x19.realname.v1.AgentChannelH\x00\x12,\n\x06online\x18\x02 \x01(\x0b\x32\x1a.realname.v1.OnlineChannelH\x00\x12,\n\x06legacy\x18\x03 \x01(\x0b\x32\x1a.realname.v1.LegacyChannelH\x00\x42\t\n\x07\x63hannel\"H\n\x0fIndustryBinding\x12\x15\n\renterprise_id\x18\x01 \x01(\t\x12\x10\n\x08scenario\x18\x02 \x01(\t\x12\x0c\n\x04imei\x18\x03 \x01(\t\"\xed\x03\n\x04\x43\x61rd\x12\x0e\n\x06msisdn\x18\x01 \x01(\t\x12\r\n\x05iccid\x18\x02 \x01(\t\x12\x10\n\x08operator\x18\x03 \x01(\t\x12(\n\tcard_type\x18\x04 \x01(\x0e\x32\x15.realname.v1.CardType\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.realname.v1.CardState\x12\x30\n\rdocument_type\x18\x06 \x01(\x0e\x32\x19.realname.v1.DocumentType\x12\x17\n\x0f\x64ocument_masked\x18\x07 \x01(\t\x12*\n\x07\x63hannel\x18\x08 \x01(\x0b\x32\x19.realname.v1.SalesChannel\x12\x30\n\x0c\x61\x63tivated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x64\x65\x61\x63tivated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08verified\x18\x0b \x01(\x08\x12\x30\n\rservice_stage\x18\x0c \x01(\x0e\x32\x19.realname.v1.ServiceStage\x12\x12\n\nsuspension\x18\r \x01(\t\x12.\n\x08industry\x18\x0e \x01(\x0b\x32\x1c.realname.v1.IndustryBinding\"l\n\x17\x43heckEligibilityRequest\x12\'\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x15.realname.v1.Document\x12(\n\tcard_type\x18\x02 \x01(\x0e\x32\x15.realname.v1.CardType\"a\n\x18\x43heckEligibilityResponse\x12\x10\n\x08\x65ligible\x18\x01 \x01(\x08\x12\x14\n\x0c\x61\x63tive_cards\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xf7\x01\n\x13\x41\x63tivateCardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x15.realname.v1.Document\x12\x0e\n\x06msisdn\x18\x03 \x01(\t\x12\r\n\x05iccid\x18\x04 \x01(\t\x12(\n\tcard_type\x18\x05 \x01(\x0e\x32\x15.realname.v1.CardType\x12*\n\x07\x63hannel\x18\x06 \x01(\x0b\x32\x19.realname.v1.SalesChannel\x12.\n\x08industry\x18\x07 \x01(\x0b\x32\x1c.realname.v1.IndustryBinding\"7\n\x14\x41\x63tivateCardResponse\x12\x1f\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x11.realname.v1.Card\";\n\x15\x44\x65\x61\x63tivateCardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06msisdn\x18\x02 \x01(\t\"9\n\x16\x44\x65\x61\x63tivateCardResponse\x12\x1f\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x11.realname.v1.Card\" \n\x0eGetCardRequest\x12\x0e\n\x06msisdn\x18\x01 \x01(\t\"2\n\x0fGetCardResponse\x12\x1f\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x11.realname.v1.Card\";\n\x10ListCardsRequest\x12\'\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x15.realname.v1.Document\"5\n\x11ListCardsResponse\x12 \n\x05\x63\x61rds\x18\x01 \x03(\x0b\x32\x11.realname.v1.Card*\x95\x01\n\tCardState\x12\x1a\n\x16\x43\x41RD_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41RD_STATE_ACTIVE\x10\x01\x12\x1a\n\x16\x43\x41RD_STATE_DEACTIVATED\x10\x02\x12\x1f\n\x1b\x43\x41RD_STATE_PENDING_DELIVERY\x10\x03\x12\x18\n\x14\x43\x41RD_STATE_SUSPENDED\x10\x04*\x86\x01\n\x0cServiceStage\x12\x1d\n\x19SERVICE_STAGE_UNSPECIFIED\x10\x00\x12\x16\n\x12SERVICE_STAGE_FULL\x10\x01\x12!\n\x1dSERVICE_STAGE_OUTGOING_BARRED\x10\x02\x12\x1c\n\x18SERVICE_STAGE_ALL_BARRED\x10\x03\x32\xb8\x03\n\x13VerificationService\x12_\n\x10\x43heckEligibility\x12$.realname.v1.CheckEligibilityRequest\x1a%.realname.v1.CheckEligibilityResponse\x12S\n\x0c\x41\x63tivateCard\x12 .realname.v1.ActivateCardRequest\x1a!.realname.v1.ActivateCardResponse\x12Y\n\x0e\x44\x65\x61\x63tivateCard\x12\".realname.v1.DeactivateCardRequest\x1a#.realname.v1.DeactivateCardResponse\x12\x44\n\x07GetCard\x12\x1b.realname.v1.GetCardRequest\x1a\x1c.realname.v1.GetCardResponse\x12J\n\tListCards\x12\x1d.realname.v1.ListCardsRequest\x1a\x1e.realname.v1.ListCardsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erealname/v1/verification.proto\x12\x0brealname.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18realname/v1/common.proto\x1a\x1arealname/v1/proofing.proto\" \n\x0c\x41gentChannel\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"3\n\rOnlineChannel\x12\"\n\x1astore_authorization_serial\x18\x01 \x01(\t\"\"\n\rLegacyChannel\x12\x11\n\timport_id\x18\x01 \x01(\t\"\xa1\x01\n\x0cSalesChannel\x12*\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x19.realname.v1.AgentChannelH\x00\x12,\n\x06online\x18\x02 \x01(\x0b\x32\x1a.realname.v1.OnlineChannelH\x00\x12,\n\x06legacy\x18\x03 \x01(\x0b\x32\x1a.realname.v1.LegacyChannelH\x00\x42\t\n\x07\x63hannel\"H\n\x0fIndustryBinding\x12\x15\n\renterprise_id\x18\x01 \x01(\t\x12\x10\n\x08scenario\x18\x02 \x01(\t\x12\x0c\n\x04imei\x18\x03 \x01(\t\"\xed\x03\n\x04\x43\x61rd\x12\x0e\n\x06msisdn\x18\x01 \x01(\t\x12\r\n\x05iccid\x18\x02 \x01(\t\x12\x10\n\x08operator\x18\x03 \x01(\t\x12(\n\tcard_type\x18\x04 \x01(\x0e\x32\x15.realname.v1.CardType\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.realname.v1.CardState\x12\x30\n\rdocument_type\x18\x06 \x01(\x0e\x32\x19.realname.v1.DocumentType\x12\x17\n\x0f\x64ocument_masked\x18\x07 \x01(\t\x12*\n\x07\x63hannel\x18\x08 \x01(\x0b\x32\x19.realname.v1.SalesChannel\x12\x30\n\x0c\x61\x63tivated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x64\x65\x61\x63tivated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08verified\x18\x0b \x01(\x08\x12\x30\n\rservice_stage\x18\x0c \x01(\x0e\x32\x19.realname.v1.ServiceStage\x12\x12\n\nsuspension\x18\r \x01(\t\x12.\n\x08industry\x18\x0e \x01(\x0b\x32\x1c.realname.v1.IndustryBinding\"\x9c\x01\n\x17\x43heckEligibilityRequest\x12\'\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x15.realname.v1.Document\x12(\n\tcard_type\x18\x02 \x01(\x0e\x32\x15.realname.v1.CardType\x12.\n\x08industry\x18\x03 \x01(\x0b\x32\x1c.realname.v1.IndustryBinding\"a\n\x18\x43heckEligibilityResponse\x12\x10\n\x08\x65ligible\x18\x01 \x01(\x08\x12\x14\n\x0c\x61\x63tive_cards\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xc1\x02\n\x13\x41\x63tivateCardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x15.realname.v1.Document\x12\x0e\n\x06msisdn\x18\x03 \x01(\t\x12\r\n\x05iccid\x18\x04 \x01(\t\x12(\n\tcard_type\x18\x05 \x01(\x0e\x32\x15.realname.v1.CardType\x12*\n\x07\x63hannel\x18\x06 \x01(\x0b\x32\x19.realname.v1.SalesChannel\x12.\n\x08industry\x18\x07 \x01(\x0b\x32\x1c.realname.v1.IndustryBinding\x12\x13\n\x0bholder_name\x18\x08 \x01(\t\x12\x33\n\x0b\x61ttestation\x18\t \x01(\x0b\x32\x1e.realname.v1.ReaderAttestation\"7\n\x14\x41\x63tivateCardResponse\x12\x1f\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x11.realname.v1.Card\";\n\x15\x44\x65\x61\x63tivateCardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06msisdn\x18\x02 \x01(\t\"9\n\x16\x44\x65\x61\x63tivateCardResponse\x12\x1f\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x11.realname.v1.Card\" \n\x0eGetCardRequest\x12\x0e\n\x06msisdn\x18\x01 \x01(\t\"2\n\x0fGetCardResponse\x12\x1f\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x11.realname.v1.Card\";\n\x10ListCardsRequest\x12\'\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x15.realname.v1.Document\"5\n\x11ListCardsResponse\x12 \n\x05\x63\x61rds\x18\x01 \x03(\x0b\x32\x11.realname.v1.Card\"f\n\x13TransferCardRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06msisdn\x18\x02 \x01(\t\x12+\n\x0cnew_document\x18\x03 \x01(\x0b\x32\x15.realname.v1.Document\"7\n\x14TransferCardResponse\x12\x1f\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x11.realname.v1.Card*\x95\x01\n\tCardState\x12\x1a\n\x16\x43\x41RD_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41RD_STATE_ACTIVE\x10\x01\x12\x1a\n\x16\x43\x41RD_STATE_DEACTIVATED\x10\x02\x12\x1f\n\x1b\x43\x41RD_STATE_PENDING_DELIVERY\x10\x03\x12\x18\n\x14\x43\x41RD_STATE_SUSPENDED\x10\x04*\x86\x01\n\x0cServiceStage\x12\x1d\n\x19SERVICE_STAGE_UNSPECIFIED\x10\x00\x12\x16\n\x12SERVICE_STAGE_FULL\x10\x01\x12!\n\x1dSERVICE_STAGE_OUTGOING_BARRED\x10\x02\x12\x1c\n\x18SERVICE_STAGE_ALL_BARRED\x10\x03\x32\x8d\x04\n\x13VerificationService\x12_\n\x10\x43heckEligibility\x12$.realname.v1.CheckEligibilityRequest\x1a%.realname.v1.CheckEligibilityResponse\x12S\n\x0c\x41\x63tivateCard\x12 .realname.v1.ActivateCardRequest\x1a!.realname.v1.ActivateCardResponse\x12Y\n\x0e\x44\x65\x61\x63tivateCard\x12\".realname.v1.DeactivateCardRequest\x1a#.realname.v1.DeactivateCardResponse\x12\x44\n\x07GetCard\x12\x1b.realname.v1.GetCardRequest\x1a\x1c.realname.v1.GetCardResponse\x12J\n\tListCards\x12\x1d.realname.v1.ListCardsRequest\x1a\x1e.realname.v1.ListCardsResponse\x12S\n\x0cTransferCard\x12 .realname.v1.TransferCardRequest\x1a!.realname.v1.TransferCardResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'realname.v1.verification_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CARDSTATE']._serialized_start=1802
-  _globals['_CARDSTATE']._serialized_end=1951
-  _globals['_SERVICESTAGE']._serialized_start=1954
-  _globals['_SERVICESTAGE']._serialized_end=2088
-  _globals['_AGENTCHANNEL']._serialized_start=106
-  _globals['_AGENTCHANNEL']._serialized_end=138
-  _globals['_ONLINECHANNEL']._serialized_start=140
-  _globals['_ONLINECHANNEL']._serialized_end=191
-  _globals['_LEGACYCHANNEL']._serialized_start=193
-  _globals['_LEGACYCHANNEL']._serialized_end=227
-  _globals['_SALESCHANNEL']._serialized_start=230
-  _globals['_SALESCHANNEL']._serialized_end=391
-  _globals['_INDUSTRYBINDING']._serialized_start=393
-  _globals['_INDUSTRYBINDING']._serialized_end=465
-  _globals['_CARD']._serialized_start=468
-  _globals['_CARD']._serialized_end=961
-  _globals['_CHECKELIGIBILITYREQUEST']._serialized_start=963
-  _globals['_CHECKELIGIBILITYREQUEST']._serialized_end=1071
-  _globals['_CHECKELIGIBILITYRESPONSE']._serialized_start=1073
-  _globals['_CHECKELIGIBILITYRESPONSE']._serialized_end=1170
-  _globals['_ACTIVATECARDREQUEST']._serialized_start=1173
-  _globals['_ACTIVATECARDREQUEST']._serialized_end=1420
-  _globals['_ACTIVATECARDRESPONSE']._serialized_start=1422
-  _globals['_ACTIVATECARDRESPONSE']._serialized_end=1477
-  _globals['_DEACTIVATECARDREQUEST']._serialized_start=1479
-  _globals['_DEACTIVATECARDREQUEST']._serialized_end=1538
-  _globals['_DEACTIVATECARDRESPONSE']._serialized_start=1540
-  _globals['_DEACTIVATECARDRESPONSE']._serialized_end=1597
-  _globals['_GETCARDREQUEST']._serialized_start=1599
-  _globals['_GETCARDREQUEST']._serialized_end=1631
-  _globals['_GETCARDRESPONSE']._serialized_start=1633
-  _globals['_GETCARDRESPONSE']._serialized_end=1683
-  _globals['_LISTCARDSREQUEST']._serialized_start=1685
-  _globals['_LISTCARDSREQUEST']._serialized_end=1744
-  _globals['_LISTCARDSRESPONSE']._serialized_start=1746
-  _globals['_LISTCARDSRESPONSE']._serialized_end=1799
-  _globals['_VERIFICATIONSERVICE']._serialized_start=2091
-  _globals['_VERIFICATIONSERVICE']._serialized_end=2531
+  _globals['_CARDSTATE']._serialized_start=2114
+  _globals['_CARDSTATE']._serialized_end=2263
+  _globals['_SERVICESTAGE']._serialized_start=2266
+  _globals['_SERVICESTAGE']._serialized_end=2400
+  _globals['_AGENTCHANNEL']._serialized_start=134
+  _globals['_AGENTCHANNEL']._serialized_end=166
+  _globals['_ONLINECHANNEL']._serialized_start=168
+  _globals['_ONLINECHANNEL']._serialized_end=219
+  _globals['_LEGACYCHANNEL']._serialized_start=221
+  _globals['_LEGACYCHANNEL']._serialized_end=255
+  _globals['_SALESCHANNEL']._serialized_start=258
+  _globals['_SALESCHANNEL']._serialized_end=419
+  _globals['_INDUSTRYBINDING']._serialized_start=421
+  _globals['_INDUSTRYBINDING']._serialized_end=493
+  _globals['_CARD']._serialized_start=496
+  _globals['_CARD']._serialized_end=989
+  _globals['_CHECKELIGIBILITYREQUEST']._serialized_start=992
+  _globals['_CHECKELIGIBILITYREQUEST']._serialized_end=1148
+  _globals['_CHECKELIGIBILITYRESPONSE']._serialized_start=1150
+  _globals['_CHECKELIGIBILITYRESPONSE']._serialized_end=1247
+  _globals['_ACTIVATECARDREQUEST']._serialized_start=1250
+  _globals['_ACTIVATECARDREQUEST']._serialized_end=1571
+  _globals['_ACTIVATECARDRESPONSE']._serialized_start=1573
+  _globals['_ACTIVATECARDRESPONSE']._serialized_end=1628
+  _globals['_DEACTIVATECARDREQUEST']._serialized_start=1630
+  _globals['_DEACTIVATECARDREQUEST']._serialized_end=1689
+  _globals['_DEACTIVATECARDRESPONSE']._serialized_start=1691
+  _globals['_DEACTIVATECARDRESPONSE']._serialized_end=1748
+  _globals['_GETCARDREQUEST']._serialized_start=1750
+  _globals['_GETCARDREQUEST']._serialized_end=1782
+  _globals['_GETCARDRESPONSE']._serialized_start=1784
+  _globals['_GETCARDRESPONSE']._serialized_end=1834
+  _globals['_LISTCARDSREQUEST']._serialized_start=1836
+  _globals['_LISTCARDSREQUEST']._serialized_end=1895
+  _globals['_LISTCARDSRESPONSE']._serialized_start=1897
+  _globals['_LISTCARDSRESPONSE']._serialized_end=1950
+  _globals['_TRANSFERCARDREQUEST']._serialized_start=1952
+  _globals['_TRANSFERCARDREQUEST']._serialized_end=2054
+  _globals['_TRANSFERCARDRESPONSE']._serialized_start=2056
+  _globals['_TRANSFERCARDRESPONSE']._serialized_end=2111
+  _globals['_VERIFICATIONSERVICE']._serialized_start=2403
+  _globals['_VERIFICATIONSERVICE']._serialized_end=2928
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from services.proto.realname.v1 import common_pb2 as _common_pb2
+from services.proto.realname.v1 import proofing_pb2 as _proofing_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -288,18 +289,24 @@ class CheckEligibilityRequest(_message.Message):
 
     DOCUMENT_FIELD_NUMBER: _builtins.int
     CARD_TYPE_FIELD_NUMBER: _builtins.int
+    INDUSTRY_FIELD_NUMBER: _builtins.int
     card_type: _common_pb2.CardType.ValueType
     @_builtins.property
     def document(self) -> _common_pb2.Document: ...
+    @_builtins.property
+    def industry(self) -> Global___IndustryBinding:
+        """Required for CARD_TYPE_INDUSTRY: the answer is then about the enterprise's quota."""
+
     def __init__(
         self,
         *,
         document: _common_pb2.Document | None = ...,
         card_type: _common_pb2.CardType.ValueType = ...,
+        industry: Global___IndustryBinding | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "industry", b"industry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_type", b"card_type", "document", b"document"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_type", b"card_type", "document", b"document", "industry", b"industry"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -347,11 +354,17 @@ class ActivateCardRequest(_message.Message):
     CARD_TYPE_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
     INDUSTRY_FIELD_NUMBER: _builtins.int
+    HOLDER_NAME_FIELD_NUMBER: _builtins.int
+    ATTESTATION_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Client-chosen idempotency key (1-64 characters of [A-Za-z0-9._:-])."""
     msisdn: _builtins.str
     iccid: _builtins.str
     card_type: _common_pb2.CardType.ValueType
+    holder_name: _builtins.str
+    """The holder's name as on the document; required when the operator's proofing policy is on.
+    Stored only encrypted, never returned or logged.
+    """
     @_builtins.property
     def document(self) -> _common_pb2.Document: ...
     @_builtins.property
@@ -359,6 +372,12 @@ class ActivateCardRequest(_message.Message):
     @_builtins.property
     def industry(self) -> Global___IndustryBinding:
         """Required for CARD_TYPE_INDUSTRY, absent for personal cards."""
+
+    @_builtins.property
+    def attestation(self) -> _proofing_pb2.ReaderAttestation:
+        """The ID-card reader's signed attestation; required for agent sales when the operator's
+        proofing policy requires attestations.
+        """
 
     def __init__(
         self,
@@ -370,10 +389,12 @@ class ActivateCardRequest(_message.Message):
         card_type: _common_pb2.CardType.ValueType = ...,
         channel: Global___SalesChannel | None = ...,
         industry: Global___IndustryBinding | None = ...,
+        holder_name: _builtins.str = ...,
+        attestation: _proofing_pb2.ReaderAttestation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "document", b"document", "industry", b"industry"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attestation", b"attestation", "channel", b"channel", "document", b"document", "industry", b"industry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_type", b"card_type", "channel", b"channel", "document", b"document", "iccid", b"iccid", "industry", b"industry", "msisdn", b"msisdn", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation", b"attestation", "card_type", b"card_type", "channel", b"channel", "document", b"document", "holder_name", b"holder_name", "iccid", b"iccid", "industry", b"industry", "msisdn", b"msisdn", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -519,3 +540,52 @@ class ListCardsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListCardsResponse: _TypeAlias = ListCardsResponse  # noqa: Y015
+
+@_typing.final
+class TransferCardRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MSISDN_FIELD_NUMBER: _builtins.int
+    NEW_DOCUMENT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client-chosen idempotency key (1-64 characters of [A-Za-z0-9._:-])."""
+    msisdn: _builtins.str
+    @_builtins.property
+    def new_document(self) -> _common_pb2.Document:
+        """The new holder's identity document."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        msisdn: _builtins.str = ...,
+        new_document: _common_pb2.Document | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["new_document", b"new_document"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["msisdn", b"msisdn", "new_document", b"new_document", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferCardRequest: _TypeAlias = TransferCardRequest  # noqa: Y015
+
+@_typing.final
+class TransferCardResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def card(self) -> Global___Card: ...
+    def __init__(
+        self,
+        *,
+        card: Global___Card | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferCardResponse: _TypeAlias = TransferCardResponse  # noqa: Y015

@@ -63,6 +63,11 @@ class VerificationServiceStub:
                 request_serializer=realname_dot_v1_dot_verification__pb2.ListCardsRequest.SerializeToString,
                 response_deserializer=realname_dot_v1_dot_verification__pb2.ListCardsResponse.FromString,
                 _registered_method=True)
+        self.TransferCard = channel.unary_unary(
+                '/realname.v1.VerificationService/TransferCard',
+                request_serializer=realname_dot_v1_dot_verification__pb2.TransferCardRequest.SerializeToString,
+                response_deserializer=realname_dot_v1_dot_verification__pb2.TransferCardResponse.FromString,
+                _registered_method=True)
 
 
 class VerificationServiceServicer:
@@ -107,6 +112,15 @@ class VerificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TransferCard(self, request, context):
+        """Moves a live, verified personal card to a new holder, within the new holder's cap (the old
+        holder's slot is freed). Industry cards may not be resold (RESALE_PROHIBITED). Idempotent
+        by request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VerificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +148,11 @@ def add_VerificationServiceServicer_to_server(servicer, server):
                     servicer.ListCards,
                     request_deserializer=realname_dot_v1_dot_verification__pb2.ListCardsRequest.FromString,
                     response_serializer=realname_dot_v1_dot_verification__pb2.ListCardsResponse.SerializeToString,
+            ),
+            'TransferCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferCard,
+                    request_deserializer=realname_dot_v1_dot_verification__pb2.TransferCardRequest.FromString,
+                    response_serializer=realname_dot_v1_dot_verification__pb2.TransferCardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -275,6 +294,33 @@ class VerificationService:
             '/realname.v1.VerificationService/ListCards',
             realname_dot_v1_dot_verification__pb2.ListCardsRequest.SerializeToString,
             realname_dot_v1_dot_verification__pb2.ListCardsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/realname.v1.VerificationService/TransferCard',
+            realname_dot_v1_dot_verification__pb2.TransferCardRequest.SerializeToString,
+            realname_dot_v1_dot_verification__pb2.TransferCardResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,11 @@ class VerificationServiceStub:
     """Returns the calling operator's card with this MSISDN."""
     ListCards: _grpc.UnaryUnaryMultiCallable[_verification_pb2.ListCardsRequest, _verification_pb2.ListCardsResponse]
     """Lists the calling operator's cards for a document."""
+    TransferCard: _grpc.UnaryUnaryMultiCallable[_verification_pb2.TransferCardRequest, _verification_pb2.TransferCardResponse]
+    """Moves a live, verified personal card to a new holder, within the new holder's cap (the old
+    holder's slot is freed). Industry cards may not be resold (RESALE_PROHIBITED). Idempotent
+    by request_id.
+    """
 
 @_typing.type_check_only
 class VerificationServiceAsyncStub(VerificationServiceStub):
@@ -67,6 +72,11 @@ class VerificationServiceAsyncStub(VerificationServiceStub):
     """Returns the calling operator's card with this MSISDN."""
     ListCards: _aio.UnaryUnaryMultiCallable[_verification_pb2.ListCardsRequest, _verification_pb2.ListCardsResponse]  # type: ignore[assignment]
     """Lists the calling operator's cards for a document."""
+    TransferCard: _aio.UnaryUnaryMultiCallable[_verification_pb2.TransferCardRequest, _verification_pb2.TransferCardResponse]  # type: ignore[assignment]
+    """Moves a live, verified personal card to a new holder, within the new holder's cap (the old
+    holder's slot is freed). Industry cards may not be resold (RESALE_PROHIBITED). Idempotent
+    by request_id.
+    """
 
 class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Answers whether a document may hold another card from the calling operator, and records
@@ -114,5 +124,16 @@ class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_verification_pb2.ListCardsResponse, _abc.Awaitable[_verification_pb2.ListCardsResponse]]:
         """Lists the calling operator's cards for a document."""
+
+    @_abc_1.abstractmethod
+    def TransferCard(
+        self,
+        request: _verification_pb2.TransferCardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_verification_pb2.TransferCardResponse, _abc.Awaitable[_verification_pb2.TransferCardResponse]]:
+        """Moves a live, verified personal card to a new holder, within the new holder's cap (the old
+        holder's slot is freed). Industry cards may not be resold (RESALE_PROHIBITED). Idempotent
+        by request_id.
+        """
 
 def add_VerificationServiceServicer_to_server(servicer: VerificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,436 @@
+"""SQL of identity proofing (raw, ``?`` placeholders, SQLite and PostgreSQL alike)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from services.storage.rawsql import Tx
+
+
+@dataclass(frozen=True)
+class Policy:
+    """An operator's proofing policy as stored."""
+
+    attestation_required: bool
+    identity_check_required: bool
+    face_match_threshold_permille: int
+    freshness_seconds: int
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class IdentityRecord:
+    """A reference identity authority record (pseudonym and name hash only)."""
+
+    name_hash: bytes
+    status: str
+    valid_until: dt.date | None
+
+
+@dataclass(frozen=True)
+class ReaderRow:
+    """A registered reader."""
+
+    operator_id: str
+    serial: str
+    agent_id: str
+    key_algorithm: str
+    public_key: bytes
+    key_fingerprint: str
+    latitude: float
+    longitude: float
+    location_label: str
+    registered_at: dt.datetime
+    revoked_at: dt.datetime | None
+    revocation_reason: str | None
+
+
+@dataclass(frozen=True)
+class SignalRow:
+    """A stored fraud signal."""
+
+    id: int
+    kind: str
+    operator_id: str
+    agent_id: str
+    reader_serial: str
+    detail: str
+    observed_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """Where and when a document was attested before."""
+
+    operator_id: str
+    reader_serial: str
+    latitude: float
+    longitude: float
+    recorded_at: dt.datetime
+
+
+def _date(tx: Tx, value: dt.date | None) -> Any:
+    return value.isoformat() if tx.sqlite and value is not None else value
+
+
+def _parse_date(value: Any) -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value))
+
+
+def _bytes(value: Any) -> bytes:
+    return bytes(value)
+
+
+# --- policies -------------------------------------------------------------------------------
+
+
+def get_policy(tx: Tx, operator_id: str) -> Policy | None:
+    """The operator's policy, or None when proofing is off for it."""
+    row = tx.one(
+        "SELECT attestation_required, identity_check_required, face_match_threshold_permille, "
+        "freshness_seconds, updated_at FROM proofing_policies WHERE operator_id = ?",
+        (operator_id,),
+    )
+    if row is None:
+        return None
+    at = tx.parse_timestamp(row[4])
+    assert at is not None
+    return Policy(bool(row[0]), bool(row[1]), int(row[2]), int(row[3]), at)
+
+
+def set_policy(tx: Tx, operator_id: str, policy: Policy) -> None:
+    """Creates or replaces the operator's policy."""
+    params = (
+        int(policy.attestation_required),
+        int(policy.identity_check_required),
+        policy.face_match_threshold_permille,
+        policy.freshness_seconds,
+        tx.timestamp(policy.updated_at),
+    )
+    changed = tx.execute(
+        "UPDATE proofing_policies SET attestation_required = ?, identity_check_required = ?, "
+        "face_match_threshold_permille = ?, freshness_seconds = ?, updated_at = ? "
+        "WHERE operator_id = ?",
+        (*params, operator_id),
+    )
+    if changed == 0:
+        tx.execute(
+            "INSERT INTO proofing_policies (attestation_required, identity_check_required, "
+            "face_match_threshold_permille, freshness_seconds, updated_at, operator_id) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (*params, operator_id),
+        )
+
+
+def operator_exists(tx: Tx, operator_id: str) -> bool:
+    """Whether the operator is registered."""
+    return tx.one("SELECT 1 FROM operators WHERE id = ?", (operator_id,)) is not None
+
+
+def request_recorded(tx: Tx, operator_id: str, request_id: str) -> bool:
+    """Whether the operator's request id already has a recorded outcome (a retry)."""
+    row = tx.one(
+        "SELECT 1 FROM requests WHERE operator_id = ? AND request_id = ?",
+        (operator_id, request_id),
+    )
+    return row is not None
+
+
+# --- identity records and blocklist ---------------------------------------------------------
+
+
+def identity_record(tx: Tx, id_key: bytes) -> IdentityRecord | None:
+    """The reference record of a document pseudonym."""
+    row = tx.one(
+        "SELECT name_hash, status, valid_until FROM proofing_identity_records WHERE id_key = ?",
+        (id_key,),
+    )
+    if row is None:
+        return None
+    return IdentityRecord(_bytes(row[0]), str(row[1]), _parse_date(row[2]))
+
+
+def put_identity_record(
+    tx: Tx,
+    id_key: bytes,
+    name_hash: bytes,
+    *,
+    status: str,
+    valid_until: dt.date | None,
+    source: str,
+    now: dt.datetime,
+) -> None:
+    """Inserts or replaces one reference record."""
+    params = (name_hash, status, _date(tx, valid_until), source, tx.timestamp(now), id_key)
+    changed = tx.execute(
+        "UPDATE proofing_identity_records SET name_hash = ?, status = ?, valid_until = ?, "
+        "source = ?, loaded_at = ? WHERE id_key = ?",
+        params,
+    )
+    if changed == 0:
+        tx.execute(
+            "INSERT INTO proofing_identity_records (name_hash, status, valid_until, source, "
+            "loaded_at, id_key) VALUES (?, ?, ?, ?, ?, ?)",
+            params,
+        )
+
+
+def is_blocked(tx: Tx, id_key: bytes) -> str | None:
+    """The block reason of a document pseudonym, or None."""
+    row = tx.one("SELECT reason FROM proofing_blocks WHERE id_key = ?", (id_key,))
+    return None if row is None else str(row[0])
+
+
+def block(
+    tx: Tx,
+    id_key: bytes,
+    *,
+    document_type: int,
+    masked: str,
+    reason: str,
+    reference: str,
+    now: dt.datetime,
+) -> bool:
+    """Blocks a document; False when it already was."""
+    if is_blocked(tx, id_key) is not None:
+        return False
+    tx.execute(
+        "INSERT INTO proofing_blocks (id_key, document_type, document_masked, reason, reference, "
+        "blocked_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (id_key, document_type, masked, reason, reference, tx.timestamp(now)),
+    )
+    return True
+
+
+def unblock(tx: Tx, id_key: bytes) -> bool:
+    """Unblocks a document; False when it was not blocked."""
+    return tx.execute("DELETE FROM proofing_blocks WHERE id_key = ?", (id_key,)) > 0
+
+
+def suspend_for_reverification(tx: Tx, id_key: bytes) -> int:
+    """Suspends every ACTIVE card of the document, at every operator; returns how many."""
+    return tx.execute(
+        "UPDATE cards SET state = 'SUSPENDED', suspension = 'REVERIFICATION' "
+        "WHERE id_key = ? AND state = 'ACTIVE'",
+        (id_key,),
+    )
+
+
+def set_holder_name(tx: Tx, card_id: int, ciphertext: bytes, key_id: str, name_hash: bytes) -> None:
+    """Stores the sealed holder name on a card."""
+    tx.execute(
+        "UPDATE cards SET holder_name_ct = ?, holder_name_key_id = ?, holder_name_hash = ? "
+        "WHERE id = ?",
+        (ciphertext, key_id, name_hash, card_id),
+    )
+
+
+# --- readers ---------------------------------------------------------------------------------
+
+_READER_COLUMNS = (
+    "operator_id, serial, agent_id, key_algorithm, public_key, key_fingerprint, latitude, "
+    "longitude, location_label, registered_at, revoked_at, revocation_reason"
+)
+
+
+def _reader(tx: Tx, row: tuple[Any, ...]) -> ReaderRow:
+    registered = tx.parse_timestamp(row[9])
+    assert registered is not None
+    return ReaderRow(
+        str(row[0]), str(row[1]), str(row[2]), str(row[3]), _bytes(row[4]), str(row[5]),
+        float(row[6]), float(row[7]), str(row[8]), registered, tx.parse_timestamp(row[10]),
+        None if row[11] is None else str(row[11]),
+    )  # fmt: skip
+
+
+def insert_reader(tx: Tx, reader: ReaderRow) -> bool:
+    """Registers a reader; False when the operator already has one with this serial."""
+    if get_reader(tx, reader.operator_id, reader.serial) is not None:
+        return False
+    tx.execute(
+        f"INSERT INTO proofing_readers ({_READER_COLUMNS}) "  # noqa: S608
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            reader.operator_id, reader.serial, reader.agent_id, reader.key_algorithm,
+            reader.public_key, reader.key_fingerprint, reader.latitude, reader.longitude,
+            reader.location_label, tx.timestamp(reader.registered_at), None, None,
+        ),
+    )  # fmt: skip
+    return True
+
+
+def get_reader(tx: Tx, operator_id: str, serial: str) -> ReaderRow | None:
+    """One of the operator's readers by serial."""
+    row = tx.one(
+        f"SELECT {_READER_COLUMNS} FROM proofing_readers "  # noqa: S608
+        "WHERE operator_id = ? AND serial = ?",
+        (operator_id, serial),
+    )
+    return None if row is None else _reader(tx, row)
+
+
+def list_readers(tx: Tx, operator_id: str, agent_id: str | None) -> list[ReaderRow]:
+    """The operator's readers (of one agent, if given), by serial."""
+    sql = f"SELECT {_READER_COLUMNS} FROM proofing_readers WHERE operator_id = ?"  # noqa: S608
+    params: list[Any] = [operator_id]
+    if agent_id:
+        sql += " AND agent_id = ?"
+        params.append(agent_id)
+    return [_reader(tx, r) for r in tx.all(sql + " ORDER BY serial", params)]
+
+
+def revoke_reader(tx: Tx, operator_id: str, serial: str, reason: str, now: dt.datetime) -> bool:
+    """Revokes a live reader; False when there is none to revoke."""
+    return (
+        tx.execute(
+            "UPDATE proofing_readers SET revoked_at = ?, revocation_reason = ? "
+            "WHERE operator_id = ? AND serial = ? AND revoked_at IS NULL",
+            (tx.timestamp(now), reason, operator_id, serial),
+        )
+        > 0
+    )
+
+
+# --- nonces ---------------------------------------------------------------------------------
+
+
+def insert_nonce(
+    tx: Tx, digest: bytes, operator_id: str, now: dt.datetime, expires_at: dt.datetime
+) -> None:
+    """Stores an issued nonce (its digest)."""
+    tx.execute(
+        "INSERT INTO proofing_nonces (digest, operator_id, issued_at, expires_at) "
+        "VALUES (?, ?, ?, ?)",
+        (digest, operator_id, tx.timestamp(now), tx.timestamp(expires_at)),
+    )
+
+
+def consume_nonce(tx: Tx, digest: bytes, operator_id: str, now: dt.datetime) -> str:
+    """Marks a nonce used: ``OK``, or ``UNKNOWN``, ``USED``, ``EXPIRED`` (consumed even then)."""
+    row = tx.one(
+        "SELECT operator_id, expires_at, used_at FROM proofing_nonces WHERE digest = ?",
+        (digest,),
+    )
+    if row is None or row[0] != operator_id:
+        return "UNKNOWN"
+    if row[2] is not None:
+        return "USED"
+    used = tx.execute(
+        "UPDATE proofing_nonces SET used_at = ? WHERE digest = ? AND used_at IS NULL",
+        (tx.timestamp(now), digest),
+    )
+    if used == 0:
+        return "USED"
+    expires = tx.parse_timestamp(row[1])
+    assert expires is not None
+    return "EXPIRED" if expires < now else "OK"
+
+
+def delete_expired_nonces(tx: Tx, before: dt.datetime, limit: int) -> int:
+    """Deletes up to ``limit`` nonces that expired before ``before``."""
+    return tx.execute(
+        "DELETE FROM proofing_nonces WHERE digest IN (SELECT digest FROM proofing_nonces "
+        "WHERE expires_at < ? LIMIT ?)",
+        (tx.timestamp(before), limit),
+    )
+
+
+# --- attestations and signals ---------------------------------------------------------------
+
+
+def record_attestation(
+    tx: Tx,
+    reader: ReaderRow,
+    id_key: bytes,
+    *,
+    outcome: str,
+    face_score: int,
+    now: dt.datetime,
+) -> None:
+    """Records one checked attestation (the document as its pseudonym only)."""
+    tx.execute(
+        "INSERT INTO proofing_attestations (operator_id, agent_id, reader_serial, id_key, "
+        "outcome, face_score, latitude, longitude, recorded_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            reader.operator_id, reader.agent_id, reader.serial, id_key, outcome, face_score,
+            reader.latitude, reader.longitude, tx.timestamp(now),
+        ),
+    )  # fmt: skip
+
+
+def documents_attested(tx: Tx, operator_id: str, serial: str, since: dt.datetime) -> int:
+    """Distinct documents a reader attested since ``since``."""
+    row = tx.one(
+        "SELECT COUNT(DISTINCT id_key) FROM proofing_attestations "
+        "WHERE operator_id = ? AND reader_serial = ? AND recorded_at >= ?",
+        (operator_id, serial, tx.timestamp(since)),
+    )
+    return 0 if row is None else int(row[0])
+
+
+def face_failures(tx: Tx, operator_id: str, serial: str, since: dt.datetime) -> int:
+    """Face-match failures at a reader since ``since``."""
+    row = tx.one(
+        "SELECT COUNT(*) FROM proofing_attestations WHERE operator_id = ? AND reader_serial = ? "
+        "AND outcome = 'FACE_MATCH_FAILED' AND recorded_at >= ?",
+        (operator_id, serial, tx.timestamp(since)),
+    )
+    return 0 if row is None else int(row[0])
+
+
+def sightings(tx: Tx, id_key: bytes, since: dt.datetime) -> list[Sighting]:
+    """Where a document was attested since ``since``, at any operator."""
+    rows = tx.all(
+        "SELECT operator_id, reader_serial, latitude, longitude, recorded_at "
+        "FROM proofing_attestations WHERE id_key = ? AND recorded_at >= ? ORDER BY id",
+        (id_key, tx.timestamp(since)),
+    )
+    out = []
+    for r in rows:
+        at = tx.parse_timestamp(r[4])
+        assert at is not None
+        out.append(Sighting(str(r[0]), str(r[1]), float(r[2]), float(r[3]), at))
+    return out
+
+
+def signal_since(tx: Tx, kind: str, operator_id: str, serial: str, since: dt.datetime) -> bool:
+    """Whether this signal was already raised for the reader since ``since``."""
+    row = tx.one(
+        "SELECT 1 FROM proofing_signals WHERE operator_id = ? AND reader_serial = ? "
+        "AND kind = ? AND observed_at >= ?",
+        (operator_id, serial, kind, tx.timestamp(since)),
+    )
+    return row is not None
+
+
+def insert_signal(tx: Tx, kind: str, reader: ReaderRow, detail: str, now: dt.datetime) -> None:
+    """Records a fraud signal."""
+    tx.execute(
+        "INSERT INTO proofing_signals (kind, operator_id, agent_id, reader_serial, detail, "
+        "observed_at) VALUES (?, ?, ?, ?, ?, ?)",
+        (kind, reader.operator_id, reader.agent_id, reader.serial, detail[:200], tx.timestamp(now)),
+    )
+
+
+def list_signals(tx: Tx, operator_id: str | None, limit: int) -> list[SignalRow]:
+    """Signals, newest first (of one operator, if given)."""
+    sql = (
+        "SELECT id, kind, operator_id, agent_id, reader_serial, detail, observed_at "
+        "FROM proofing_signals"
+    )
+    params: list[Any] = []
+    if operator_id:
+        sql += " WHERE operator_id = ?"
+        params.append(operator_id)
+    rows = tx.all(sql + " ORDER BY id DESC LIMIT ?", [*params, limit])
+    out = []
+    for r in rows:
+        at = tx.parse_timestamp(r[6])
+        assert at is not None
+        out.append(SignalRow(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), at))
+    return out

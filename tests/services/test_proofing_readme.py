@@ -1,0 +1,57 @@
+"""The README's "Identity proofing at the point of sale" commands work as written."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import start_server_process
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _block() -> str:
+    match = re.search(r"<!-- readme-test: proofing -->\n```sh\n(.*?)```", README.read_text(), re.S)
+    assert match, "README has no block tagged proofing"
+    return match.group(1)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    data_dir = tmp_path / "data"
+    init = subprocess.run(
+        [str(Path(sys.executable).parent / "realname"), "dev-init", "--data-dir", str(data_dir)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    server = start_server_process(data_dir)
+    yield data_dir, server.address
+    assert server.stop() == 0
+
+
+def test_readme_attested_activation_flow(served: tuple[Path, str]) -> None:
+    data_dir, address = served
+    script = re.sub(r"(?<![\w/])\.data\b", str(data_dir), _block())
+    script = script.replace("127.0.0.1:50051", address)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        capture_output=True, text=True, cwd=README.parent, timeout=900, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "loaded 1 identity records" in out
+    assert '"state": "CARD_STATE_ACTIVE"' in out
+    assert "FACE_MATCH_FAILED" in result.stderr and "refused: exit status" in out
+    blocked = json.loads(next(line for line in out.splitlines() if '"cards_flagged"' in line))
+    assert blocked["cards_flagged"] == 1
+    report = json.loads(out.strip().splitlines()[-1])
+    assert (report["reader"], report["attestations"], report["refused"]) == ("RDR-0077", 2, 1)
+    # Masked only, in everything the flow printed.
+    assert "350102198506120777" not in out.replace('"number": "350102198506120777"', "")
+    assert "林晓明" not in out
