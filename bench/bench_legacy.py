@@ -20,6 +20,7 @@ import argparse
 import csv
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -94,7 +95,9 @@ def measure(rows: int, work: Path) -> list[str]:
     path = work / "legacy.csv"
     started = time.perf_counter()
     bad = write_file(path, rows)
-    print(f"  wrote {rows:,} rows ({bad:,} bad) in {time.perf_counter() - started:.1f} s")
+    print(
+        f"  wrote {rows:,} rows ({bad:,} bad) in {time.perf_counter() - started:.1f} s", flush=True
+    )
     with postgres_server() as pg, fresh_database(pg.url) as url:
         run.dev_init(data_dir, url)
         facts = server_facts(url)
@@ -109,7 +112,8 @@ def measure(rows: int, work: Path) -> list[str]:
             print(
                 f"  import: {rows:,} rows in {seconds:.1f} s = {rows / seconds:,.0f} rows/s "
                 f"({imported:,} cards, {record.get('failed_rows', 0)} bad rows; "
-                f"{verdict(rows, seconds)})"
+                f"{verdict(rows, seconds)})",
+                flush=True,
             )
             realname(["legacy", "policy", "set", *at, "--deadline", DEADLINE], env)
         sweeps = []
@@ -121,7 +125,8 @@ def measure(rows: int, work: Path) -> list[str]:
             changed = sum(summary["changed"].values())
             print(
                 f"  {label}: {imported:,} cards in {s_seconds:.1f} s = "
-                f"{imported / s_seconds:,.0f} cards/s, {changed:,} changed"
+                f"{imported / s_seconds:,.0f} cards/s, {changed:,} changed",
+                flush=True,
             )
             sweeps.append((label, s_seconds, changed))
     pg_text = ", ".join(f"{k} {v}" for k, v in facts.items() if k != "postmaster_pid")
@@ -139,7 +144,8 @@ def measure(rows: int, work: Path) -> list[str]:
             f"| `realname sweep` {label} | {imported:,} | {s_seconds:.1f} | "
             f"{imported / s_seconds:,.0f} | {changed:,} changed |"
         )
-    lines += ["", f"- PostgreSQL: {pg_text}", ""]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines += ["", f"- PostgreSQL: {pg_text}", f"- load average at the end: {load}", ""]
     return lines
 
 

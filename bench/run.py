@@ -155,7 +155,8 @@ def start_realname(
     """Starts `realname serve` with real mTLS on free loopback ports."""
     address = f"127.0.0.1:{free_port()}"
     argv = [realname_bin(), "serve", "--data-dir", str(data_dir), "--grpc-address", address,
-            "--http-address", f"127.0.0.1:{free_port()}", "--workers", str(workers)]  # fmt: skip
+            "--http-address", f"127.0.0.1:{free_port()}", "--workers", str(workers),
+            "--admin-address", f"127.0.0.1:{free_port()}"]  # fmt: skip
     return start_process(
         f"realname-{backend}", argv, address, data_dir / f"serve-{backend}.log",
         env={**server_env(database_url), **(extra_env or {})},

@@ -114,6 +114,8 @@ class App:
         app.proofing = wire_proofing(
             db, pseudonymizer, clock, cards, proofing, flag_agent=flag_agent
         )
+        # A legacy subscriber completing registration is screened like a buyer.
+        app.legacy.add_holder_check(app.proofing.screen)
         return app
 
     def bindings(self) -> list[ServiceBinding]:

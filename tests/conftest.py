@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import os
+
+# Tests fork helpers (pg_ctl as another user, embedded PostgreSQL) while gRPC channels run in
+# this process; gRPC's fork handlers are for forked gRPC users, and one aborted a whole run.
+# Read when gRPC is first imported, so before anything below imports it.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from services.devpki import ensure_dev_pki
-from services.domain.pseudonym import Pseudonymizer, create_pepper_file, load_pepper
+from services.domain.pseudonym import (
+    Pseudonymizer,
+    create_pepper_file,
+    load_pepper,
+)
 from services.storage.database import Database, DatabaseConfig
-from tests.support.databases import PostgresDatabases, SqliteDatabases, postgres_server_url
+from tests.support.databases import (
+    PostgresDatabases,
+    SqliteDatabases,
+    postgres_server_url,
+)
 from tests.support.server import GrpcHarness, start_harness
 
 BACKENDS = ("sqlite", "postgresql")

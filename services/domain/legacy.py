@@ -281,12 +281,17 @@ def _bad_rows(errors: list[RowError]) -> int:
     return len({e.row for e in errors})
 
 
+HolderCheck = Callable[[str, Document, str | None], None]
+"""A check of a registering holder (operator id, document, name); refuses by raising."""
+
+
 class LegacyDesk:
     """Imports legacy subscribers, completes their registration, keeps deadline policies."""
 
     def __init__(self, db: Database, pseudonymizer: Pseudonymizer, clock: Clock = _now) -> None:
         self._db = db
         self._pseudo = pseudonymizer
+        self._holder_checks: list[HolderCheck] = []
         self._clock = clock
 
     def today(self) -> dt.date:
@@ -479,8 +484,16 @@ class LegacyDesk:
 
     # -- completing registration --------------------------------------------------------------
 
-    def complete_registration(self, operator_id: str, msisdn: str, document: Document) -> Card:
+    def add_holder_check(self, check: HolderCheck) -> None:
+        """Adds a check of the holder run before registration (identity proofing wires one)."""
+        self._holder_checks.append(check)
+
+    def complete_registration(
+        self, operator_id: str, msisdn: str, document: Document, holder_name: str | None = None
+    ) -> Card:
         """Verifies a legacy card under a document, taking a slot under the cap atomically."""
+        for check in self._holder_checks:
+            check(operator_id, document, holder_name)
         key = self._pseudo.document_key(document)
 
         def work(tx: Tx) -> Card:

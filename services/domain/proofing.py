@@ -649,10 +649,8 @@ def wire_proofing(
     authority = config.authority or GuardedAuthority(ReferenceAuthority(db, pseudonymizer, names))
     desk = ProofingDesk(db, pseudonymizer, names, clock, config=config, authority=authority)
     cards.add_guard(ProofingGuard(db, pseudonymizer, desk, authority, clock))
-    # TransferCardRequest carries no new holder's name yet; a later field is picked up here.
+    # The new holder is screened like a buyer: blocklist, and the authority when required.
     cards.add_transfer_check(
-        lambda operator_id, cmd: desk.screen(
-            operator_id, cmd.new_document, getattr(cmd, "new_holder_name", None)
-        )
+        lambda operator_id, cmd: desk.screen(operator_id, cmd.new_document, cmd.new_holder_name)
     )
     return desk

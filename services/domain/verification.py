@@ -59,6 +59,7 @@ class TransferCard:
     request_id: str
     msisdn: str
     new_document: Document
+    new_holder_name: str | None = None
 
 
 TransferCheck = Callable[[str, TransferCard], None]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import grpc
 
 from services.domain.agents import Agent, AgentDesk, AgentFilter, Signal, SignalFilter
@@ -11,7 +9,7 @@ from services.domain.errors import FieldViolation, InvalidArgument
 from services.domain.principal import Role
 from services.proto.realname.v1 import agents_pb2 as apb
 from services.proto.realname.v1 import agents_pb2_grpc as agrpc
-from services.rpc.convert import timestamp
+from services.rpc.convert import datetime_of, timestamp
 from services.rpc.interceptor import current_principal
 from services.rpc.server import ServiceBinding
 
@@ -155,10 +153,12 @@ class AgentServicer(agrpc.AgentServiceServicer):
         size = _page_size(request.page_size)
         before: int | None = None
         if request.page_token:
-            if not request.page_token.isdigit():
+            # A token is a signal id: digits, within a 63-bit row id (SQLite's INTEGER).
+            token = request.page_token
+            if not token.isascii() or not token.isdigit() or len(token) > 18:
                 raise InvalidArgument([FieldViolation("page_token", "not a token of this list")])
-            before = int(request.page_token)
-        since = request.since.ToDatetime(tzinfo=dt.UTC) if request.HasField("since") else None
+            before = int(token)
+        since = datetime_of(request.since, "since") if request.HasField("since") else None
         signals = self._desk.signals(
             _operator(),
             SignalFilter(

@@ -7,7 +7,16 @@ import datetime as dt
 from google.protobuf import timestamp_pb2
 
 from services.domain.cards import AgentSale, Card, IndustryBinding, OnlineSale
+from services.domain.errors import FieldViolation, InvalidArgument
 from services.proto.realname.v1 import verification_pb2 as vpb
+
+
+def datetime_of(value: timestamp_pb2.Timestamp, field: str) -> dt.datetime:
+    """An aware datetime from a request's Timestamp; INVALID_ARGUMENT when out of range."""
+    try:
+        return value.ToDatetime(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument([FieldViolation(field, "must be a valid timestamp")]) from None
 
 
 def timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import grpc
 
 from registry.delivery import (
@@ -20,7 +18,7 @@ from services.domain.principal import Role
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import delivery_pb2 as dpb
 from services.proto.realname.v1 import delivery_pb2_grpc as dgrpc
-from services.rpc.convert import timestamp
+from services.rpc.convert import datetime_of, timestamp
 from services.rpc.interceptor import current_principal
 from services.rpc.server import ServiceBinding
 
@@ -127,7 +125,7 @@ class DeliveryServicer(dgrpc.DeliveryServiceServicer):
                 [FieldViolation("courier_staff_id", f"must be 1-{_MAX_STAFF_ID} printable chars")]
             )
         delivered_at = (
-            request.delivered_at.ToDatetime(tzinfo=dt.UTC)
+            datetime_of(request.delivered_at, "delivered_at")
             if request.HasField("delivered_at")
             else None
         )

@@ -9,6 +9,7 @@ import grpc
 
 from services.domain import validation
 from services.domain.errors import FieldViolation, InvalidArgument, Violations
+from services.domain.holder_names import holder_name_problem
 from services.domain.legacy import (
     DEFAULT_GRACE_DAYS,
     DEFAULT_TERMINATION_DAYS,
@@ -125,9 +126,15 @@ class LegacyServicer(lgrpc.LegacyServiceServicer):
         doc = validation.check_document(
             v, request.document.type, request.document.number, self._desk.today()
         )
+        name = request.holder_name
+        name_problem = holder_name_problem(name) if name else None
+        if name_problem is not None:
+            v.add("holder_name", name_problem)
         v.raise_if_any()
         assert msisdn is not None and doc is not None
-        card = self._desk.complete_registration(current_principal().organisation, msisdn, doc)
+        card = self._desk.complete_registration(
+            current_principal().organisation, msisdn, doc, name or None
+        )
         return lpb.CompleteRegistrationResponse(card=card_message(card))
 
     def SetDeadlinePolicy(

@@ -176,8 +176,9 @@ class ProofingServicer(pgrpc.ProofingServiceServicer):
         """Blocks a document (regulator)."""
         v = Violations()
         doc = validation.check_document(v, request.document.type, request.document.number, _today())
-        reason = ppb.BlockReason.Name(request.reason).removeprefix("BLOCK_REASON_")
-        if request.reason == ppb.BLOCK_REASON_UNSPECIFIED:
+        known = request.reason in ppb.BlockReason.values()
+        reason = ppb.BlockReason.Name(request.reason).removeprefix("BLOCK_REASON_") if known else ""
+        if request.reason == ppb.BLOCK_REASON_UNSPECIFIED or not known:
             v.add("reason", "must be BLOCK_REASON_LOST, _STOLEN or _CANCELLED")
         v.raise_if_any()
         assert doc is not None

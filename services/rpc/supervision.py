@@ -14,7 +14,7 @@ from services.domain.principal import Principal, Role
 from services.domain.pseudonym import Pseudonymizer
 from services.proto.realname.v1 import supervision_pb2 as spb
 from services.proto.realname.v1 import supervision_pb2_grpc as sgrpc
-from services.rpc.convert import timestamp
+from services.rpc.convert import datetime_of, timestamp
 from services.rpc.interceptor import current_principal
 from services.rpc.server import ServiceBinding
 from services.storage.enforcement_repo import ActionRow
@@ -141,7 +141,7 @@ class SupervisionServicer(sgrpc.SupervisionServiceServicer):
         if not 0 <= request.limit <= MAX_AUDIT_RECORDS:
             v.add("limit", f"must be between 0 and {MAX_AUDIT_RECORDS}")
         v.raise_if_any()
-        since = request.since.ToDatetime(dt.UTC) if request.HasField("since") else None
+        since = datetime_of(request.since, "since") if request.HasField("since") else None
         records = self._trail.query(
             subject=subject,
             principal=request.principal or None,

@@ -6,6 +6,7 @@ import grpc
 
 from services.domain import validation
 from services.domain.errors import Violations
+from services.domain.holder_names import holder_name_problem
 from services.domain.verification import CardRegistry, TransferCard
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
@@ -113,10 +114,14 @@ class VerificationServicer(vgrpc.VerificationServiceServicer):
             self._registry.today(),
             "new_document",
         )
+        name = request.new_holder_name
+        name_problem = holder_name_problem(name) if name else None
+        if name_problem is not None:
+            v.add("new_holder_name", name_problem)
         v.raise_if_any()
         assert rid and msisdn and doc
         card = self._registry.transfer(
-            current_principal().organisation, TransferCard(rid, msisdn, doc)
+            current_principal().organisation, TransferCard(rid, msisdn, doc, name or None)
         )
         return vpb.TransferCardResponse(card=card_message(card))
 

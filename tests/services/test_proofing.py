@@ -18,6 +18,8 @@ from services.domain.identity_authority import load_identity_records
 from services.domain.proofing import ProofingConfig, SignalSettings
 from services.domain.pseudonym import Pseudonymizer
 from services.proto.realname.v1 import common_pb2 as cpb
+from services.proto.realname.v1 import legacy_pb2 as lpb
+from services.proto.realname.v1 import legacy_pb2_grpc as lgrpc
 from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.storage.database import Database
@@ -528,7 +530,7 @@ def test_policy_is_validated(kit: Kit) -> None:
     )  # fmt: skip
 
 
-def test_transfer_to_a_blocked_document_or_without_a_name_is_refused(kit: Kit) -> None:
+def test_transfer_screens_the_new_holder_blocklist_and_name(kit: Kit) -> None:
     holder, new_holder = resident(resident_id(150)), resident(resident_id(151))
     stub = kit.harness.verification()
     number = msisdn("138", 9170)
@@ -553,8 +555,7 @@ def test_transfer_to_a_blocked_document_or_without_a_name_is_refused(kit: Kit) -
     assert (code, reason, meta) == (
         grpc.StatusCode.FAILED_PRECONDITION, "DOCUMENT_BLOCKED", {"status": "LOST"},
     )  # fmt: skip
-    # An operator that checks identities cannot transfer without the new holder's name, which
-    # TransferCardRequest does not carry yet: it fails closed.
+    # An operator that checks identities transfers only with the new holder's matching name.
     other = resident(resident_id(152))
     kit.load(record(other.number, NAME))
     enable_policy(proofing_stub(kit.harness), attestation=False)
@@ -562,5 +563,43 @@ def test_transfer_to_a_blocked_document_or_without_a_name_is_refused(kit: Kit) -
     request.request_id = "t-3"
     code, reason, _ = refused(stub.TransferCard, request)
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "HOLDER_NAME_REQUIRED")
+    request.request_id, request.new_holder_name = "t-4", "Somebody Else"
+    code, reason, _ = refused(stub.TransferCard, request)
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "IDENTITY_MISMATCH")
     card = stub.GetCard(vpb.GetCardRequest(msisdn=number), timeout=10).card
     assert card.document_masked == holder.masked()
+    request.request_id, request.new_holder_name = "t-5", NAME
+    moved = stub.TransferCard(request, timeout=10).card
+    assert moved.document_masked == other.masked()
+
+
+def test_complete_registration_screens_the_legacy_holder(kit: Kit) -> None:
+    """CompleteRegistration checks the blocklist and, under an identity policy, the name."""
+    number = msisdn("139", 9000 + kit.next())
+
+    def legacy_card(tx: Tx) -> None:
+        tx.execute(
+            "INSERT INTO cards (operator_id, msisdn, iccid, card_type, state, channel, "
+            "activated_at, verified, import_id) "
+            "VALUES ('cmcc', ?, ?, 1, 'ACTIVE', 'legacy', ?, 0, 'test-import')",
+            (number, iccid(139_009_000 + kit.seq), tx.timestamp(dt.datetime.now(dt.UTC))),
+        )
+
+    kit.db.run_tx(legacy_card)
+    holder = resident(resident_id(161))
+    kit.load(record(holder.number, NAME))
+    enable_policy(proofing_stub(kit.harness), attestation=False)
+    stub = lgrpc.LegacyServiceStub(kit.harness.channel("operator-cmcc"))
+    request = lpb.CompleteRegistrationRequest(
+        msisdn=number,
+        document=cpb.Document(type=cpb.DOCUMENT_TYPE_RESIDENT_ID_CARD, number=holder.number),
+    )
+    code, reason, _ = refused(stub.CompleteRegistration, request)
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "HOLDER_NAME_REQUIRED")
+    request.holder_name = OTHER_NAME
+    code, reason, _ = refused(stub.CompleteRegistration, request)
+    assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "IDENTITY_MISMATCH")
+    assert kit.count("SELECT count(*) FROM cards WHERE msisdn = ? AND verified = 1", number) == 0
+    request.holder_name = NAME
+    card = stub.CompleteRegistration(request, timeout=10).card
+    assert card.verified and card.document_masked == holder.masked()

@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import errno
 import os
+import pwd
 import shutil
 import sqlite3
 import subprocess
@@ -365,14 +366,17 @@ class PrivatePostgres:
         return url
 
     def _ctl(self, *args: str) -> None:
-        done = subprocess.run(
-            [self._pg_ctl, "-D", str(self.pgdata), *args],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            user=self._user,
-        )
+        command = [self._pg_ctl, "-D", str(self.pgdata), *args]
+        if self._user:
+            # subprocess's user= needs a full fork(), and with gRPC's threads running in this
+            # process gRPC's fork handlers aborted the whole test run (SIGABRT); setpriv drops
+            # to the server's user instead, so the spawn stays a vfork.
+            entry = pwd.getpwnam(self._user)
+            command = [
+                "setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
+                "--init-groups", *command,
+            ]  # fmt: skip
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, f"pg_ctl {args}: {done.stdout}{done.stderr}"
 
     def stop(self, mode: str = "fast") -> None:

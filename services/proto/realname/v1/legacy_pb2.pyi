@@ -373,7 +373,12 @@ class CompleteRegistrationRequest(_message.Message):
 
     MSISDN_FIELD_NUMBER: _builtins.int
     DOCUMENT_FIELD_NUMBER: _builtins.int
+    HOLDER_NAME_FIELD_NUMBER: _builtins.int
     msisdn: _builtins.str
+    holder_name: _builtins.str
+    """The holder's name, as on the document: required when the operator's proofing policy checks
+    identities (then matched against the identity authority; stored only sealed).
+    """
     @_builtins.property
     def document(self) -> _common_pb2.Document: ...
     def __init__(
@@ -381,10 +386,11 @@ class CompleteRegistrationRequest(_message.Message):
         *,
         msisdn: _builtins.str = ...,
         document: _common_pb2.Document | None = ...,
+        holder_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "msisdn", b"msisdn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "holder_name", b"holder_name", "msisdn", b"msisdn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

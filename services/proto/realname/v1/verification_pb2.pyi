@@ -548,9 +548,14 @@ class TransferCardRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     MSISDN_FIELD_NUMBER: _builtins.int
     NEW_DOCUMENT_FIELD_NUMBER: _builtins.int
+    NEW_HOLDER_NAME_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Client-chosen idempotency key (1-64 characters of [A-Za-z0-9._:-])."""
     msisdn: _builtins.str
+    new_holder_name: _builtins.str
+    """The new holder's name, as on the document: required when the operator's proofing policy
+    checks identities (stored only sealed, like ActivateCardRequest.holder_name).
+    """
     @_builtins.property
     def new_document(self) -> _common_pb2.Document:
         """The new holder's identity document."""
@@ -561,10 +566,11 @@ class TransferCardRequest(_message.Message):
         request_id: _builtins.str = ...,
         msisdn: _builtins.str = ...,
         new_document: _common_pb2.Document | None = ...,
+        new_holder_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["new_document", b"new_document"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["msisdn", b"msisdn", "new_document", b"new_document", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["msisdn", b"msisdn", "new_document", b"new_document", "new_holder_name", b"new_holder_name", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
