@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Final, TypeVar
 
+from services.cli_common import report_subparsers
 from services.cli_registry import _client_args, _guarded, _settings, _stub
 from services.config import ConfigError, add_data_dir_argument
 from services.domain.agents import AgentPolicy, parse_duration
@@ -222,20 +223,6 @@ def cmd_report_agents(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _report_subparsers(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    """`realname report`'s subcommands; other features add reports there too."""
-    report = subparsers.choices.get("report")
-    if report is None:
-        report = subparsers.add_parser("report", help="reports from the database")
-        return report.add_subparsers(dest="report_command", required=True)
-    for action in report._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    raise RuntimeError("the report command has no subcommands")
-
-
 def _format_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="table")
 
@@ -283,7 +270,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _format_arg(p)
     p.set_defaults(func=_guarded(cmd_signals))
 
-    p = _report_subparsers(subparsers).add_parser(
+    p = report_subparsers(subparsers).add_parser(
         "agents", help="per agent: sales, documents and fraud signals"
     )
     add_data_dir_argument(p)

@@ -21,6 +21,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from services.cli_common import report_subparsers
 from services.cli_reader import (
     DOCUMENT_TYPES,
     EXIT_OK,
@@ -257,19 +258,6 @@ def cmd_report_readers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _report_subparsers(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse._SubParsersAction[argparse.ArgumentParser]:
-    report = subparsers.choices.get("report")
-    if report is None:
-        report = subparsers.add_parser("report", help="reports from the database")
-        return report.add_subparsers(dest="report_command", required=True)
-    for action in report._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    raise RuntimeError("the report command has no subcommands")  # pragma: no cover
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds `realname proofing …` and `realname report readers`."""
     proofing = subparsers.add_parser("proofing", help="identity proofing administration")
@@ -317,7 +305,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             p.add_argument("--reference", default="", help="case reference (no personal data)")
         p.set_defaults(func=guarded(func))
 
-    p = _report_subparsers(subparsers).add_parser(
+    p = report_subparsers(subparsers).add_parser(
         "readers", help="per reader: attestations, refusals and fraud signals"
     )
     add_data_dir_argument(p)

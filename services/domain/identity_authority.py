@@ -66,7 +66,6 @@ class IdentityAuthority(Protocol):
 
     def verify(self, document: Document, name: str, today: dt.date) -> Verdict:
         """The verdict for the pair; raises AuthorityError when no answer could be had."""
-        ...
 
 
 class ReferenceAuthority:
