@@ -25,6 +25,7 @@ from services.domain.ratelimit import RateLimiter
 from services.metrics import OutcomeObserver, observe_rpc, outcome_observer
 from services.rpc.auth import Authenticator
 from services.rpc.status import grpc_code, status_for
+from services.storage import retry_budget
 
 log = logging.getLogger("realname.rpc")
 
@@ -247,6 +248,7 @@ class RealnameInterceptor(_Interceptor):
         if remaining is not None and remaining <= 0:
             raise DeadlineExceeded("the deadline passed before work began", reason="DEADLINE")
         _current_principal.set(principal)
+        retry_budget.set_deadline(remaining)
 
     def _wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         limiter = self._limiter_for(method)

@@ -20,6 +20,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from services.domain import audit
 from services.domain.errors import Unavailable
+from services.storage import retry_budget
 from services.storage.rawsql import Tx
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,6 @@ _UNAVAILABLE_REASONS = {
     "busy": ("the database is locked by another writer; retry", "DATABASE_BUSY"),
     "full": ("the database is out of disk space; retry later", "DATABASE_FULL"),
 }
-# Serializable engines abort one side of every conflict; a hot document under heavy concurrency
-# can lose many rounds in a row, so give it room before telling the caller to retry.
-MAX_ATTEMPTS = 40
 
 
 class RetryTransaction(Exception):
@@ -140,7 +138,11 @@ class Database:
         """
         delay = 0.001
         reconnected = False
-        for _attempt in range(MAX_ATTEMPTS):
+        attempts = 0
+        # Serializable engines abort one side of every conflict, and a hot document under heavy
+        # concurrency can lose many rounds in a row: keep going while the caller's deadline allows.
+        while retry_budget.may_retry(attempts):
+            attempts += 1
             try:
                 return self._attempt_tx(work, readonly=readonly)
             except RetryTransaction as retry:
@@ -220,7 +222,9 @@ class Database:
 
     def _run(self, work: Callable[[Connection], T], *, readonly: bool) -> T:
         delay = 0.001
-        for _attempt in range(MAX_ATTEMPTS):
+        attempts = 0
+        while retry_budget.may_retry(attempts):
+            attempts += 1
             try:
                 with self.engine.connect() as raw:
                     conn = (
