@@ -68,6 +68,7 @@ class AuditTrail:
         self._enqueued = 0
         self._committed = 0
         self._failures = 0
+        self._wanted = 0  # the highest record number a waiting call needs committed
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -105,6 +106,7 @@ class AuditTrail:
                 return
             failures = self._failures
             limit = self._wait_timeout if timeout is None else min(timeout, self._wait_timeout)
+            self._wanted = max(self._wanted, ticket)
             self._cond.wait_for(
                 lambda: self._committed >= ticket or self._stopping or self._failures != failures,
                 max(limit, 0.0),
@@ -184,7 +186,13 @@ class AuditTrail:
             with self._cond:
                 self._committed += len(batch)
                 self._cond.notify_all()
-            self._sleep(self._interval)
+                # Reads alone are gathered for an interval (fewer, larger transactions); a call
+                # waiting to answer must not also wait out the interval: what queued during the
+                # last append is the next group commit, started at once.
+                self._cond.wait_for(
+                    lambda: self._stopping or self._wanted > self._committed,
+                    self._interval,
+                )
 
     def _append(self, batch: list[repo.PendingAudit]) -> None:
         self._db.run_tx(lambda tx: repo.append(tx, batch))
