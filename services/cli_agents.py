@@ -20,8 +20,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Final, TypeVar
 
-from services.cli_common import report_subparsers
-from services.cli_registry import _client_args, _guarded, _settings, _stub
+from services.cli_common import data_settings, report_subparsers
+from services.cli_registry import _client_args, _guarded, _stub
 from services.config import ConfigError, add_data_dir_argument
 from services.domain.agents import AgentPolicy, parse_duration
 from services.proto.realname.v1 import agents_pb2 as apb
@@ -212,7 +212,7 @@ def report_rows(db: Database, operator: str | None, since: dt.datetime) -> list[
 
 def cmd_report_agents(args: argparse.Namespace) -> int:
     """Print the agents report from the database."""
-    db = Database(_settings(args).database())
+    db = Database(data_settings(args).database())
     try:
         rows = report_rows(db, args.operator, args.since)
     finally:

@@ -8,7 +8,8 @@ import json
 import sys
 
 from services.audit_trail import AuditTrail
-from services.config import Settings, add_data_dir_argument, env_default
+from services.cli_common import data_settings
+from services.config import add_data_dir_argument, env_default
 from services.domain.documents import DocumentType
 from services.domain.errors import RealnameError, Violations
 from services.domain.pseudonym import PepperError, load_pepper
@@ -19,14 +20,8 @@ EXIT_OK, EXIT_TAMPERED, EXIT_USAGE = 0, 1, 2
 _DOCUMENT_TYPES = {t.name.lower().replace("_", "-"): t for t in DocumentType}
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(
-        data_dir=args.data_dir.resolve(), database_url=env_default("REALNAME_DATABASE_URL")
-    )
-
-
 def _trail(args: argparse.Namespace) -> tuple[Database, AuditTrail]:
-    db = Database(_settings(args).database())
+    db = Database(data_settings(args).database())
     return db, AuditTrail(db)
 
 
@@ -78,7 +73,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     subject = None
     if args.document_number is not None:
         try:
-            pseudonymizer = load_pepper(_settings(args).pepper_path)
+            pseudonymizer = load_pepper(data_settings(args).pepper_path)
         except PepperError as exc:
             print(f"realname audit query: {exc}", file=sys.stderr)
             return EXIT_USAGE

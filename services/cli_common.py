@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from services.config import Settings, env_default
+
 
 def report_subparsers(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -17,3 +19,10 @@ def report_subparsers(
         if isinstance(action, argparse._SubParsersAction):
             return action
     raise RuntimeError("the report command has no subcommands")
+
+
+def data_settings(args: argparse.Namespace) -> Settings:
+    """The settings of a command that only needs the data dir and the database."""
+    return Settings(
+        data_dir=args.data_dir.resolve(), database_url=env_default("REALNAME_DATABASE_URL")
+    )

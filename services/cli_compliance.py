@@ -8,8 +8,8 @@ import json
 import sys
 from typing import Any
 
-from services.cli_common import report_subparsers
-from services.config import Settings, add_data_dir_argument, env_default
+from services.cli_common import data_settings, report_subparsers
+from services.config import add_data_dir_argument, env_default
 from services.domain.compliance import (
     DEFAULT_TARGETS,
     STAGES,
@@ -21,12 +21,6 @@ from services.domain.errors import RealnameError
 from services.storage.database import Database
 
 EXIT_OK, EXIT_FAILED = 0, 1
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(
-        data_dir=args.data_dir.resolve(), database_url=env_default("REALNAME_DATABASE_URL")
-    )
 
 
 def report_rows(report: Report) -> list[dict[str, Any]]:
@@ -63,7 +57,7 @@ def report_rows(report: Report) -> list[dict[str, Any]]:
 
 def cmd_report_compliance(args: argparse.Namespace) -> int:
     """Print the compliance report (and record today's snapshot with --snapshot)."""
-    db = Database(_settings(args).database())
+    db = Database(data_settings(args).database())
     try:
         desk = ComplianceDesk(db, parse_targets(args.targets))
         if args.snapshot:

@@ -49,11 +49,11 @@ from registry.log.errors import LogError
 from registry.pki.errors import PkiError
 from registry.pki.keys import Passphrase, load_private_key
 from services.authority import key_directory
+from services.cli_common import data_settings
 from services.cli_registry import STORE_PASSPHRASE_ENV, UsageError, _describe
 from services.config import (
     DEFAULT_GRPC_ADDRESS,
     ConfigError,
-    Settings,
     add_data_dir_argument,
     env_default,
 )
@@ -101,12 +101,6 @@ def _duration(text: str) -> dt.timedelta:
     if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) < 1:
         raise argparse.ArgumentTypeError(f"not a duration like 24h, 90m or 2d: {text!r}")
     return dt.timedelta(seconds=int(text[:-1]) * units[text[-1]])
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(
-        data_dir=args.data_dir.resolve(), database_url=env_default("REALNAME_DATABASE_URL")
-    )
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -204,7 +198,7 @@ def export_bundle(
 
 def cmd_bundle_export(args: argparse.Namespace) -> int:
     """Write the courier's offline bundle."""
-    settings = _settings(args)
+    settings = data_settings(args)
     db = Database(settings.database())
     try:
         transparency = TransparencyLog.open(
@@ -269,7 +263,7 @@ def cmd_courier_verify(args: argparse.Namespace) -> int:
 
 
 def _channel(args: argparse.Namespace) -> grpc.Channel:
-    pki = _settings(args).pki_dir
+    pki = data_settings(args).pki_dir
     client = pki / "clients"
     try:
         credentials = grpc.ssl_channel_credentials(
@@ -312,7 +306,7 @@ def cmd_courier_sync(args: argparse.Namespace) -> int:
 
 def cmd_delivery_expire(args: argparse.Namespace) -> int:
     """Release cards undelivered past the delivery window; print how many."""
-    settings = _settings(args)
+    settings = data_settings(args)
     db = Database(settings.database())
     try:
         sellers = SellerRegistry(db, RegistryConfig())

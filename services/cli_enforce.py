@@ -14,8 +14,9 @@ from registry.authz import authorities
 from registry.authz.errors import RegistryError
 from registry.pki.errors import PkiError
 from services.authority import key_directory
+from services.cli_common import data_settings
 from services.cli_registry import REASONS
-from services.config import Settings, add_data_dir_argument, env_default
+from services.config import add_data_dir_argument
 from services.domain.enforcement import EnforcementDesk, EnforcementKind, Standing
 from services.domain.errors import RealnameError
 from services.storage.database import Database
@@ -23,12 +24,6 @@ from services.storage.enforcement_repo import ActionRow
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _KINDS = {k.name.lower().replace("_", "-"): k for k in EnforcementKind}
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(
-        data_dir=args.data_dir.resolve(), database_url=env_default("REALNAME_DATABASE_URL")
-    )
 
 
 def _action_json(action: ActionRow) -> dict[str, object]:
@@ -60,7 +55,7 @@ def _standing_json(standing: Standing) -> dict[str, object]:
 
 def cmd_record(args: argparse.Namespace) -> int:
     """Record an action; with --revoke-ca, revoke the operator's authorization CA too."""
-    settings = _settings(args)
+    settings = data_settings(args)
     db = Database(settings.database())
     try:
         desk = EnforcementDesk(db)
@@ -92,7 +87,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def cmd_lift(args: argparse.Namespace) -> int:
     """Lift an activation suspension."""
-    db = Database(_settings(args).database())
+    db = Database(data_settings(args).database())
     try:
         action, standing = EnforcementDesk(db).lift(args.action_id)
     except RealnameError as exc:
@@ -106,7 +101,7 @@ def cmd_lift(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print actions and standings (one operator's, or everyone's)."""
-    db = Database(_settings(args).database())
+    db = Database(data_settings(args).database())
     try:
         actions, standings = EnforcementDesk(db).list(args.operator)
     except RealnameError as exc:

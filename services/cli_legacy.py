@@ -29,11 +29,11 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from services.cli_common import data_settings
 from services.cli_registry import UsageError, _describe
 from services.config import (
     DEFAULT_GRPC_ADDRESS,
     ConfigError,
-    Settings,
     add_data_dir_argument,
     env_default,
 )
@@ -149,14 +149,8 @@ def _row(cells: list[str]) -> tuple[lpb.LegacyRow, tuple[str, str] | None]:
 # -- gRPC ---------------------------------------------------------------------------------------
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(
-        data_dir=args.data_dir.resolve(), database_url=env_default("REALNAME_DATABASE_URL")
-    )
-
-
 def _channel(args: argparse.Namespace) -> grpc.Channel:
-    pki = _settings(args).pki_dir
+    pki = data_settings(args).pki_dir
     client = pki / "clients"
     try:
         credentials = grpc.ssl_channel_credentials(
@@ -335,7 +329,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Apply every operator's deadline policy as of --at; write the notice list."""
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    db = Database(_settings(args).database())
+    db = Database(data_settings(args).database())
     bar = None if args.quiet else Progress("sweep", 1)
     try:
 

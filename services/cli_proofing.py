@@ -21,7 +21,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from services.cli_common import report_subparsers
+from services.cli_common import data_settings, report_subparsers
 from services.cli_reader import (
     DOCUMENT_TYPES,
     EXIT_OK,
@@ -72,12 +72,6 @@ def proofing_config(settings: Settings, pseudonymizer: Pseudonymizer) -> Proofin
     return ProofingConfig(names=names, authority=authority)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(
-        data_dir=args.data_dir.resolve(), database_url=env_default("REALNAME_DATABASE_URL")
-    )
-
-
 def cmd_loader_keygen(args: argparse.Namespace) -> int:
     """Make the Ed25519 key pair that signs identity-record import files."""
     if args.key.exists():
@@ -105,7 +99,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 def cmd_load(args: argparse.Namespace) -> int:
     """Verify and load a signed identity-record import file into the reference authority."""
-    settings = _settings(args)
+    settings = data_settings(args)
     pseudonymizer = load_pepper(settings.pepper_path)
     names_path = settings.holder_name_key_path
     names = (
@@ -244,7 +238,7 @@ def report_rows(db: Database, operator: str | None, since: dt.datetime) -> list[
 
 def cmd_report_readers(args: argparse.Namespace) -> int:
     """Print the readers report from the database, one JSON object per reader."""
-    settings = _settings(args)
+    settings = data_settings(args)
     db = Database(settings.database())
     try:
         since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=args.hours)

@@ -37,7 +37,8 @@ from registry.pki.errors import PkiError
 from registry.pki.keys import Passphrase, generate_private_key, save_private_key
 from registry.pki.operators import OperatorKind
 from services.authority import key_directory, public_base_url
-from services.config import DEFAULT_GRPC_ADDRESS, Settings, add_data_dir_argument, env_default
+from services.cli_common import data_settings
+from services.config import DEFAULT_GRPC_ADDRESS, add_data_dir_argument, env_default
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import registry_pb2 as rpb
 from services.proto.realname.v1 import registry_pb2_grpc as rgrpc
@@ -87,14 +88,8 @@ def _client_args(parser: argparse.ArgumentParser, default_principal: str | None 
     )
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return Settings(
-        data_dir=args.data_dir.resolve(), database_url=env_default("REALNAME_DATABASE_URL")
-    )
-
-
 def _stub(args: argparse.Namespace) -> tuple[grpc.Channel, rgrpc.RegistryServiceStub]:
-    pki = _settings(args).pki_dir
+    pki = data_settings(args).pki_dir
     client = pki / "clients"
     try:
         credentials = grpc.ssl_channel_credentials(
@@ -147,7 +142,7 @@ def _read(path: Path, what: str) -> bytes:
 
 
 def _with_db(args: argparse.Namespace, work: Callable[[Connection], T]) -> T:
-    db = Database(_settings(args).database())
+    db = Database(data_settings(args).database())
     try:
         return db.write(work)
     finally:
@@ -156,7 +151,7 @@ def _with_db(args: argparse.Namespace, work: Callable[[Connection], T]) -> T:
 
 def cmd_ca_init_root(args: argparse.Namespace) -> int:
     """Create the regulator root (key file) and record it in the database (idempotent)."""
-    keys = key_directory(_settings(args).data_dir)
+    keys = key_directory(data_settings(args).data_dir)
     passphrase = keys.require_passphrase()
     created = False
     if not keys.has_root():
@@ -170,7 +165,7 @@ def cmd_ca_init_root(args: argparse.Namespace) -> int:
 
 def cmd_ca_add_operator(args: argparse.Namespace) -> int:
     """Certify an operator's first CA."""
-    keys = key_directory(_settings(args).data_dir)
+    keys = key_directory(data_settings(args).data_dir)
     passphrase = keys.require_passphrase()
     root = keys.load_root(passphrase)
     kind = OperatorKind[args.kind.upper()] if args.kind else None
@@ -187,7 +182,7 @@ def cmd_ca_add_operator(args: argparse.Namespace) -> int:
 
 def cmd_ca_rotate_operator(args: argparse.Namespace) -> int:
     """Certify a new key for an operator's CA."""
-    keys = key_directory(_settings(args).data_dir)
+    keys = key_directory(data_settings(args).data_dir)
     passphrase = keys.require_passphrase()
     root = keys.load_root(passphrase)
     record = _with_db(
@@ -203,7 +198,7 @@ def cmd_ca_rotate_operator(args: argparse.Namespace) -> int:
 
 def cmd_ca_revoke_operator(args: argparse.Namespace) -> int:
     """Revoke every key generation of an operator's CA (the root CRL is re-signed)."""
-    keys = key_directory(_settings(args).data_dir)
+    keys = key_directory(data_settings(args).data_dir)
     root = keys.load_root()
     reason = int(REASONS[args.reason])
     revoked = _with_db(
@@ -216,7 +211,7 @@ def cmd_ca_revoke_operator(args: argparse.Namespace) -> int:
 
 def cmd_ca_crl(args: argparse.Namespace) -> int:
     """Re-sign the root CRL now (the regulator's daily job when the root key is offline)."""
-    keys = key_directory(_settings(args).data_dir)
+    keys = key_directory(data_settings(args).data_dir)
     root = keys.load_root()
     crl = _with_db(args, lambda conn: authorities.sign_crl(conn, "root", root))
     number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
