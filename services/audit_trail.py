@@ -63,7 +63,11 @@ class AuditTrail:
         self._clock = clock
         self._interval = flush_interval
         self._wait_timeout = wait_timeout
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        # Calls wait on _cond for commits; the writer alone waits on _wake for work, so queueing
+        # a record wakes one thread, not every call waiting for an earlier commit.
+        self._cond = threading.Condition(lock)
+        self._wake = threading.Condition(lock)
         self._queue: list[repo.PendingAudit] = []
         self._enqueued = 0
         self._committed = 0
@@ -97,7 +101,7 @@ class AuditTrail:
             self._queue.extend(items)
             self._enqueued += len(items)
             ticket = self._enqueued
-            self._cond.notify_all()
+            self._wake.notify()
             if self._thread is None:
                 # Not started (tools, tests that never serve): write in the caller's thread.
                 self._flush_locked()
@@ -154,6 +158,7 @@ class AuditTrail:
         with self._cond:
             thread, self._stopping = self._thread, True
             self._cond.notify_all()
+            self._wake.notify_all()
         if thread is not None:
             thread.join(timeout=self._wait_timeout)
         with self._cond:
@@ -165,7 +170,7 @@ class AuditTrail:
         delay = self._interval
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: bool(self._queue) or self._stopping, 1.0)
+                self._wake.wait_for(lambda: bool(self._queue) or self._stopping, 1.0)
                 if self._stopping and not self._queue:
                     return
                 batch, self._queue = self._queue, []
@@ -189,7 +194,7 @@ class AuditTrail:
                 # Reads alone are gathered for an interval (fewer, larger transactions); a call
                 # waiting to answer must not also wait out the interval: what queued during the
                 # last append is the next group commit, started at once.
-                self._cond.wait_for(
+                self._wake.wait_for(
                     lambda: self._stopping or self._wanted > self._committed,
                     self._interval,
                 )
@@ -199,7 +204,7 @@ class AuditTrail:
 
     def _sleep(self, seconds: float) -> None:
         with self._cond:
-            self._cond.wait_for(lambda: self._stopping, seconds)
+            self._wake.wait_for(lambda: self._stopping, seconds)
 
     # -- anchoring, verification, retention, queries ----------------------------------------
 

@@ -104,7 +104,7 @@ def activate_all(
     stub: vgrpc.VerificationServiceStub,
     requests: Sequence[vpb.ActivateCardRequest],
     timeout: float = 60,
-    batch: int = 1000,
+    batch: int = 500,
 ) -> list[Outcome]:
     """Sends the requests as concurrent asynchronous calls, at most ``batch`` at a time (gRPC
     refuses calls past threads x 64 in flight); returns their outcomes in order."""
