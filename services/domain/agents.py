@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from services.domain.cards import ActivateCard, AgentSale
 from services.domain.errors import (
@@ -30,7 +30,7 @@ from services.domain.pseudonym import Pseudonymizer
 from services.storage import agents_repo as repo
 from services.storage import cards_repo
 from services.storage.database import Database
-from services.storage.rawsql import Tx
+from services.storage.rawsql import Probe, Tx
 
 AGENT_NOT_REGISTERED: Final = "AGENT_NOT_REGISTERED"
 AGENT_SUSPENDED: Final = "AGENT_SUSPENDED"
@@ -405,11 +405,30 @@ class AgentGuard(ActivationGuard):
         self._pseudo = pseudonymizer
         self.policy = policy or AgentPolicy()
 
-    def check(self, tx: Tx, operator_id: str, cmd: ActivateCard, now: dt.datetime) -> None:
+    def probes(self, operator_id: str, cmd: ActivateCard) -> Sequence[Probe]:
+        """The agent's status (agent sales), then the document's last activation (if an interval
+        between activations is set)."""
+        wanted: list[Probe] = []
+        if isinstance(cmd.channel, AgentSale):
+            wanted.append(repo.status_probe(operator_id, cmd.channel.agent_id))
+        if self.policy.min_interval:
+            key = self._pseudo.document_key(cmd.document)
+            wanted.append(repo.last_activation_probe(key, operator_id))
+        return wanted
+
+    def check(
+        self,
+        tx: Tx,
+        operator_id: str,
+        cmd: ActivateCard,
+        now: dt.datetime,
+        answers: Sequence[Any],
+    ) -> None:
         """Refuses an unregistered or suspended agent, and a too early repeat activation."""
+        values = iter(answers)
         if isinstance(cmd.channel, AgentSale):
             agent_id = cmd.channel.agent_id
-            status = repo.agent_status(tx, operator_id, agent_id)
+            status = next(values)
             if status is None:
                 raise FailedPrecondition(
                     f"operator {operator_id} has not registered agent {agent_id}",
@@ -424,8 +443,7 @@ class AgentGuard(ActivationGuard):
                 )
         interval = self.policy.min_interval
         if interval:
-            key = self._pseudo.document_key(cmd.document)
-            last = repo.last_activation(tx, key, operator_id)
+            last = tx.parse_timestamp(next(values))
             if last is not None and now - last < interval:
                 allowed = last + interval
                 raise FailedPrecondition(

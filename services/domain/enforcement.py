@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from services.domain.cards import ActivateCard
 from services.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
@@ -14,7 +16,7 @@ from services.domain.verification import Clock, utc_now
 from services.storage import cards_repo
 from services.storage import enforcement_repo as repo
 from services.storage.database import Database
-from services.storage.rawsql import Tx
+from services.storage.rawsql import Probe, Tx
 
 OPERATOR_SUSPENDED_BY_REGULATOR = "OPERATOR_SUSPENDED_BY_REGULATOR"
 # The regulation's range for a fine, in yuan.
@@ -171,9 +173,20 @@ def _standing(tx: Tx, operator_id: str, kind: str) -> Standing:
 class SuspensionGuard(ActivationGuard):
     """Refuses activations by an operator whose new-user activation the regulator suspended."""
 
-    def check(self, tx: Tx, operator_id: str, cmd: ActivateCard, now: dt.datetime) -> None:
+    def probes(self, operator_id: str, cmd: ActivateCard) -> Sequence[Probe]:
+        """Whether a suspension is in force."""
+        return (repo.suspension_probe(operator_id),)
+
+    def check(
+        self,
+        tx: Tx,
+        operator_id: str,
+        cmd: ActivateCard,
+        now: dt.datetime,
+        answers: Sequence[Any],
+    ) -> None:
         """Raises FAILED_PRECONDITION while a suspension is in force."""
-        if repo.activation_suspended(tx, operator_id):
+        if answers[0] is not None:
             raise FailedPrecondition(
                 f"the regulator has suspended new-user activation by operator {operator_id}",
                 reason=OPERATOR_SUSPENDED_BY_REGULATOR,

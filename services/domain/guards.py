@@ -3,23 +3,41 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
+from typing import Any
 
 from services.domain.cards import ActivateCard
-from services.storage.rawsql import Tx
+from services.storage.rawsql import Probe, Tx
 
 
 class ActivationGuard:
     """A rule consulted at every activation; the default hooks accept and record nothing.
 
     A refusal is a ``RealnameError`` raised from ``before`` or ``check``. Refusals from ``check``
-    are recorded as the request's outcome, so a retried request id replays them.
+    are recorded as the request's outcome, so a retried request id replays them. The reads a
+    ``check`` needs are declared by ``probes`` and answered for every guard in one statement:
+    each read on the activation path is a round trip, and activations are the hot path.
     """
 
     def before(self, operator_id: str, cmd: ActivateCard) -> None:
         """Runs before any transaction: the place for remote calls (identity authority)."""
 
-    def check(self, tx: Tx, operator_id: str, cmd: ActivateCard, now: dt.datetime) -> None:
-        """Runs inside the activation transaction, before the card is written."""
+    def probes(self, operator_id: str, cmd: ActivateCard) -> Sequence[Probe]:
+        """The values ``check`` needs read in the activation transaction."""
+        return ()
+
+    def check(
+        self,
+        tx: Tx,
+        operator_id: str,
+        cmd: ActivateCard,
+        now: dt.datetime,
+        answers: Sequence[Any],
+    ) -> None:
+        """Runs inside the activation transaction, before the card is written.
+
+        ``answers`` holds the values of this guard's ``probes``, in their order.
+        """
 
     def activated(
         self, tx: Tx, operator_id: str, card_id: int, cmd: ActivateCard, now: dt.datetime

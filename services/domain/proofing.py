@@ -12,9 +12,9 @@ import datetime as dt
 import math
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.domain.attestation import (
     AttestationClaims,
@@ -54,7 +54,7 @@ from services.domain.pseudonym import Pseudonymizer
 from services.domain.verification import CardRegistry
 from services.storage import proofing_repo as repo
 from services.storage.database import Database
-from services.storage.rawsql import Tx
+from services.storage.rawsql import Probe, Tx
 
 HOLDER_NAME_REQUIRED = "HOLDER_NAME_REQUIRED"
 IDENTITY_MISMATCH = "IDENTITY_MISMATCH"
@@ -592,9 +592,20 @@ class ProofingGuard(ActivationGuard):
             )
         _raise_for(verdict, cmd.document)
 
-    def check(self, tx: Tx, operator_id: str, cmd: ActivateCard, now: dt.datetime) -> None:
+    def probes(self, operator_id: str, cmd: ActivateCard) -> Sequence[Probe]:
+        """The document's block reason, if it is blocklisted."""
+        return (repo.block_probe(self._pseudo.document_key(cmd.document)),)
+
+    def check(
+        self,
+        tx: Tx,
+        operator_id: str,
+        cmd: ActivateCard,
+        now: dt.datetime,
+        answers: Sequence[Any],
+    ) -> None:
         """In the activation transaction: a blocklisted document gets no new card anywhere."""
-        reason = repo.is_blocked(tx, self._pseudo.document_key(cmd.document))
+        reason = answers[0]
         if reason is not None:
             raise _refuse(
                 DOCUMENT_BLOCKED,

@@ -232,6 +232,8 @@ class CardRegistry:
 
         for guard in self._guards:
             guard.before(operator_id, cmd)
+        probes = [list(guard.probes(operator_id, cmd)) for guard in self._guards]
+        every_probe = [p for wanted in probes for p in wanted]
 
         # The first attempt assumes the common case (a new request, free number, a free slot)
         # and runs three statements; any surprise switches to the careful path, which reads
@@ -265,8 +267,10 @@ class CardRegistry:
                     raise RetryTransaction(backoff=False) from None
                 raise
             try:
-                for guard in self._guards:
-                    guard.check(tx, operator_id, cmd, now)
+                answers = tx.probe_all(every_probe)
+                for guard, wanted in zip(self._guards, probes, strict=True):
+                    guard.check(tx, operator_id, cmd, now, answers[: len(wanted)])
+                    answers = answers[len(wanted) :]
             except RealnameError as refused:
                 # Only the careful path has read the idempotency record a retry must replay.
                 if not careful:

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from services.storage.rawsql import Tx
+from services.storage.rawsql import Probe, Tx
 
 _AGENT_COLUMNS = (
     "operator_id, agent_id, parent_id, name, kind, status, suspension_reason, registered_at, "
@@ -172,21 +172,30 @@ def list_agents(
     return [_agent(tx, r) for r in rows]
 
 
-def agent_status(tx: Tx, operator_id: str, agent_id: str) -> str | None:
+def status_probe(operator_id: str, agent_id: str) -> Probe:
     """The agent's status, or None if the operator has not registered it."""
-    row = tx.one(
+    return Probe(
         "SELECT status FROM agents WHERE operator_id = ? AND agent_id = ?", (operator_id, agent_id)
     )
-    return None if row is None else str(row[0])
+
+
+def agent_status(tx: Tx, operator_id: str, agent_id: str) -> str | None:
+    """The agent's status, or None if the operator has not registered it."""
+    status = tx.probe(status_probe(operator_id, agent_id))
+    return None if status is None else str(status)
+
+
+def last_activation_probe(id_key: bytes, operator_id: str) -> Probe:
+    """When the document last had a card activated with the operator (any state), or None."""
+    return Probe(
+        "SELECT MAX(activated_at) FROM cards WHERE id_key = ? AND operator_id = ?",
+        (id_key, operator_id),
+    )
 
 
 def last_activation(tx: Tx, id_key: bytes, operator_id: str) -> dt.datetime | None:
     """When the document last had a card activated with the operator (any state), or None."""
-    row = tx.one(
-        "SELECT MAX(activated_at) FROM cards WHERE id_key = ? AND operator_id = ?",
-        (id_key, operator_id),
-    )
-    return None if row is None else tx.parse_timestamp(row[0])
+    return tx.parse_timestamp(tx.probe(last_activation_probe(id_key, operator_id)))
 
 
 # The (n+1)-th latest sale of an agent lies inside a window exactly when the agent made more

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from services.storage.rawsql import Tx
+from services.storage.rawsql import Probe, Tx
 
 _COLUMNS = "id, operator_id, kind, amount_yuan, reason, recorded_at, lifted_at, ca_revoked"
 
@@ -35,14 +35,18 @@ def _action(tx: Tx, row: tuple[Any, ...]) -> ActionRow:
     )  # fmt: skip
 
 
-def activation_suspended(tx: Tx, operator_id: str) -> bool:
-    """Whether the operator's new-user activation is suspended now (a partial-index probe)."""
-    row = tx.one(
+def suspension_probe(operator_id: str) -> Probe:
+    """1 while the operator's new-user activation is suspended, else None (partial index)."""
+    return Probe(
         "SELECT 1 FROM enforcement_actions WHERE operator_id = ? "
         "AND kind = 'SUSPEND_ACTIVATION' AND lifted_at IS NULL LIMIT 1",
         (operator_id,),
     )
-    return row is not None
+
+
+def activation_suspended(tx: Tx, operator_id: str) -> bool:
+    """Whether the operator's new-user activation is suspended now."""
+    return tx.probe(suspension_probe(operator_id)) is not None
 
 
 def insert_action(

@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from services.storage.rawsql import Tx
+from services.storage.rawsql import Probe, Tx
 
 
 @dataclass(frozen=True)
@@ -179,10 +179,15 @@ def put_identity_record(
         )
 
 
+def block_probe(id_key: bytes) -> Probe:
+    """The block reason of a document pseudonym, or None."""
+    return Probe("SELECT reason FROM proofing_blocks WHERE id_key = ?", (id_key,))
+
+
 def is_blocked(tx: Tx, id_key: bytes) -> str | None:
     """The block reason of a document pseudonym, or None."""
-    row = tx.one("SELECT reason FROM proofing_blocks WHERE id_key = ?", (id_key,))
-    return None if row is None else str(row[0])
+    reason = tx.probe(block_probe(id_key))
+    return None if reason is None else str(reason)
 
 
 def block(

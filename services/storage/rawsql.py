@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 # A statement's parameters, positional.
@@ -22,6 +23,14 @@ Params = Sequence[Any]
 def _to_format_style(sql: str) -> str:
     # psycopg uses %s; a literal % in our SQL would need doubling (none of it has one).
     return sql.replace("?", "%s")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A query answering one value (or none), which ``Tx.probe_all`` runs with others at once."""
+
+    sql: str
+    params: Params = ()
 
 
 class Tx:
@@ -61,6 +70,22 @@ class Tx:
             return [tuple(r) for r in cur.fetchall()]
         finally:
             cur.close()
+
+    def probe(self, probe: Probe) -> Any:
+        """The probe's value: the first column of its first row, or None."""
+        row = self.one(probe.sql, probe.params)
+        return None if row is None else row[0]
+
+    def probe_all(self, probes: Sequence[Probe]) -> list[Any]:
+        """Every probe's value, in order, from one statement (one round trip, not one each)."""
+        if not probes:
+            return []
+        row = self.one(
+            "SELECT " + ", ".join(f"({p.sql})" for p in probes),
+            [param for p in probes for param in p.params],
+        )
+        assert row is not None
+        return list(row)
 
     def timestamp(self, value: dt.datetime | None) -> Any:
         """A UTC datetime as the column stores it (SQLAlchemy's SQLite text form, or as is)."""
