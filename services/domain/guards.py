@@ -10,6 +10,10 @@ from services.domain.cards import ActivateCard
 from services.storage.rawsql import Probe, Tx
 
 
+class GuardAssumptionChanged(Exception):
+    """Raised by ``check`` when what ``before`` relied on changed since: run ``before`` again."""
+
+
 class ActivationGuard:
     """A rule consulted at every activation; the default hooks accept and record nothing.
 

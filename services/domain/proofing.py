@@ -8,6 +8,7 @@ pseudonyms and masked numbers, names only sealed or hashed.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import math
 import re
@@ -42,7 +43,7 @@ from services.domain.errors import (
     RealnameError,
     Violations,
 )
-from services.domain.guards import ActivationGuard
+from services.domain.guards import ActivationGuard, GuardAssumptionChanged
 from services.domain.holder_names import HolderNames, card_context
 from services.domain.identity_authority import (
     GuardedAuthority,
@@ -552,9 +553,21 @@ class ProofingGuard(ActivationGuard):
         self._desk = desk
         self._authority = authority
         self._clock = clock
+        # Operators this process found without a policy: for them ``before`` has nothing to do
+        # and skips its read. The activation transaction reads the policy again (``probes``) and
+        # sends the call back through ``before`` if it is not the one assumed, so a policy set
+        # by another process applies from the next activation on. An operator with a policy is
+        # read afresh every time: its checks have effects (an attestation spends its nonce).
+        self._known_off: set[str] = set()
+        self._assumed: contextvars.ContextVar[repo.Policy | None] = contextvars.ContextVar(
+            "proofing_policy_assumed"
+        )
 
     def before(self, operator_id: str, cmd: ActivateCard) -> None:
         """Outside any transaction: the authority's remote call, then the attestation."""
+        if operator_id in self._known_off:
+            self._assumed.set(None)
+            return
 
         def read(tx: Tx) -> tuple[repo.Policy | None, bool]:
             policy = repo.get_policy(tx, operator_id)
@@ -563,8 +576,12 @@ class ProofingGuard(ActivationGuard):
             return policy, repo.request_recorded(tx, operator_id, cmd.request_id)
 
         policy, retried = self._db.run_tx(read, readonly=True)
+        self._assumed.set(policy)
+        if policy is None:
+            self._known_off.add(operator_id)
+            return
         # A retried request id replays its first outcome: its nonce is spent, so skip the checks.
-        if policy is None or retried:
+        if retried:
             return
         name = cmd.holder_name
         if name is None:
@@ -593,8 +610,11 @@ class ProofingGuard(ActivationGuard):
         _raise_for(verdict, cmd.document)
 
     def probes(self, operator_id: str, cmd: ActivateCard) -> Sequence[Probe]:
-        """The document's block reason, if it is blocklisted."""
-        return (repo.block_probe(self._pseudo.document_key(cmd.document)),)
+        """The document's block reason if it is blocklisted, then the operator's policy."""
+        return (
+            repo.block_probe(self._pseudo.document_key(cmd.document)),
+            *repo.policy_probes(operator_id),
+        )
 
     def check(
         self,
@@ -606,6 +626,10 @@ class ProofingGuard(ActivationGuard):
     ) -> None:
         """In the activation transaction: a blocklisted document gets no new card anywhere."""
         reason = answers[0]
+        if repo.policy_from(tx, answers[1:]) != self._assumed.get(None):
+            # Set, changed or removed since ``before`` decided what to check: decide again.
+            self._known_off.discard(operator_id)
+            raise GuardAssumptionChanged
         if reason is not None:
             raise _refuse(
                 DOCUMENT_BLOCKED,

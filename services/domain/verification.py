@@ -29,19 +29,22 @@ from services.domain.errors import (
     QuotaExceeded,
     QuotaViolation,
     RealnameError,
+    Unavailable,
 )
-from services.domain.guards import ActivationGuard
+from services.domain.guards import ActivationGuard, GuardAssumptionChanged
 from services.domain.numbers import mask_msisdn
 from services.domain.pseudonym import Pseudonymizer
 from services.domain.ratelimit import RateLimiter
 from services.domain.registry import SELLER_NOT_AUTHORIZED, SellerCheck
 from services.storage import cards_repo as repo
 from services.storage.database import Database, RetryTransaction
-from services.storage.rawsql import Tx
+from services.storage.rawsql import Probe, Tx
 from services.storage.reference_cache import ReferenceCache
 
 CARD_LIMIT_REACHED = "CARD_LIMIT_REACHED"
 REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
+# Times an activation re-runs its guards' outside checks when a policy changes under it.
+GUARD_ROUNDS = 3
 NUMBER_NOT_OPERATORS = "NUMBER_NOT_OPERATORS"
 UNKNOWN_OPERATOR = "UNKNOWN_OPERATOR"
 
@@ -230,10 +233,9 @@ class CardRegistry:
             ),
         )
 
-        for guard in self._guards:
-            guard.before(operator_id, cmd)
-        probes = [list(guard.probes(operator_id, cmd)) for guard in self._guards]
-        every_probe = [p for wanted in probes for p in wanted]
+        # Set per round below: what each guard reads in the transaction.
+        probes: list[list[Probe]] = []
+        every_probe: list[Probe] = []
 
         # The first attempt assumes the common case (a new request, free number, a free slot)
         # and runs three statements; any surprise switches to the careful path, which reads
@@ -345,7 +347,19 @@ class CardRegistry:
                 guard.activated(tx, operator_id, card_id, cmd, now)
             return card
 
-        return self._decide(work, operator_id, cmd.request_id, "activate", fingerprint)
+        for _round in range(GUARD_ROUNDS):
+            for guard in self._guards:
+                guard.before(operator_id, cmd)
+            probes = [list(guard.probes(operator_id, cmd)) for guard in self._guards]
+            every_probe = [p for wanted in probes for p in wanted]
+            try:
+                return self._decide(work, operator_id, cmd.request_id, "activate", fingerprint)
+            except GuardAssumptionChanged:
+                continue  # a guard's policy changed meanwhile: its checks run again
+        raise Unavailable(
+            "the activation rules kept changing during this request; retry",
+            reason="TRANSACTION_CONFLICT",
+        )
 
     def deactivate(self, operator_id: str, cmd: DeactivateCard) -> Card:
         """Deactivates the operator's live card with this MSISDN and frees its slot."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,18 +89,44 @@ def _bytes(value: Any) -> bytes:
 # --- policies -------------------------------------------------------------------------------
 
 
+_POLICY_COLUMNS = (
+    "attestation_required",
+    "identity_check_required",
+    "face_match_threshold_permille",
+    "freshness_seconds",
+    "updated_at",
+)
+
+
+def _policy_of(tx: Tx, values: Sequence[Any]) -> Policy | None:
+    if values[4] is None:  # updated_at is NOT NULL: no row
+        return None
+    at = tx.parse_timestamp(values[4])
+    assert at is not None
+    return Policy(bool(values[0]), bool(values[1]), int(values[2]), int(values[3]), at)
+
+
 def get_policy(tx: Tx, operator_id: str) -> Policy | None:
     """The operator's policy, or None when proofing is off for it."""
     row = tx.one(
-        "SELECT attestation_required, identity_check_required, face_match_threshold_permille, "
-        "freshness_seconds, updated_at FROM proofing_policies WHERE operator_id = ?",
+        f"SELECT {', '.join(_POLICY_COLUMNS)} FROM proofing_policies "  # noqa: S608
+        "WHERE operator_id = ?",
         (operator_id,),
     )
-    if row is None:
-        return None
-    at = tx.parse_timestamp(row[4])
-    assert at is not None
-    return Policy(bool(row[0]), bool(row[1]), int(row[2]), int(row[3]), at)
+    return None if row is None else _policy_of(tx, row)
+
+
+def policy_probes(operator_id: str) -> list[Probe]:
+    """The operator's policy as probes, one per column (see ``policy_from``)."""
+    return [
+        Probe(f"SELECT {column} FROM proofing_policies WHERE operator_id = ?", (operator_id,))  # noqa: S608
+        for column in _POLICY_COLUMNS
+    ]
+
+
+def policy_from(tx: Tx, answers: Sequence[Any]) -> Policy | None:
+    """The policy the answers of ``policy_probes`` describe, or None when there is none."""
+    return _policy_of(tx, answers)
 
 
 def set_policy(tx: Tx, operator_id: str, policy: Policy) -> None:

@@ -22,6 +22,7 @@ from services.proto.realname.v1 import legacy_pb2 as lpb
 from services.proto.realname.v1 import legacy_pb2_grpc as lgrpc
 from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import verification_pb2 as vpb
+from services.storage import proofing_repo
 from services.storage.database import Database
 from services.storage.rawsql import Tx
 from tests.support.identities import iccid, msisdn, resident_id
@@ -216,6 +217,29 @@ def test_policy_requires_the_holder_name(kit: Kit) -> None:
         activation("no-name", resident(resident_id(105)), msisdn("138", 9105), iccid(9105)),
     )
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "HOLDER_NAME_REQUIRED")
+
+
+def test_a_policy_changed_by_another_process_applies_to_the_next_activation(kit: Kit) -> None:
+    # The server keeps the policies it has read; another process (here: a direct write) sets
+    # or removes one, and the very next activation must decide under the new policy.
+    stub = kit.harness.verification()
+    first = activation(
+        "before-policy", resident(resident_id(120)), msisdn("138", 9120), iccid(9120)
+    )
+    assert stub.ActivateCard(first, timeout=10).card.state == vpb.CARD_STATE_ACTIVE
+    policy = proofing_repo.Policy(False, False, 800, 300, dt.datetime.now(dt.UTC))
+    kit.db.run_tx(lambda tx: proofing_repo.set_policy(tx, "cmcc", policy))
+    unnamed = activation(
+        "after-policy", resident(resident_id(121)), msisdn("138", 9121), iccid(9121)
+    )
+    code, reason, _ = refused(stub.ActivateCard, unnamed)
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "HOLDER_NAME_REQUIRED")
+    nothing_written(kit, "after-policy", unnamed.msisdn)
+    kit.db.run_tx(
+        lambda tx: tx.execute("DELETE FROM proofing_policies WHERE operator_id = ?", ("cmcc",))
+    )
+    again = activation("policy-gone", resident(resident_id(122)), msisdn("138", 9122), iccid(9122))
+    assert stub.ActivateCard(again, timeout=10).card.state == vpb.CARD_STATE_ACTIVE
 
 
 def test_operators_without_a_policy_activate_as_before(kit: Kit) -> None:
