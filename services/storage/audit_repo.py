@@ -13,6 +13,11 @@ from services.storage.rawsql import Tx
 _COLUMNS = "id, at, principal, method, outcome, subject, chain"
 # Rows per INSERT statement when a batch is appended.
 _INSERT_CHUNK = 200
+_INSERT_PG = (
+    f"INSERT INTO audit_records ({_COLUMNS}) "  # noqa: S608
+    "SELECT * FROM unnest(?::bigint[], ?::timestamptz[], ?::text[], ?::text[], ?::text[], "
+    "?::bytea[], ?::bytea[])"
+)
 
 
 @dataclass(frozen=True)
@@ -61,13 +66,18 @@ def append(tx: Tx, pending: Sequence[PendingAudit]) -> int:
              item.subject, chain)
         )  # fmt: skip
         next_id += 1
-    for start in range(0, len(rows), _INSERT_CHUNK):
-        chunk = rows[start : start + _INSERT_CHUNK]
-        marks = ", ".join("(?, ?, ?, ?, ?, ?, ?)" for _ in chunk)
-        tx.execute(
-            f"INSERT INTO audit_records ({_COLUMNS}) VALUES {marks}",  # noqa: S608
-            [value for row in chunk for value in row],
-        )
+    if rows and not tx.sqlite:
+        # Column arrays: one fixed statement whatever the batch size, which psycopg parses once
+        # and PostgreSQL prepares once (a VALUES list of varying length is parsed every time).
+        tx.execute(_INSERT_PG, [list(column) for column in zip(*rows, strict=True)])
+    elif rows:
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            chunk = rows[start : start + _INSERT_CHUNK]
+            marks = ", ".join("(?, ?, ?, ?, ?, ?, ?)" for _ in chunk)
+            tx.execute(
+                f"INSERT INTO audit_records ({_COLUMNS}) VALUES {marks}",  # noqa: S608
+                [value for row in chunk for value in row],
+            )
     tx.execute(
         "UPDATE audit_state SET head_id = ?, head_chain = ? WHERE id = 1", (next_id - 1, chain)
     )
