@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -264,7 +265,10 @@ def seed_authorizations(
          min(step, count - start), moment)
         for start in range(0, count, step)
     ]  # fmt: skip
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Spawned, not forked: a child forked while one of this process's threads (gRPC, audit
+    # writer, a server harness) held a lock inside a library can wait on it forever; one
+    # CI run hung in `CertificateBuilder.sign` that way.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         for rows in pool.map(_issue_rows, jobs):
             bulk_insert(db, "authz_authorizations", rows)
     return [f"shop-{number:06d}" for number in range(count)]
