@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, Final
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from services.config import Settings, env_default
+
+EXIT_FAILED: Final = 1
+"""The server refused or failed the call."""
+EXIT_USAGE: Final = 2
+"""The command could not be run as given (arguments, files, configuration)."""
 
 
 def report_subparsers(
@@ -26,3 +39,42 @@ def data_settings(args: argparse.Namespace) -> Settings:
     return Settings(
         data_dir=args.data_dir.resolve(), database_url=env_default("REALNAME_DATABASE_URL")
     )
+
+
+def describe_rpc_error(exc: grpc.RpcError) -> str:
+    """A failed call's status, reason, metadata and field violations, one per line."""
+    call: Any = exc
+    lines = [f"ERROR: {call.code().name}: {call.details()}"]
+    status = rpc_status.from_call(call)
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            lines.append(f"reason: {info.reason}")
+            if info.metadata:
+                lines.append(f"metadata: {json.dumps(dict(info.metadata), sort_keys=True)}")
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            lines.extend(f"field {v.field}: {v.description}" for v in bad.field_violations)
+    return "\n".join(lines)
+
+
+def guard(
+    command: Callable[[argparse.Namespace], int],
+    usage_errors: tuple[type[Exception], ...],
+) -> Callable[[argparse.Namespace], int]:
+    """Runs a command, turning RPC errors (EXIT_FAILED) and ``usage_errors`` (EXIT_USAGE) into a
+    message on stderr and an exit status."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except grpc.RpcError as exc:
+            print(describe_rpc_error(exc), file=sys.stderr)
+            return EXIT_FAILED
+        except usage_errors as exc:
+            print(f"realname: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+
+    return run

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -49,8 +48,8 @@ from registry.log.errors import LogError
 from registry.pki.errors import PkiError
 from registry.pki.keys import Passphrase, load_private_key
 from services.authority import key_directory
-from services.cli_common import data_settings
-from services.cli_registry import STORE_PASSPHRASE_ENV, UsageError, _describe
+from services.cli_common import data_settings, guard
+from services.cli_registry import STORE_PASSPHRASE_ENV, UsageError
 from services.config import (
     DEFAULT_GRPC_ADDRESS,
     ConfigError,
@@ -71,8 +70,6 @@ from services.storage.database import Database
 from services.transparency import TransparencyLog
 
 EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
 EXIT_REFUSED: Final = 3
 
 DOCUMENT_TYPES: Final = {kind.name.lower().replace("_", "-"): kind for kind in DocumentType}
@@ -319,26 +316,11 @@ def cmd_delivery_expire(args: argparse.Namespace) -> int:
 
 
 def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except grpc.RpcError as exc:
-            print(_describe(exc), file=sys.stderr)
-            return EXIT_FAILED
-        except (
-            UsageError,
-            ConfigError,
-            DeliveryError,
-            RegistryError,
-            PkiError,
-            LogError,
-            RealnameError,
-            OSError,
-        ) as exc:
-            print(f"realname: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-
-    return run
+    return guard(
+        command,
+        (UsageError, ConfigError, DeliveryError, RegistryError, PkiError, LogError, RealnameError,
+         OSError),
+    )  # fmt: skip
 
 
 def _store_subparsers(

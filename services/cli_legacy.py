@@ -29,8 +29,8 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from services.cli_common import data_settings
-from services.cli_registry import UsageError, _describe
+from services.cli_common import data_settings, guard
+from services.cli_registry import UsageError
 from services.config import (
     DEFAULT_GRPC_ADDRESS,
     ConfigError,
@@ -47,8 +47,6 @@ from services.proto.realname.v1 import legacy_pb2_grpc as lgrpc
 from services.storage.database import Database
 
 EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
 EXIT_REFUSED: Final = 3
 
 COLUMNS: Final = ("msisdn", "iccid", "status", "document_type", "document_number")
@@ -366,17 +364,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except grpc.RpcError as exc:
-            print(_describe(exc), file=sys.stderr)
-            return EXIT_FAILED
-        except (UsageError, ConfigError, RealnameError, OSError) as exc:
-            print(f"realname: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-
-    return run
+    return guard(command, (UsageError, ConfigError, RealnameError, OSError))
 
 
 def _client_args(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,6 @@ import datetime as dt
 import json
 import os
 import secrets
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from services.cli_registry import _describe
+from services.cli_common import guard
 from services.config import DEFAULT_GRPC_ADDRESS, Settings, add_data_dir_argument, env_default
 from services.domain.attestation import (
     AttestationClaims,
@@ -77,18 +76,7 @@ def add_client_arguments(parser: argparse.ArgumentParser, principal: str | None 
 
 def guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Runs a command, turning RPC and usage errors into a message and an exit status."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except grpc.RpcError as exc:
-            print(_describe(exc), file=sys.stderr)
-            return EXIT_FAILED
-        except (UsageError, RealnameError, OSError, ValueError) as exc:
-            print(f"realname: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-
-    return run
+    return guard(command, (UsageError, RealnameError, OSError, ValueError))
 
 
 def _load_private_key(path: Path) -> ReaderPrivateKey:

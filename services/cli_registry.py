@@ -15,19 +15,16 @@ state, 3 verify-seller's verdict was not AUTHORIZED.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
 import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from sqlalchemy import Connection
 
 from registry.authz import authorities
@@ -37,7 +34,7 @@ from registry.pki.errors import PkiError
 from registry.pki.keys import Passphrase, generate_private_key, save_private_key
 from registry.pki.operators import OperatorKind
 from services.authority import key_directory, public_base_url
-from services.cli_common import data_settings
+from services.cli_common import data_settings, guard
 from services.config import DEFAULT_GRPC_ADDRESS, add_data_dir_argument, env_default
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import registry_pb2 as rpb
@@ -45,8 +42,6 @@ from services.proto.realname.v1 import registry_pb2_grpc as rgrpc
 from services.storage.database import Database
 
 EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
 EXIT_NOT_AUTHORIZED: Final = 3
 
 STORE_PASSPHRASE_ENV: Final = "REALNAME_STORE_PASSPHRASE"  # noqa: S105 - a variable name
@@ -353,36 +348,7 @@ def cmd_verify_seller(args: argparse.Namespace) -> int:
 
 def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Run a command, turning expected failures into a message and an exit code."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except grpc.RpcError as exc:
-            print(_describe(exc), file=sys.stderr)
-            return EXIT_FAILED
-        except (UsageError, RegistryError, PkiError, OSError) as exc:
-            print(f"realname: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-
-    return run
-
-
-def _describe(exc: grpc.RpcError) -> str:
-    call: Any = exc
-    lines = [f"ERROR: {call.code().name}: {call.details()}"]
-    status = rpc_status.from_call(call)
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            lines.append(f"reason: {info.reason}")
-            if info.metadata:
-                lines.append(f"metadata: {json.dumps(dict(info.metadata), sort_keys=True)}")
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            lines.extend(f"field {v.field}: {v.description}" for v in bad.field_violations)
-    return "\n".join(lines)
+    return guard(command, (UsageError, RegistryError, PkiError, OSError))
 
 
 def add_registry_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
