@@ -6,7 +6,6 @@ import base64
 import hashlib
 import json
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,8 +34,8 @@ from registry.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from tests.support.paths import VECTORS_DIR
 
-VECTORS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
 RFC6962_DIR = VECTORS_DIR / "rfc6962"
 if not RFC6962_DIR.is_dir():
     raise FileNotFoundError(f"RFC 6962 test vectors missing: {RFC6962_DIR}")

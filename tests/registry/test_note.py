@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,8 +43,8 @@ from registry.note import (
     parse_verifier_key,
     sign_note,
 )
+from tests.support.paths import VECTORS_DIR
 
-VECTORS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "vectors"
 SIGNED_NOTE_FILE = VECTORS_DIR / "signed-note.json"
 if not SIGNED_NOTE_FILE.is_file():
     raise FileNotFoundError(f"signed-note test vector missing: {SIGNED_NOTE_FILE}")
