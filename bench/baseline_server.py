@@ -18,8 +18,8 @@ from google.protobuf import empty_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from bench.common import BASELINE_SERVICE
-from services.config import Settings
 from services.rpc.server import MAX_MESSAGE_BYTES, MAX_METADATA_BYTES, TlsFiles
+from services.runtime.config import Settings
 
 _EMPTY = empty_pb2.Empty()
 

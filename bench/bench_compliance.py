@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from services.domain.compliance import ComplianceDesk
+from services.features.compliance import ComplianceDesk
 from services.storage.database import Database, DatabaseConfig
 
 REPORT_TARGET_SECONDS = 10.0

@@ -35,11 +35,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import bench.run as run
 from bench.common import CHANNEL_OPTIONS, client_credentials, update_results_section, wait_serving
-from services.config import Settings
 from services.domain.attestation import AttestationClaims, sign, subject_digest
 from services.domain.documents import Document, DocumentType, resident_id_check_char
 from services.domain.holder_names import HolderNames
-from services.domain.identity_authority import load_identity_records
 from services.domain.numbers import luhn_complete
 from services.domain.pseudonym import load_pepper
 from services.proto.realname.v1 import common_pb2 as cpb
@@ -47,6 +45,8 @@ from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import proofing_pb2_grpc as pgrpc
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
+from services.runtime.config import Settings
+from services.runtime.identity_authority import load_identity_records
 from services.storage.database import Database
 
 NAME = "Lin Xiaoming"

@@ -10,27 +10,26 @@ from starlette.routing import BaseRoute
 
 from registry.authz.errors import RegistryError
 from registry.pki import PkiError
-from services.audit_trail import AuditTrail
-from services.authority import contact_sealer
-from services.domain.agents import AgentDesk, AgentGuard, AgentPolicy, flag_agent
-from services.domain.citizen import CitizenDesk
-from services.domain.compliance import DEFAULT_TARGETS, ComplianceDesk, parse_targets
-from services.domain.delivery import DeliveryConfig, DeliveryDesk
-from services.domain.enforcement import EnforcementDesk, SuspensionGuard
 from services.domain.errors import FailedPrecondition, Unavailable
-from services.domain.industry import EnterpriseDesk
-from services.domain.legacy import LegacyDesk
 from services.domain.principal import Role
-from services.domain.proofing import ProofingConfig, ProofingDesk, wire_proofing
 from services.domain.pseudonym import Pseudonymizer
 from services.domain.ratelimit import RateLimiter
-from services.domain.registry import RegistryConfig, SellerRegistry
-from services.domain.service_authorization import ServiceAuthorizer
-from services.domain.verification import CardRegistry, Clock, utc_now
+from services.features.agents import AgentDesk, AgentGuard, AgentPolicy, flag_agent
+from services.features.audit_trail import AuditTrail
+from services.features.cards import CardRegistry, Clock, utc_now
+from services.features.citizen import CitizenDesk
+from services.features.compliance import DEFAULT_TARGETS, ComplianceDesk, parse_targets
+from services.features.delivery import DeliveryConfig, DeliveryDesk
+from services.features.enforcement import EnforcementDesk, SuspensionGuard
+from services.features.industry import EnterpriseDesk
+from services.features.legacy import LegacyDesk
+from services.features.proofing import ProofingConfig, ProofingDesk, wire_proofing
+from services.features.sellers import RegistryConfig, SellerRegistry
+from services.features.service_authorization import ServiceAuthorizer
+from services.features.transparency import TransparencyLog
 from services.http.log_routes import log_routes
 from services.http.public_routes import public_routes
 from services.http.registry_routes import registry_routes
-from services.periodic import PeriodicJob
 from services.proto.realname.v1 import verification_pb2, verification_pb2_grpc
 from services.rpc.agents import agent_binding
 from services.rpc.citizen import citizen_bindings
@@ -44,8 +43,9 @@ from services.rpc.registry import registry_binding
 from services.rpc.server import ServiceBinding
 from services.rpc.supervision import supervision_binding
 from services.rpc.verification import VerificationServicer
+from services.runtime.ca_material import contact_sealer
+from services.runtime.periodic import PeriodicJob
 from services.storage.database import Database
-from services.transparency import TransparencyLog
 
 VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
 

@@ -15,9 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from registry.log.errors import LogError
-from services import logs
 from services.app import App
-from services.authority import ensure_dev_authorities, registry_config
 from services.cli_agents import agent_policy
 from services.cli_agents import register as add_agent_commands
 from services.cli_audit import add_audit_commands
@@ -31,7 +29,16 @@ from services.cli_proofing import proofing_config
 from services.cli_proofing import register as add_proofing_commands
 from services.cli_reader import register as add_reader_commands
 from services.cli_registry import add_registry_commands
-from services.config import (
+from services.domain.errors import Unavailable
+from services.domain.holder_names import HolderNameKeyError, create_key_file
+from services.domain.pseudonym import PepperError, Pseudonymizer, create_pepper_file, load_pepper
+from services.features.transparency import TransparencyLog
+from services.http.admin import AdminListener, admin_app
+from services.http.app import create_app
+from services.rpc.server import TlsFiles, create_server
+from services.runtime import logs
+from services.runtime.ca_material import ensure_dev_authorities, registry_config
+from services.runtime.config import (
     DEFAULT_ADMIN_ADDRESS,
     DEFAULT_DOCUMENT_RATE,
     DEFAULT_GRPC_ADDRESS,
@@ -45,21 +52,14 @@ from services.config import (
     rate_limit_argument,
     validate,
 )
-from services.devpki import ensure_dev_pki
-from services.domain.errors import Unavailable
-from services.domain.holder_names import HolderNameKeyError, create_key_file
-from services.domain.pseudonym import PepperError, Pseudonymizer, create_pepper_file, load_pepper
-from services.health import DatabaseHealth, database_probe
-from services.http.admin import AdminListener, admin_app
-from services.http.app import create_app
-from services.metrics import LogSampler
-from services.periodic import PeriodicJob
-from services.rpc.server import TlsFiles, create_server
+from services.runtime.devpki import ensure_dev_pki
+from services.runtime.health import DatabaseHealth, database_probe
+from services.runtime.metrics import LogSampler
+from services.runtime.periodic import PeriodicJob
+from services.runtime.workers import reuse_port_socket, run_workers
 from services.storage import migrate
 from services.storage.database import Database
 from services.storage.reference import seed_demo_reference_data
-from services.transparency import TransparencyLog
-from services.workers import reuse_port_socket, run_workers
 
 log = logging.getLogger("realname")
 

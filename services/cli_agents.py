@@ -22,10 +22,10 @@ from typing import Final, TypeVar
 
 from services.cli_common import data_settings, report_subparsers
 from services.cli_registry import _client_args, _guarded, _stub
-from services.config import ConfigError, add_data_dir_argument
-from services.domain.agents import AgentPolicy, parse_duration
+from services.features.agents import AgentPolicy, parse_duration
 from services.proto.realname.v1 import agents_pb2 as apb
 from services.proto.realname.v1 import agents_pb2_grpc as agrpc
+from services.runtime.config import ConfigError, add_data_dir_argument
 from services.storage import agents_repo
 from services.storage.database import Database
 from services.storage.rawsql import Tx

@@ -7,13 +7,13 @@ import datetime as dt
 import json
 import sys
 
-from services.audit_trail import AuditTrail
 from services.cli_common import data_settings
-from services.config import add_data_dir_argument, env_default
 from services.domain.documents import DocumentType
 from services.domain.errors import RealnameError, Violations
 from services.domain.pseudonym import PepperError, load_pepper
 from services.domain.validation import check_document
+from services.features.audit_trail import AuditTrail
+from services.runtime.config import add_data_dir_argument, env_default
 from services.storage.database import Database
 
 EXIT_OK, EXIT_TAMPERED, EXIT_USAGE = 0, 1, 2

@@ -12,7 +12,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from services.config import Settings, env_default
+from services.runtime.config import Settings, env_default
 
 EXIT_FAILED: Final = 1
 """The server refused or failed the call."""

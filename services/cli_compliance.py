@@ -9,15 +9,15 @@ import sys
 from typing import Any
 
 from services.cli_common import data_settings, report_subparsers
-from services.config import add_data_dir_argument, env_default
-from services.domain.compliance import (
+from services.domain.errors import RealnameError
+from services.features.compliance import (
     DEFAULT_TARGETS,
     STAGES,
     ComplianceDesk,
     Report,
     parse_targets,
 )
-from services.domain.errors import RealnameError
+from services.runtime.config import add_data_dir_argument, env_default
 from services.storage.database import Database
 
 EXIT_OK, EXIT_FAILED = 0, 1

@@ -47,27 +47,27 @@ from registry.log import storage as log_storage
 from registry.log.errors import LogError
 from registry.pki.errors import PkiError
 from registry.pki.keys import Passphrase, load_private_key
-from services.authority import key_directory
 from services.cli_common import data_settings, guard
 from services.cli_registry import STORE_PASSPHRASE_ENV, UsageError
-from services.config import (
-    DEFAULT_GRPC_ADDRESS,
-    ConfigError,
-    add_data_dir_argument,
-    env_default,
-)
-from services.domain.delivery import (
+from services.domain.errors import RealnameError
+from services.features.delivery import (
     DEFAULT_DELIVERY_DAYS,
     DEFAULT_LOCK_AFTER,
     DeliveryConfig,
     DeliveryDesk,
 )
-from services.domain.errors import RealnameError
-from services.domain.registry import RegistryConfig, SellerRegistry
+from services.features.sellers import RegistryConfig, SellerRegistry
+from services.features.transparency import TransparencyLog
 from services.proto.realname.v1 import delivery_pb2 as dpb
 from services.proto.realname.v1 import delivery_pb2_grpc as dgrpc
+from services.runtime.ca_material import key_directory
+from services.runtime.config import (
+    DEFAULT_GRPC_ADDRESS,
+    ConfigError,
+    add_data_dir_argument,
+    env_default,
+)
 from services.storage.database import Database
-from services.transparency import TransparencyLog
 
 EXIT_OK: Final = 0
 EXIT_REFUSED: Final = 3

@@ -13,12 +13,12 @@ import sys
 from registry.authz import authorities
 from registry.authz.errors import RegistryError
 from registry.pki.errors import PkiError
-from services.authority import key_directory
 from services.cli_common import data_settings
 from services.cli_registry import REASONS
-from services.config import add_data_dir_argument
-from services.domain.enforcement import EnforcementDesk, EnforcementKind, Standing
 from services.domain.errors import RealnameError
+from services.features.enforcement import EnforcementDesk, EnforcementKind, Standing
+from services.runtime.ca_material import key_directory
+from services.runtime.config import add_data_dir_argument
 from services.storage.database import Database
 from services.storage.enforcement_repo import ActionRow
 

@@ -31,19 +31,19 @@ from google.protobuf.message import Message
 
 from services.cli_common import data_settings, guard
 from services.cli_registry import UsageError
-from services.config import (
+from services.domain.documents import DocumentType
+from services.domain.errors import RealnameError
+from services.domain.numbers import mask_msisdn
+from services.features.sweep import DEFAULT_BATCH, Sweeper
+from services.proto.realname.v1 import common_pb2 as cpb
+from services.proto.realname.v1 import legacy_pb2 as lpb
+from services.proto.realname.v1 import legacy_pb2_grpc as lgrpc
+from services.runtime.config import (
     DEFAULT_GRPC_ADDRESS,
     ConfigError,
     add_data_dir_argument,
     env_default,
 )
-from services.domain.documents import DocumentType
-from services.domain.errors import RealnameError
-from services.domain.numbers import mask_msisdn
-from services.domain.sweep import DEFAULT_BATCH, Sweeper
-from services.proto.realname.v1 import common_pb2 as cpb
-from services.proto.realname.v1 import legacy_pb2 as lpb
-from services.proto.realname.v1 import legacy_pb2_grpc as lgrpc
 from services.storage.database import Database
 
 EXIT_OK: Final = 0

@@ -36,10 +36,10 @@ from registry.note import (
     parse_signer_key,
     parse_verifier_key,
 )
-from services.config import Settings, add_data_dir_argument, env_default
+from services.features.transparency import TransparencyLog
+from services.runtime.config import Settings, add_data_dir_argument, env_default
 from services.storage import migrate
 from services.storage.database import Database
-from services.transparency import TransparencyLog
 
 EXIT_OK: Final = 0
 EXIT_INCONSISTENT: Final = 1

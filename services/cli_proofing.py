@@ -31,20 +31,20 @@ from services.cli_reader import (
     guarded,
     write_private_key,
 )
-from services.config import Settings, add_data_dir_argument, env_default
 from services.domain.holder_names import HolderNameKeyError, HolderNames
-from services.domain.identity_authority import (
+from services.domain.pseudonym import PepperError, Pseudonymizer, load_pepper
+from services.features.proofing import ProofingConfig
+from services.proto.realname.v1 import common_pb2 as cpb
+from services.proto.realname.v1 import proofing_pb2 as ppb
+from services.proto.realname.v1 import proofing_pb2_grpc as pgrpc
+from services.runtime.config import Settings, add_data_dir_argument, env_default
+from services.runtime.identity_authority import (
     BreakerSettings,
     GuardedAuthority,
     HttpAuthority,
     ImportRefused,
     load_identity_records,
 )
-from services.domain.proofing import ProofingConfig
-from services.domain.pseudonym import PepperError, Pseudonymizer, load_pepper
-from services.proto.realname.v1 import common_pb2 as cpb
-from services.proto.realname.v1 import proofing_pb2 as ppb
-from services.proto.realname.v1 import proofing_pb2_grpc as pgrpc
 from services.storage.database import Database
 from services.storage.rawsql import Tx
 

@@ -24,7 +24,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from services.cli_common import guard
-from services.config import DEFAULT_GRPC_ADDRESS, Settings, add_data_dir_argument, env_default
 from services.domain.attestation import (
     AttestationClaims,
     ReaderPrivateKey,
@@ -36,6 +35,12 @@ from services.domain.documents import Document, DocumentType, normalise_number
 from services.domain.errors import RealnameError
 from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import proofing_pb2_grpc as pgrpc
+from services.runtime.config import (
+    DEFAULT_GRPC_ADDRESS,
+    Settings,
+    add_data_dir_argument,
+    env_default,
+)
 
 BREAKS = ("signature", "nonce", "stale", "document", "face")
 DOCUMENT_TYPES = {t.name.lower().replace("_", "-"): t for t in DocumentType}

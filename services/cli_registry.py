@@ -33,12 +33,12 @@ from registry.pki.authority import create_root_ca
 from registry.pki.errors import PkiError
 from registry.pki.keys import Passphrase, generate_private_key, save_private_key
 from registry.pki.operators import OperatorKind
-from services.authority import key_directory, public_base_url
 from services.cli_common import data_settings, guard
-from services.config import DEFAULT_GRPC_ADDRESS, add_data_dir_argument, env_default
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import registry_pb2 as rpb
 from services.proto.realname.v1 import registry_pb2_grpc as rgrpc
+from services.runtime.ca_material import key_directory, public_base_url
+from services.runtime.config import DEFAULT_GRPC_ADDRESS, add_data_dir_argument, env_default
 from services.storage.database import Database
 
 EXIT_OK: Final = 0

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from services.devpki import ensure_dev_pki
 from services.domain.pseudonym import (
     Pseudonymizer,
     create_pepper_file,
     load_pepper,
 )
+from services.runtime.devpki import ensure_dev_pki
 from services.storage.database import Database, DatabaseConfig
 from tests.support.databases import (
     PostgresDatabases,

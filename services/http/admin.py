@@ -29,13 +29,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from services.domain.compliance import ComplianceDesk, Report
-from services.domain.enforcement import EnforcementDesk, Standing
 from services.domain.errors import Unavailable
 from services.domain.principal import Role
+from services.features.compliance import ComplianceDesk, Report
+from services.features.enforcement import EnforcementDesk, Standing
 from services.http.mtls_protocol import ClientCertH11Protocol, request_principal
 from services.rpc.server import TlsFiles
-from services.workers import reuse_port_socket
+from services.runtime.workers import reuse_port_socket
 
 log = logging.getLogger("realname.admin")
 

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from services.metrics import metrics_routes
+from services.runtime.metrics import metrics_routes
 
 
 def create_app(is_serving: Callable[[], bool], routes: Sequence[BaseRoute] = ()) -> Starlette:

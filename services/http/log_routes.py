@@ -25,7 +25,7 @@ from registry.tiles import EntryBundle, MalformedTilePathError, parse_path
 from services.domain.errors import Unavailable
 
 if TYPE_CHECKING:
-    from services.transparency import TransparencyLog
+    from services.features.transparency import TransparencyLog
 
 log = logging.getLogger("realname.http.log")
 

@@ -33,8 +33,8 @@ from registry.pki.errors import InvalidOperatorError
 from registry.pki.operators import validate_operator_id
 from registry.pki.regions import PROVINCES
 from services.domain.errors import NotFound, Unavailable
-from services.domain.registry import SellerRegistry
-from services.transparency import INCLUDED, TransparencyLog
+from services.features.sellers import SellerRegistry
+from services.features.transparency import INCLUDED, TransparencyLog
 
 PAGE_SIZE: Final = 50
 """Results per page."""

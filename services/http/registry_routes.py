@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 from registry.pki.errors import InvalidOperatorError
 from registry.pki.operators import validate_operator_id
 from services.domain.errors import RealnameError, Unavailable
-from services.domain.registry import ROOT_NAME, SellerRegistry
+from services.features.sellers import ROOT_NAME, SellerRegistry
 
 log = logging.getLogger("realname.http.registry")
 

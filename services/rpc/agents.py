@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 
-from services.domain.agents import Agent, AgentDesk, AgentFilter, Signal, SignalFilter
 from services.domain.errors import FieldViolation, InvalidArgument
 from services.domain.principal import Role
+from services.features.agents import Agent, AgentDesk, AgentFilter, Signal, SignalFilter
 from services.proto.realname.v1 import agents_pb2 as apb
 from services.proto.realname.v1 import agents_pb2_grpc as agrpc
 from services.rpc.convert import datetime_of, timestamp

@@ -7,10 +7,10 @@ import unicodedata
 import grpc
 
 from services.domain import validation
-from services.domain.citizen import CitizenDesk, Dispute, DisputeReason, HolderCard, Resolution
 from services.domain.errors import Violations
 from services.domain.numbers import mask_msisdn
 from services.domain.principal import Role
+from services.features.citizen import CitizenDesk, Dispute, DisputeReason, HolderCard, Resolution
 from services.proto.realname.v1 import citizen_pb2 as cpb
 from services.proto.realname.v1 import citizen_pb2_grpc as cgrpc
 from services.rpc.convert import card_message, timestamp

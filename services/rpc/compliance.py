@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from services.domain.compliance import ComplianceDesk, OperatorFigures, Target
 from services.domain.principal import Role
+from services.features.compliance import ComplianceDesk, OperatorFigures, Target
 from services.proto.realname.v1 import compliance_pb2 as cpb
 from services.proto.realname.v1 import compliance_pb2_grpc as cgrpc
 from services.rpc.convert import timestamp

@@ -12,9 +12,9 @@ from registry.delivery import (
     Reason,
 )
 from registry.delivery.errors import InvalidDocumentError
-from services.domain.delivery import Delivery, DeliveryDesk
 from services.domain.errors import FieldViolation, InvalidArgument
 from services.domain.principal import Role
+from services.features.delivery import Delivery, DeliveryDesk
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import delivery_pb2 as dpb
 from services.proto.realname.v1 import delivery_pb2_grpc as dgrpc

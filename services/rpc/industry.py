@@ -6,7 +6,9 @@ import grpc
 
 from services.domain import validation
 from services.domain.errors import Violations
-from services.domain.industry import (
+from services.domain.numbers import iccid_problem
+from services.domain.principal import Role
+from services.features.industry import (
     DEFAULT_PAGE,
     MAX_PAGE,
     EnterpriseDesk,
@@ -14,9 +16,7 @@ from services.domain.industry import (
     check_scenarios,
     register_command,
 )
-from services.domain.numbers import iccid_problem
-from services.domain.principal import Role
-from services.domain.service_authorization import (
+from services.features.service_authorization import (
     Direction,
     ServiceAuthorizer,
     ServiceType,

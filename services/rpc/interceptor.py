@@ -22,9 +22,9 @@ from services.domain.errors import (
 )
 from services.domain.principal import Principal, Role
 from services.domain.ratelimit import RateLimiter
-from services.metrics import OutcomeObserver, observe_rpc, outcome_observer
 from services.rpc.auth import Authenticator
 from services.rpc.status import grpc_code, status_for
+from services.runtime.metrics import OutcomeObserver, observe_rpc, outcome_observer
 from services.storage import retry_budget
 
 log = logging.getLogger("realname.rpc")

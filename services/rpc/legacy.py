@@ -10,7 +10,8 @@ import grpc
 from services.domain import validation
 from services.domain.errors import FieldViolation, InvalidArgument, Violations
 from services.domain.holder_names import holder_name_problem
-from services.domain.legacy import (
+from services.domain.principal import Role
+from services.features.legacy import (
     DEFAULT_GRACE_DAYS,
     DEFAULT_TERMINATION_DAYS,
     ImportHeader,
@@ -19,7 +20,6 @@ from services.domain.legacy import (
     RawRow,
     RowBatch,
 )
-from services.domain.principal import Role
 from services.proto.realname.v1 import legacy_pb2 as lpb
 from services.proto.realname.v1 import legacy_pb2_grpc as lgrpc
 from services.rpc.convert import card_message, timestamp

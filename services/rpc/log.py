@@ -28,10 +28,10 @@ from services.domain.errors import (
     Violations,
 )
 from services.domain.principal import Role
+from services.features.transparency import TransparencyLog
 from services.proto.realname.v1 import log_pb2 as lpb
 from services.proto.realname.v1 import log_pb2_grpc as lgrpc
 from services.rpc.server import ServiceBinding
-from services.transparency import TransparencyLog
 
 LOG_SERVICE = lpb.DESCRIPTOR.services_by_name["LogService"].full_name
 

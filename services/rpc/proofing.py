@@ -11,7 +11,7 @@ from services.domain.attestation import ReaderAttestation
 from services.domain.documents import Document
 from services.domain.errors import Violations
 from services.domain.principal import Role
-from services.domain.proofing import Policy, ProofingDesk, ReaderLocation
+from services.features.proofing import Policy, ProofingDesk, ReaderLocation
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import proofing_pb2_grpc as pgrpc

@@ -22,20 +22,20 @@ from registry.pki.issuance import STORE_VALIDITY
 from registry.pki.scope import CardType, Scope
 from services.domain.errors import Violations
 from services.domain.principal import Role
-from services.domain.registry import SellerRegistry, SellerVerdict, check_filters, sweep_limits
-from services.proto.realname.v1 import common_pb2 as cpb
-from services.proto.realname.v1 import registry_pb2 as rpb
-from services.proto.realname.v1 import registry_pb2_grpc as rgrpc
-from services.rpc.convert import timestamp
-from services.rpc.interceptor import current_principal
-from services.rpc.server import ServiceBinding
-from services.transparency import (
+from services.features.sellers import SellerRegistry, SellerVerdict, check_filters, sweep_limits
+from services.features.transparency import (
     INCLUDED,
     NOT_LOGGED,
     PENDING,
     CertificateInclusion,
     TransparencyLog,
 )
+from services.proto.realname.v1 import common_pb2 as cpb
+from services.proto.realname.v1 import registry_pb2 as rpb
+from services.proto.realname.v1 import registry_pb2_grpc as rgrpc
+from services.rpc.convert import timestamp
+from services.rpc.interceptor import current_principal
+from services.rpc.server import ServiceBinding
 
 REGISTRY_SERVICE = rpb.DESCRIPTOR.services_by_name["RegistryService"].full_name
 

@@ -6,12 +6,12 @@ import datetime as dt
 
 import grpc
 
-from services.audit_trail import AuditTrail
 from services.domain import validation
-from services.domain.enforcement import EnforcementDesk, EnforcementKind, Standing
 from services.domain.errors import Violations
 from services.domain.principal import Principal, Role
 from services.domain.pseudonym import Pseudonymizer
+from services.features.audit_trail import AuditTrail
+from services.features.enforcement import EnforcementDesk, EnforcementKind, Standing
 from services.proto.realname.v1 import supervision_pb2 as spb
 from services.proto.realname.v1 import supervision_pb2_grpc as sgrpc
 from services.rpc.convert import datetime_of, timestamp

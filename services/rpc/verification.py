@@ -7,7 +7,7 @@ import grpc
 from services.domain import validation
 from services.domain.errors import Violations
 from services.domain.holder_names import holder_name_problem
-from services.domain.verification import CardRegistry, TransferCard
+from services.features.cards import CardRegistry, TransferCard
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
 from services.rpc.convert import card_message, channel_fields

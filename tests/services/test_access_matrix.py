@@ -16,8 +16,6 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message_factory import GetMessageClass
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-# Imported for their descriptors: every service the server may offer must be in the pool.
-from services.devpki import cert_pem, key_pem, load_issued, make_ca, make_client_cert
 from services.proto.realname.v1 import (  # noqa: F401
     agents_pb2,
     citizen_pb2,
@@ -31,6 +29,9 @@ from services.proto.realname.v1 import (  # noqa: F401
     supervision_pb2,
     verification_pb2,
 )
+
+# Imported for their descriptors: every service the server may offer must be in the pool.
+from services.runtime.devpki import cert_pem, key_pem, load_issued, make_ca, make_client_cert
 from tests.support.pki import GRPC_TEST_OPTIONS, channel
 from tests.support.rpc import rich_error
 from tests.support.server import ServerProcess, realname_bin, start_server_process

@@ -16,9 +16,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, inspect
 
 from services import cli
-from services.domain.agents import flag_agent
 from services.domain.documents import Document, DocumentType
 from services.domain.pseudonym import Pseudonymizer
+from services.features.agents import flag_agent
 from services.proto.realname.v1 import agents_pb2 as apb
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import verification_pb2 as vpb

@@ -9,9 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.audit_trail import AuditTrail
 from services.domain.documents import Document, DocumentType
 from services.domain.pseudonym import Pseudonymizer
+from services.features.audit_trail import AuditTrail
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.storage.database import Database

@@ -15,10 +15,10 @@ from alembic.script import ScriptDirectory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import create_engine, text
 
-from services.devpki import DEV_PRINCIPALS
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
+from services.runtime.devpki import DEV_PRINCIPALS
 from services.storage.database import sqlite_url
 from services.storage.migrate import MIGRATIONS_DIR
 from tests.support.identities import iccid, msisdn, resident_id

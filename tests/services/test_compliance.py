@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.domain.enforcement import EnforcementDesk, EnforcementKind
+from services.features.enforcement import EnforcementDesk, EnforcementKind
 from services.proto.realname.v1 import compliance_pb2 as cpb
 from services.proto.realname.v1 import compliance_pb2_grpc as cgrpc
 from services.storage.database import Database

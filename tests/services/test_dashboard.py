@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from services.devpki import cert_pem, key_pem, make_ca, make_client_cert
-from services.domain.compliance import ComplianceDesk
-from services.domain.enforcement import EnforcementDesk, EnforcementKind
+from services.features.compliance import ComplianceDesk
+from services.features.enforcement import EnforcementDesk, EnforcementKind
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
+from services.runtime.devpki import cert_pem, key_pem, make_ca, make_client_cert
 from services.storage.database import Database, DatabaseConfig, sqlite_url
 from tests.services.test_compliance import load_fixture
 from tests.support.identities import iccid, msisdn, resident_id

@@ -15,14 +15,14 @@ from hypothesis import strategies as st
 
 from registry.authz import authorities
 from registry.delivery import DeliveryBundle, Reason, encode_text, verify_offline
-from services.authority import key_directory
 from services.cli_delivery import export_bundle
 from services.domain.pseudonym import Pseudonymizer
+from services.features.transparency import TransparencyLog
 from services.proto.realname.v1 import delivery_pb2 as dpb
 from services.proto.realname.v1 import registry_pb2 as rpb
 from services.rpc.delivery import reason_of
+from services.runtime.ca_material import key_directory
 from services.storage.database import Database
-from services.transparency import TransparencyLog
 from tests.services.test_delivery_rpc import (
     RECIPIENT,
     STRANGER,

@@ -21,10 +21,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from services.health import DatabaseHealth, database_probe
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
+from services.runtime.health import DatabaseHealth, database_probe
 from services.storage.database import sqlite_url
 from tests.support.databases import migrate_and_seed
 from tests.support.identities import resident_id

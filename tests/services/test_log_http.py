@@ -22,10 +22,10 @@ from registry.tiles import (
     read_node_from_tiles,
 )
 from services.cli_log import HttpFetcher, log_url
+from services.features.transparency import TransparencyLog
 from services.http.app import create_app
 from services.http.log_routes import MAX_COSIGN_BODY, log_routes
 from services.storage.database import Database
-from services.transparency import TransparencyLog
 from tests.support.http import http_server
 from tests.support.logdata import ORIGIN, audit, issuance, log_signer, witness_signer
 

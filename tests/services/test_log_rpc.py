@@ -12,12 +12,12 @@ from registry.checkpoint import open_checkpoint
 from registry.log.entries import EntryKind, decode_entry, encode_entry
 from registry.log.storage import append_entries
 from registry.merkle import MemoryTree, leaf_hash, verify_consistency, verify_inclusion
-from services.devpki import DEV_PRINCIPALS
 from services.domain.pseudonym import Pseudonymizer
+from services.features.transparency import TransparencyLog
 from services.proto.realname.v1 import log_pb2 as lpb
 from services.proto.realname.v1 import log_pb2_grpc as lgrpc
+from services.runtime.devpki import DEV_PRINCIPALS
 from services.storage.database import Database
-from services.transparency import TransparencyLog
 from tests.support.logdata import ORIGIN, audit, issuance, log_signer, revocation
 from tests.support.rpc import rich_error
 from tests.support.server import GrpcHarness, start_harness

@@ -15,12 +15,12 @@ from sqlalchemy import create_engine, text
 
 from registry.log.sequencer import Sequencer
 from registry.log.storage import append_entry
-from services.metrics import LogSampler
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import registry_pb2 as rpb
 from services.proto.realname.v1 import registry_pb2_grpc as rgrpc
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
+from services.runtime.metrics import LogSampler
 from services.storage.database import Database
 from tests.support.identities import iccid, msisdn, resident_id
 from tests.support.logdata import issuance, log_signer

@@ -14,14 +14,14 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from services.app import App
 from services.domain.documents import Document
 from services.domain.holder_names import HolderNames, card_context, create_key_file
-from services.domain.identity_authority import load_identity_records
-from services.domain.proofing import ProofingConfig, SignalSettings
 from services.domain.pseudonym import Pseudonymizer
+from services.features.proofing import ProofingConfig, SignalSettings
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import legacy_pb2 as lpb
 from services.proto.realname.v1 import legacy_pb2_grpc as lgrpc
 from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import verification_pb2 as vpb
+from services.runtime.identity_authority import load_identity_records
 from services.storage import proofing_repo
 from services.storage.database import Database
 from services.storage.rawsql import Tx

@@ -14,10 +14,10 @@ import grpc
 import pytest
 
 from services.domain.holder_names import HolderNames, normalise_name
-from services.domain.identity_authority import BreakerSettings, GuardedAuthority, HttpAuthority
-from services.domain.proofing import ProofingConfig
 from services.domain.pseudonym import Pseudonymizer
+from services.features.proofing import ProofingConfig
 from services.proto.realname.v1 import proofing_pb2 as ppb
+from services.runtime.identity_authority import BreakerSettings, GuardedAuthority, HttpAuthority
 from services.storage.database import Database
 from services.storage.rawsql import Tx
 from tests.support.identities import iccid, msisdn, resident_id

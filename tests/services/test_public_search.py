@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from services.domain.pseudonym import Pseudonymizer
+from services.features.transparency import TransparencyLog
 from services.http import public_routes
 from services.proto.realname.v1 import registry_pb2 as rpb
 from services.storage.database import Database
-from services.transparency import TransparencyLog
 from tests.support.logdata import log_signer
 from tests.support.registry import (
     CREDIT_CODES,

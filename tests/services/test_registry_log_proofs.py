@@ -14,9 +14,9 @@ from registry.checkpoint import open_checkpoint
 from registry.log.entries import Issuance, Renewal, decode_entry
 from registry.merkle import leaf_hash, verify_inclusion
 from services.domain.pseudonym import Pseudonymizer
+from services.features.transparency import TransparencyLog
 from services.proto.realname.v1 import registry_pb2 as rpb
 from services.storage.database import Database
-from services.transparency import TransparencyLog
 from tests.support.logdata import ORIGIN, log_signer
 from tests.support.registry import RegistryHarness, authorize, registry_server, verify_shop
 

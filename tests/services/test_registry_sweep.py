@@ -45,7 +45,7 @@ def seeded(
     try:
         import datetime as dt
 
-        from services.authority import ensure_dev_authorities
+        from services.runtime.ca_material import ensure_dev_authorities
         from tests.support.registry import CA_AGE
 
         ensure_dev_authorities(data_dir, db, now=dt.datetime.now(dt.UTC) - CA_AGE)

@@ -18,10 +18,10 @@ from registry.pki.authorization import StoreAuthorization
 from registry.pki.keys import generate_private_key
 from registry.pki.oids import STORE_AUTHORIZATION_EKU
 from registry.pki.scope import Scope
-from services.authority import key_directory
 from services.domain.pseudonym import Pseudonymizer
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import registry_pb2 as rpb
+from services.runtime.ca_material import key_directory
 from services.storage.database import Database, DatabaseConfig
 from tests.registry.pki.factory import forge_certificate
 from tests.support.registry import (

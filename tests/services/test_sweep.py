@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from services.cli import build_parser
-from services.domain.sweep import Sweeper
+from services.features.sweep import Sweeper
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import legacy_pb2 as lpb
 from services.proto.realname.v1 import legacy_pb2_grpc as lgrpc

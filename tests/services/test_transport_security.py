@@ -8,10 +8,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.devpki import cert_pem, key_pem, make_ca, make_client_cert
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
+from services.runtime.devpki import cert_pem, key_pem, make_ca, make_client_cert
 from tests.support.identities import resident_id
 from tests.support.pki import GRPC_TEST_OPTIONS
 from tests.support.server import GrpcHarness
@@ -64,7 +64,7 @@ def test_certificate_from_a_foreign_ca_is_refused(
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_expired_client_certificate_is_refused(grpc_server: GrpcHarness, pki_dir: Path) -> None:
-    from services.devpki import load_issued
+    from services.runtime.devpki import load_issued
 
     ca = load_issued(pki_dir / "ca.pem", pki_dir / "ca.key")
     old = make_client_cert(
@@ -87,7 +87,7 @@ def test_a_client_certificate_with_an_unknown_role_is_unauthenticated(
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    from services.devpki import load_issued
+    from services.runtime.devpki import load_issued
 
     ca = load_issued(pki_dir / "ca.pem", pki_dir / "ca.key")
     key = ec.generate_private_key(ec.SECP256R1())

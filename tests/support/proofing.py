@@ -19,8 +19,8 @@ from services.domain.attestation import (
     subject_digest,
 )
 from services.domain.documents import Document, DocumentType
-from services.domain.proofing import ProofingConfig
 from services.domain.pseudonym import Pseudonymizer
+from services.features.proofing import ProofingConfig
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import proofing_pb2_grpc as pgrpc

@@ -27,15 +27,15 @@ from registry.pki.keys import decrypt_private_key, generate_private_key
 from registry.pki.scope import Scope
 from registry.schema import metadata
 from services.app import App
-from services.authority import ensure_dev_authorities, key_directory, registry_config
 from services.domain.pseudonym import Pseudonymizer
+from services.features.transparency import TransparencyLog
 from services.http.app import create_app
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import registry_pb2 as rpb
 from services.proto.realname.v1 import registry_pb2_grpc as rgrpc
 from services.rpc.server import TlsFiles, create_server
+from services.runtime.ca_material import ensure_dev_authorities, key_directory, registry_config
 from services.storage.database import Database
-from services.transparency import TransparencyLog
 from tests.support.http import http_server
 from tests.support.server import GrpcHarness
 

@@ -16,11 +16,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.app import App
 from services.domain.pseudonym import Pseudonymizer
-from services.domain.verification import CardRegistry
+from services.features.cards import CardRegistry
+from services.features.transparency import TransparencyLog
 from services.proto.realname.v1 import log_pb2_grpc, verification_pb2_grpc
 from services.rpc.server import RunningServer, TlsFiles, create_server
 from services.storage.database import Database
-from services.transparency import TransparencyLog
 from tests.support.pki import channel
 
 

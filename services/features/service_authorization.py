@@ -16,8 +16,8 @@ from enum import Enum
 
 from services.domain.cards import CardState, CardType, ServiceStage, Suspension
 from services.domain.errors import NotFound
-from services.domain.industry import SCENARIO_NOT_DECLARED
 from services.domain.numbers import mask_msisdn
+from services.features.industry import SCENARIO_NOT_DECLARED
 from services.storage import industry_repo as repo
 from services.storage.database import Database
 from services.storage.industry_repo import SessionCard

@@ -82,7 +82,7 @@ from services.domain.errors import (
     Violations,
 )
 from services.domain.principal import Principal, Role
-from services.storage import registry_repo as repo
+from services.storage import sellers_repo as repo
 from services.storage.database import Database, RetryTransaction
 from services.storage.rawsql import Tx
 

@@ -54,9 +54,9 @@ from services.domain.errors import (
     NotFound,
     PermissionDenied,
 )
-from services.domain.registry import SellerRegistry
+from services.features.sellers import SellerRegistry
 from services.storage import delivery_repo as repo
-from services.storage import registry_repo
+from services.storage import sellers_repo
 from services.storage.database import Database
 from services.storage.rawsql import Tx
 
@@ -113,7 +113,7 @@ class _DatabaseSellers:
 
     def find(self, operator: str, serial: int) -> x509.Certificate | None:
         """Return the recorded store certificate with this serial issued by ``operator``."""
-        stored = registry_repo.certificate_by_serial(self._tx, serial_hex(serial))
+        stored = sellers_repo.certificate_by_serial(self._tx, serial_hex(serial))
         if stored is None or stored.operator != operator:
             return None
         self._generation[stored.certificate] = stored.generation

@@ -28,7 +28,7 @@ from registry.pki.authority import create_root_ca
 from registry.pki.operators import KNOWN_OPERATORS
 from registry.pki.urls import normalise_base_url
 from services.domain.pseudonym import Pseudonymizer
-from services.domain.registry import DEFAULT_PUBLIC_BASE_URL, RegistryConfig
+from services.features.sellers import DEFAULT_PUBLIC_BASE_URL, RegistryConfig
 from services.storage.database import Database
 
 BASE_URL_ENV: Final = "REALNAME_PUBLIC_BASE_URL"

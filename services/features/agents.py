@@ -25,8 +25,8 @@ from services.domain.errors import (
     NotFound,
     PermissionDenied,
 )
-from services.domain.guards import ActivationGuard
 from services.domain.pseudonym import Pseudonymizer
+from services.features.guards import ActivationGuard
 from services.storage import agents_repo as repo
 from services.storage import cards_repo
 from services.storage.database import Database

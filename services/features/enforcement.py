@@ -11,8 +11,8 @@ from typing import Any
 
 from services.domain.cards import ActivateCard
 from services.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from services.domain.guards import ActivationGuard
-from services.domain.verification import Clock, utc_now
+from services.features.cards import Clock, utc_now
+from services.features.guards import ActivationGuard
 from services.storage import cards_repo
 from services.storage import enforcement_repo as repo
 from services.storage.database import Database

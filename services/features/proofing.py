@@ -43,16 +43,16 @@ from services.domain.errors import (
     RealnameError,
     Violations,
 )
-from services.domain.guards import ActivationGuard, GuardAssumptionChanged
 from services.domain.holder_names import HolderNames, card_context
-from services.domain.identity_authority import (
+from services.domain.pseudonym import Pseudonymizer
+from services.features.cards import CardRegistry
+from services.features.guards import ActivationGuard, GuardAssumptionChanged
+from services.runtime.identity_authority import (
     GuardedAuthority,
     IdentityAuthority,
     ReferenceAuthority,
     Verdict,
 )
-from services.domain.pseudonym import Pseudonymizer
-from services.domain.verification import CardRegistry
 from services.storage import proofing_repo as repo
 from services.storage.database import Database
 from services.storage.rawsql import Probe, Tx
@@ -79,7 +79,7 @@ Clock = Callable[[], dt.datetime]
 
 
 class AgentFlagger(Protocol):
-    """Feeds a fraud signal to the agent registry (services.domain.agents.flag_agent)."""
+    """Feeds a fraud signal to the agent registry (services.features.agents.flag_agent)."""
 
     def __call__(
         self,

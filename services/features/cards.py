@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from services.domain import industry
 from services.domain.cards import (
     ActivateCard,
     AgentSale,
@@ -31,11 +30,12 @@ from services.domain.errors import (
     RealnameError,
     Unavailable,
 )
-from services.domain.guards import ActivationGuard, GuardAssumptionChanged
 from services.domain.numbers import mask_msisdn
 from services.domain.pseudonym import Pseudonymizer
 from services.domain.ratelimit import RateLimiter
-from services.domain.registry import SELLER_NOT_AUTHORIZED, SellerCheck
+from services.features import industry
+from services.features.guards import ActivationGuard, GuardAssumptionChanged
+from services.features.sellers import SELLER_NOT_AUTHORIZED, SellerCheck
 from services.storage import cards_repo as repo
 from services.storage.database import Database, RetryTransaction
 from services.storage.rawsql import Probe, Tx

@@ -19,8 +19,8 @@ import psycopg
 from grpc_health.v1 import health, health_pb2
 from sqlalchemy.engine import make_url
 
-from services.metrics import DATABASE_UP
-from services.periodic import PeriodicJob
+from services.runtime.metrics import DATABASE_UP
+from services.runtime.periodic import PeriodicJob
 
 log = logging.getLogger("realname.health")
 

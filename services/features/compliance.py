@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from services.domain.errors import NotFound
-from services.domain.verification import Clock, utc_now
+from services.features.cards import Clock, utc_now
 from services.storage import cards_repo
 from services.storage import compliance_repo as repo
 from services.storage.database import Database
