@@ -34,7 +34,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from registry.checkpoint import Checkpoint, sign_checkpoint
 from registry.delivery.bundle import DeliveryBundle, LoggedCertificate
 from registry.delivery.checks import Reason
-from registry.delivery.commitment import DocumentType
 from registry.delivery.offline import OfflineVerifier, prepare, verify_offline
 from registry.delivery.token import (
     MAX_TOKEN_SIZE,
@@ -54,6 +53,7 @@ from registry.pki.issuance import issue_store_certificate
 from registry.pki.keys import generate_private_key
 from registry.pki.revocation import Revocation, build_crl
 from registry.pki.scope import Scope
+from registry.subscribers import DocumentType
 
 BASE_URL = "http://127.0.0.1:8080"
 CREDIT_CODE = "91350100M000100Y43"

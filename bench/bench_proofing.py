@@ -35,8 +35,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import bench.run as run
 from bench.common import CHANNEL_OPTIONS, client_credentials, update_results_section, wait_serving
+from registry.subscribers import DocumentType
 from services.domain.attestation import AttestationClaims, sign, subject_digest
-from services.domain.documents import Document, DocumentType, resident_id_check_char
+from services.domain.documents import Document, resident_id_check_char
 from services.domain.holder_names import HolderNames
 from services.domain.numbers import luhn_complete
 from services.domain.pseudonym import load_pepper

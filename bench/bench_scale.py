@@ -45,7 +45,8 @@ from bench.bench_compliance import report_lines, time_report
 from bench.common import CHANNEL_OPTIONS, ServerProcess, client_credentials, update_results_section
 from bench.load import percentile, resident_id
 from bench.postgres import fresh_database, postgres_server, server_facts
-from services.domain.documents import Document, DocumentType
+from registry.subscribers import DocumentType
+from services.domain.documents import Document
 from services.domain.numbers import luhn_complete
 from services.domain.pseudonym import load_pepper
 from services.proto.realname.v1 import common_pb2, verification_pb2, verification_pb2_grpc

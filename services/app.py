@@ -9,6 +9,7 @@ import grpc
 from starlette.routing import BaseRoute
 
 from registry.authz.errors import RegistryError
+from registry.clock import Clock, utc_now
 from registry.pki import PkiError
 from services.domain.errors import FailedPrecondition, Unavailable
 from services.domain.principal import Role
@@ -16,7 +17,7 @@ from services.domain.pseudonym import Pseudonymizer
 from services.domain.ratelimit import RateLimiter
 from services.features.agents import AgentDesk, AgentGuard, AgentPolicy, flag_agent
 from services.features.audit_trail import AuditTrail
-from services.features.cards import CardRegistry, Clock, utc_now
+from services.features.cards import CardRegistry
 from services.features.citizen import CitizenDesk
 from services.features.compliance import DEFAULT_TARGETS, ComplianceDesk, parse_targets
 from services.features.delivery import DeliveryConfig, DeliveryDesk

@@ -45,12 +45,13 @@ from registry.authz.tables import (
     authz_crls,
     authz_state,
 )
+from registry.clock import as_utc
 from registry.log.entries import OperatorCaAdded, OperatorCaRevoked, OperatorCaRotated
 from registry.log.storage import append_entry
 from registry.pki import authority as pki_authority
-from registry.pki._util import as_utc, subject_key_id
 from registry.pki.authority import CertificateAuthority
 from registry.pki.bundle import TrustBundle
+from registry.pki.identifiers import subject_key_id
 from registry.pki.keys import Passphrase, decrypt_private_key, encrypt_private_key
 from registry.pki.operators import OperatorKind, validate_operator_id
 from registry.pki.revocation import Revocation, build_crl, reason_from_code

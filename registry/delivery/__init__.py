@@ -27,7 +27,7 @@ from registry.delivery.checks import (
     check_delivery,
     judge_seller,
 )
-from registry.delivery.commitment import DocumentType, commit, matches, normalise_number
+from registry.delivery.commitment import commit, matches
 from registry.delivery.errors import DeliveryError, TokenDecodeError
 from registry.delivery.offline import (
     OfflineVerdict,
@@ -46,6 +46,7 @@ from registry.delivery.token import (
     sign_shipment,
     verify_token_signature,
 )
+from registry.subscribers import DocumentType, normalise_number
 
 __all__ = [
     "CHECK_ORDER",

@@ -46,13 +46,7 @@ from typing import Final, Protocol
 
 from cryptography import x509
 
-from registry.delivery.commitment import (
-    COMMITMENT_SIZE,
-    DocumentType,
-    commit,
-    normalise_number,
-    validate_document,
-)
+from registry.delivery.commitment import COMMITMENT_SIZE, commit, validate_document
 from registry.delivery.errors import InvalidDocumentError, TokenDecodeError, TokenSignatureError
 from registry.delivery.token import (
     ShipmentToken,
@@ -61,6 +55,7 @@ from registry.delivery.token import (
     verify_token_signature,
 )
 from registry.pki import verify as pki
+from registry.subscribers import DocumentType, normalise_number
 
 
 class Reason(enum.StrEnum):

@@ -23,14 +23,13 @@ token holder. Treat token bytes as personal data.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
-import re
 import secrets
 from typing import Final
 
 from registry.delivery.errors import InvalidDocumentError
+from registry.subscribers import DocumentType, normalise_number
 
 COMMITMENT_LABEL: Final = b"realname/delivery/recipient-commitment/v1\x00"
 """Domain-separation prefix of the committed message."""
@@ -44,20 +43,6 @@ COMMITMENT_SIZE: Final = 32
 MAX_NUMBER_LENGTH: Final = 64
 """Longest normalised document number accepted, in characters (real ones are under 20)."""
 
-# Same rule as services/domain/documents.py::normalise_number (registry/ never imports services/):
-# the store and the courier must hash the very string the service pseudonymises.
-_STRIP: Final = re.compile(r"[\s\-]")
-
-
-class DocumentType(enum.IntEnum):
-    """Identity document types, numbered as the ``realname.v1.DocumentType`` proto enum."""
-
-    RESIDENT_ID_CARD = 1
-    PASSPORT = 2
-    HK_MACAO_PERMIT = 3
-    TAIWAN_PERMIT = 4
-    FOREIGN_PERMANENT_RESIDENCE = 5
-
 
 def document_type(value: DocumentType | int) -> DocumentType:
     """Return ``value`` as a :class:`DocumentType`, raising ``InvalidDocumentError`` if unknown."""
@@ -65,11 +50,6 @@ def document_type(value: DocumentType | int) -> DocumentType:
         return DocumentType(value)
     except ValueError:
         raise InvalidDocumentError(f"unknown document type {value!r}") from None
-
-
-def normalise_number(raw: str) -> str:
-    """Strip whitespace and dashes and upper-case: the form every party hashes."""
-    return _STRIP.sub("", raw).upper()
 
 
 def _normalised(number: str) -> bytes:

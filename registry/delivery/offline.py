@@ -48,12 +48,13 @@ from registry.delivery.checks import (
     check_delivery,
     judge_seller,
 )
-from registry.delivery.commitment import DocumentType, document_type
+from registry.delivery.commitment import document_type
 from registry.delivery.errors import DeliveryBundleError
 from registry.merkle import MerkleError, leaf_hash, verify_inclusion
 from registry.note import NoteError, parse_verifier_key
 from registry.pki import verify as pki
 from registry.pki.errors import PkiError, RevocationUnavailableError
+from registry.subscribers import DocumentType
 
 OfflineVerdict = DeliveryVerdict
 """The verdict type :func:`verify_offline` returns (the same type the online check returns)."""

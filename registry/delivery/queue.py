@@ -43,9 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from registry.delivery.commitment import COMMITMENT_SIZE, DocumentType, commit, document_type
+from registry.delivery.commitment import COMMITMENT_SIZE, commit, document_type
 from registry.delivery.errors import DeliveryError, QueueCorruptError, QueueError, TokenDecodeError
 from registry.delivery.token import ShipmentToken, decode_token
+from registry.subscribers import DocumentType
 
 QUEUE_VERSION: Final = 1
 """The line format version written and read."""

@@ -62,13 +62,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from registry.delivery.base45 import Base45Error, b45decode, b45encode
-from registry.delivery.commitment import (
-    COMMITMENT_SIZE,
-    SALT_SIZE,
-    DocumentType,
-    commit,
-    new_salt,
-)
+from registry.delivery.commitment import COMMITMENT_SIZE, SALT_SIZE, commit, new_salt
 from registry.delivery.errors import (
     InvalidShipmentError,
     MalformedFieldError,
@@ -82,6 +76,7 @@ from registry.delivery.errors import (
 from registry.pki.errors import InvalidOperatorError, UnsupportedKeyError
 from registry.pki.keys import require_p256_public_key
 from registry.pki.operators import validate_operator_id
+from registry.subscribers import DocumentType, mask_msisdn
 
 TOKEN_VERSION: Final = 1
 """The encoding version written, and the only one accepted."""
@@ -152,13 +147,10 @@ def _luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def mask_msisdn(msisdn: str) -> str:
-    """Return an 11-digit mainland MSISDN masked as ``138****1234`` (a masked one unchanged)."""
-    if _MASKED_RE.fullmatch(msisdn):
-        return msisdn
-    if not _MSISDN_RE.fullmatch(msisdn):
+def _masked_msisdn(msisdn: str) -> str:
+    if not (_MSISDN_RE.fullmatch(msisdn) or _MASKED_RE.fullmatch(msisdn)):
         raise InvalidShipmentError("MSISDN must be an 11-digit mainland number starting 13-19")
-    return msisdn[:3] + "****" + msisdn[7:]
+    return mask_msisdn(msisdn)
 
 
 def _text_problem(value: str, limit: int) -> str | None:
@@ -262,7 +254,7 @@ def new_shipment(
         waybill=waybill,
         courier=courier,
         iccid=iccid,
-        msisdn_masked=mask_msisdn(msisdn),
+        msisdn_masked=_masked_msisdn(msisdn),
         operator=operator,
         store_serial=store_serial,
         issued_at=issued,

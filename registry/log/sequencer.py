@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, and_, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from registry.checkpoint import Checkpoint, sign_checkpoint
+from registry.clock import Clock, utc_now
 from registry.log import storage
 from registry.log.errors import LogCorruptedError, SequencerConflictError
 from registry.log.storage import (
@@ -70,11 +71,6 @@ class Integration:
 
 Transactor = Callable[[Callable[[Connection], Integration]], Integration]
 """Runs a unit of work in one transaction (e.g. a retrying ``Database.write``)."""
-
-
-def utc_now() -> dt.datetime:
-    """Return the current time in UTC."""
-    return dt.datetime.now(dt.UTC)
 
 
 def integrate(
@@ -203,7 +199,7 @@ class Sequencer:
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         transact: Transactor | None = None,
-        clock: Callable[[], dt.datetime] = utc_now,
+        clock: Clock = utc_now,
     ) -> None:
         """Sequence in ``engine``'s database; ``transact`` runs each batch (default: one try)."""
         if batch_size < 1:

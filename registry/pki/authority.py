@@ -39,18 +39,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from registry.clock import as_utc
 from registry.pki._asn1 import OperatorAuthorityAsn1
-from registry.pki._util import (
-    as_utc,
-    key_identifier,
-    random_serial_number,
-    subject_key_id,
-)
 from registry.pki.errors import (
     IssuanceError,
     MalformedExtensionError,
     UnsupportedKeyError,
 )
+from registry.pki.identifiers import key_identifier, random_serial_number, subject_key_id
 from registry.pki.keys import (
     Passphrase,
     generate_private_key,

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
-from registry.pki._util import as_utc, random_serial_number
+from registry.clock import as_utc
 from registry.pki.authority import CertificateAuthority, operator_authority_of
 from registry.pki.authorization import StoreAuthorization, authorization_extension
 from registry.pki.errors import (
@@ -44,6 +44,7 @@ from registry.pki.errors import (
     MalformedExtensionError,
     OperatorMismatchError,
 )
+from registry.pki.identifiers import random_serial_number
 from registry.pki.keys import require_p256_public_key
 from registry.pki.oids import STORE_AUTHORIZATION_EKU
 from registry.pki.urls import crl_url, ocsp_url

@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from registry.pki._util import as_utc
+from registry.clock import as_utc
 from registry.pki.authority import CertificateAuthority
 from registry.pki.errors import IssuanceError, OcspRequestError
 

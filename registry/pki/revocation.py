@@ -30,7 +30,7 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from registry.pki._util import as_utc
+from registry.clock import as_utc
 from registry.pki.authority import CertificateAuthority
 from registry.pki.errors import IssuanceError
 

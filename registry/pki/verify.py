@@ -62,7 +62,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from registry.pki._util import as_utc, authority_key_id, subject_key_id
+from registry.clock import as_utc
 from registry.pki.authority import operator_authority_of
 from registry.pki.authorization import StoreAuthorization, authorization_of
 from registry.pki.bundle import TrustBundle
@@ -74,6 +74,7 @@ from registry.pki.errors import (
     MalformedExtensionError,
     RevocationUnavailableError,
 )
+from registry.pki.identifiers import authority_key_id, subject_key_id
 from registry.pki.keys import require_p256_public_key
 from registry.pki.oids import STORE_AUTHORIZATION_EKU
 from registry.pki.regions import PROVINCES

@@ -6,8 +6,9 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import Enum
 
+from registry.subscribers import DocumentType
 from services.domain.attestation import ReaderAttestation
-from services.domain.documents import Document, DocumentType
+from services.domain.documents import Document
 
 
 class CardType(Enum):

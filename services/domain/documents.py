@@ -5,18 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
-from enum import Enum
 
-
-class DocumentType(Enum):
-    """Identity document kinds; values match the proto enum numbers."""
-
-    RESIDENT_ID_CARD = 1
-    PASSPORT = 2
-    HK_MACAO_PERMIT = 3
-    TAIWAN_PERMIT = 4
-    FOREIGN_PERMANENT_RESIDENCE = 5
-
+from registry.subscribers import DocumentType
 
 # GB 11643-1999 / ISO 7064 MOD 11-2.
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -59,11 +49,6 @@ class Document:
         return f"Document({self.type.name}, {self.masked()})"
 
     __str__ = __repr__
-
-
-def normalise_number(raw: str) -> str:
-    """Strips spaces and dashes and upper-cases, the form the pseudonym is computed over."""
-    return re.sub(r"[\s\-]", "", raw).upper()
 
 
 def mask_document_number(number: str) -> str:

@@ -16,13 +16,6 @@ def msisdn_problem(msisdn: str) -> str | None:
     return None
 
 
-def mask_msisdn(msisdn: str) -> str:
-    """Masks an MSISDN as ``138****1234``."""
-    if len(msisdn) != 11:
-        return "*" * len(msisdn)
-    return msisdn[:3] + "****" + msisdn[7:]
-
-
 def luhn_valid(digits: str) -> bool:
     """Checks a Luhn (mod 10) check digit over a string of ASCII digits."""
     total = 0

@@ -7,6 +7,7 @@ import re
 
 from registry.pki.errors import InvalidCreditCodeError
 from registry.pki.uscc import validate_credit_code
+from registry.subscribers import DocumentType, normalise_number
 from services.domain.attestation import ReaderAttestation
 from services.domain.cards import (
     ActivateCard,
@@ -17,7 +18,7 @@ from services.domain.cards import (
     OnlineSale,
     SalesChannel,
 )
-from services.domain.documents import Document, DocumentType, document_problem, normalise_number
+from services.domain.documents import Document, document_problem
 from services.domain.errors import Violations
 from services.domain.holder_names import holder_name_problem
 from services.domain.numbers import (

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from registry.clock import Clock, utc_now
 from services.domain.cards import ActivateCard, AgentSale
 from services.domain.errors import (
     AlreadyExists,
@@ -60,8 +61,6 @@ _CAP_WINDOW: Final = dt.timedelta(days=1)
 # latest sales per distinct document over the threshold show it was passed.
 _ROWS_PER_DOCUMENT: Final = 5
 
-Clock = Callable[[], dt.datetime]
-
 POLICY_ENV: Final = {
     "batch_max": "REALNAME_AGENT_BATCH_MAX",
     "batch_window": "REALNAME_AGENT_BATCH_WINDOW",
@@ -72,10 +71,6 @@ POLICY_ENV: Final = {
     "min_interval": "REALNAME_AGENT_MIN_INTERVAL",
 }
 """The environment variable of each AgentPolicy field."""
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def parse_duration(text: str) -> dt.timedelta:
@@ -245,7 +240,7 @@ def flag_agent(
     """
     if not SIGNAL_KIND.fullmatch(kind):
         raise ValueError(f"signal kind must be an upper-case identifier, not {kind!r}")
-    at = now or _utc_now()
+    at = now or utc_now()
     repo.record_signals(
         tx,
         [
@@ -261,7 +256,7 @@ def flag_agent(
 class AgentDesk:
     """Registers, suspends and lists an operator's agents, and reads their signals."""
 
-    def __init__(self, db: Database, clock: Clock = _utc_now) -> None:
+    def __init__(self, db: Database, clock: Clock = utc_now) -> None:
         self._db = db
         self._clock = clock
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from registry.clock import Clock, utc_now
 from registry.log.entries import AuditDigest, decode_entry
 from registry.log.storage import PENDING_INSERT_SQL, pending_row
 from services.domain.audit import AuditContext, AuditRecord, chain_next
@@ -24,12 +24,6 @@ log = logging.getLogger(__name__)
 
 ANCHOR_LABEL_PREFIX = "realname-audit:"
 """Labels of the audit-digest log entries: the prefix, then the anchored head id."""
-
-Clock = Callable[[], dt.datetime]
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -54,7 +48,7 @@ class AuditTrail:
     def __init__(
         self,
         db: Database,
-        clock: Clock = _utc_now,
+        clock: Clock = utc_now,
         *,
         flush_interval: float = 0.02,
         wait_timeout: float = 10.0,

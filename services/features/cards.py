@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
+from registry.clock import Clock, utc_now
+from registry.subscribers import mask_msisdn
 from services.domain.cards import (
     ActivateCard,
     AgentSale,
@@ -30,7 +32,6 @@ from services.domain.errors import (
     RealnameError,
     Unavailable,
 )
-from services.domain.numbers import mask_msisdn
 from services.domain.pseudonym import Pseudonymizer
 from services.domain.ratelimit import RateLimiter
 from services.features import industry
@@ -47,8 +48,6 @@ REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
 GUARD_ROUNDS = 3
 NUMBER_NOT_OPERATORS = "NUMBER_NOT_OPERATORS"
 UNKNOWN_OPERATOR = "UNKNOWN_OPERATOR"
-
-Clock = Callable[[], dt.datetime]
 
 REGISTRATION_INCOMPLETE = "REGISTRATION_INCOMPLETE"
 CARD_NOT_ACTIVE = "CARD_NOT_ACTIVE"
@@ -67,11 +66,6 @@ class TransferCard:
 
 TransferCheck = Callable[[str, TransferCard], None]
 """A rule run before a transfer's transaction (operator id, command); refuses by raising."""
-
-
-def utc_now() -> dt.datetime:
-    """The default clock."""
-    return dt.datetime.now(dt.UTC)
 
 
 class _Refusal(Exception):

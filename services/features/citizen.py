@@ -7,12 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from registry.clock import Clock, utc_now
+from registry.subscribers import mask_msisdn
 from services.domain.cards import AgentSale, Card, CardState, Suspension
 from services.domain.documents import Document
 from services.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from services.domain.numbers import mask_msisdn
 from services.domain.pseudonym import Pseudonymizer
-from services.features.cards import Clock, utc_now
 from services.storage import cards_repo
 from services.storage import disputes_repo as repo
 from services.storage.database import Database, RetryTransaction

@@ -7,8 +7,8 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from registry.clock import Clock, utc_now
 from services.domain.errors import NotFound
-from services.features.cards import Clock, utc_now
 from services.storage import cards_repo
 from services.storage import compliance_repo as repo
 from services.storage.database import Database

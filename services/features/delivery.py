@@ -30,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from registry.authz.records import serial_hex
+from registry.clock import Clock, utc_now
 from registry.delivery import (
     DeliveryVerdict,
     PresentedCommitment,
@@ -45,7 +46,7 @@ from registry.delivery import (
     judge_seller,
 )
 from registry.delivery.errors import TokenDecodeError
-from registry.delivery.token import mask_msisdn
+from registry.subscribers import mask_msisdn
 from services.domain.cards import CardState
 from services.domain.errors import (
     FailedPrecondition,
@@ -73,12 +74,7 @@ CLOCK_SKEW: Final = dt.timedelta(minutes=5)
 
 _EXPIRY_BATCH: Final = 500
 
-Clock = Callable[[], dt.datetime]
 Presented = PresentedDocument | PresentedCommitment
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +155,7 @@ class DeliveryDesk:
         self,
         db: Database,
         sellers: SellerRegistry,
-        clock: Clock = _utc_now,
+        clock: Clock = utc_now,
         config: DeliveryConfig | None = None,
     ) -> None:
         self._db = db

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from registry.clock import Clock, utc_now
 from services.domain.cards import ActivateCard
 from services.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
-from services.features.cards import Clock, utc_now
 from services.features.guards import ActivationGuard
 from services.storage import cards_repo
 from services.storage import enforcement_repo as repo

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from registry.clock import Clock, utc_now
 from services.domain.cards import Eligibility, IndustryBinding
 from services.domain.documents import Document
 from services.domain.errors import (
@@ -52,12 +53,6 @@ MAX_PAGE = 1000
 _APN_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _MAX_APN = 63
 _MAX_NAME = 128
-
-Clock = Callable[[], dt.datetime]
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -211,7 +206,7 @@ def eligibility(
 class EnterpriseDesk:
     """Registers the calling operator's enterprises and keeps their declared scenarios."""
 
-    def __init__(self, db: Database, pseudonymizer: Pseudonymizer, clock: Clock = _utc_now):
+    def __init__(self, db: Database, pseudonymizer: Pseudonymizer, clock: Clock = utc_now):
         self._db = db
         self._pseudo = pseudonymizer
         self._clock = clock

@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
+from registry.clock import Clock, utc_now
+from registry.subscribers import DocumentType, mask_msisdn, normalise_number
 from services.domain.cards import Card
-from services.domain.documents import Document, DocumentType, document_problem, normalise_number
+from services.domain.documents import Document, document_problem
 from services.domain.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -28,14 +30,12 @@ from services.domain.errors import (
     QuotaExceeded,
     QuotaViolation,
 )
-from services.domain.numbers import iccid_problem, mask_msisdn
+from services.domain.numbers import iccid_problem
 from services.domain.pseudonym import Pseudonymizer
 from services.storage import cards_repo, legacy_repo
 from services.storage.database import Database, RetryTransaction
 from services.storage.legacy_repo import ImportRecord, LegacyCard, PolicyRecord
 from services.storage.rawsql import Tx
-
-Clock = Callable[[], dt.datetime]
 
 VERIFIED, UNVERIFIED = 1, 2  # LegacyStatus values (the proto enum's numbers)
 MAX_REPORTED_ERRORS = 50_000
@@ -49,10 +49,6 @@ MAX_PERIOD_DAYS = 3650
 _IMPORT_ID = re.compile(r"[0-9a-f]{64}")
 _MSISDN = re.compile(r"1[3-9]\d{9}")
 _MAX_RAW = 64
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 class RawRow(NamedTuple):
@@ -288,7 +284,7 @@ HolderCheck = Callable[[str, Document, str | None], None]
 class LegacyDesk:
     """Imports legacy subscribers, completes their registration, keeps deadline policies."""
 
-    def __init__(self, db: Database, pseudonymizer: Pseudonymizer, clock: Clock = _now) -> None:
+    def __init__(self, db: Database, pseudonymizer: Pseudonymizer, clock: Clock = utc_now) -> None:
         self._db = db
         self._pseudo = pseudonymizer
         self._holder_checks: list[HolderCheck] = []

@@ -13,10 +13,11 @@ import datetime as dt
 import math
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from registry.clock import Clock
 from services.domain.attestation import (
     AttestationClaims,
     AttestationFormatError,
@@ -74,8 +75,6 @@ DEFAULT_FACE_MATCH_THRESHOLD = 800
 _SERIAL = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 _REFERENCE = re.compile(r"[A-Za-z0-9._:/\-]{0,64}")
 _EARTH_RADIUS_KM = 6371.0
-
-Clock = Callable[[], dt.datetime]
 
 
 class AgentFlagger(Protocol):

@@ -58,6 +58,7 @@ from registry.authz.records import (
 )
 from registry.authz.sealing import Sealer
 from registry.authz.tables import ROOT_ISSUER
+from registry.clock import Clock, utc_now
 from registry.pki.authority import CertificateAuthority
 from registry.pki.errors import (
     CertificateFormatError,
@@ -111,8 +112,6 @@ REFRESH_MARGIN: Final = dt.timedelta(hours=1)
 RETRY_STALE_AFTER: Final = dt.timedelta(minutes=1)
 """Least time between re-reads of a bundle whose CRLs nobody has re-signed yet."""
 
-Clock = Callable[[], dt.datetime]
-
 # Order in which verdicts for several operators' authorizations of one shop are preferred: the
 # one closest to "authorized" answers for the shop.
 _PREFERENCE: Final = {
@@ -130,10 +129,6 @@ _PREFERENCE: Final = {
         )
     )
 }
-
-
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -364,7 +359,7 @@ def _scope(card_types: str, provinces: str) -> Scope:
 class SellerRegistry:
     """The registry's domain service: workflow with access rules, verification, CRLs and OCSP."""
 
-    def __init__(self, db: Database, config: RegistryConfig, clock: Clock = _utc_now) -> None:
+    def __init__(self, db: Database, config: RegistryConfig, clock: Clock = utc_now) -> None:
         self._db = db
         self._config = config
         self._clock = clock

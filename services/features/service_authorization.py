@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from registry.subscribers import mask_msisdn
 from services.domain.cards import CardState, CardType, ServiceStage, Suspension
 from services.domain.errors import NotFound
-from services.domain.numbers import mask_msisdn
 from services.features.industry import SCENARIO_NOT_DECLARED
 from services.storage import industry_repo as repo
 from services.storage.database import Database

@@ -16,6 +16,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from registry.clock import Clock, utc_now
 from services.storage import legacy_repo
 from services.storage.database import Database
 from services.storage.legacy_repo import PolicyRecord
@@ -94,9 +95,7 @@ Progress = Callable[[int, int], None]
 class Sweeper:
     """Applies every operator's deadline policy as of one date."""
 
-    def __init__(
-        self, db: Database, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
-    ) -> None:
+    def __init__(self, db: Database, clock: Clock = utc_now) -> None:
         self._db = db
         self._clock = clock
 

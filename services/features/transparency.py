@@ -9,18 +9,18 @@ its own ``Database.write`` unit of work, and may call ``log.sequencer.integrate_
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from sqlalchemy import Connection
 
+from registry.clock import Clock, utc_now
 from registry.log import storage, witness
 from registry.log.errors import LogCorruptedError, LogKeyError
 from registry.log.reader import LogReader
-from registry.log.sequencer import DEFAULT_INTERVAL, Sequencer, SequencerRunner, utc_now
+from registry.log.sequencer import DEFAULT_INTERVAL, Sequencer, SequencerRunner
 from registry.log.signing import DEFAULT_ORIGIN, ensure_log_signer, log_key_path, verifier_key
 from registry.log.storage import StoredCheckpoint
 from registry.merkle import leaf_hash
@@ -124,7 +124,7 @@ class TransparencyLog:
     reader: LogReader
     sequencer: Sequencer
     witnesses: tuple[CosignatureVerifier, ...] = ()
-    clock: Callable[[], dt.datetime] = utc_now
+    clock: Clock = utc_now
 
     @classmethod
     def create(
@@ -133,7 +133,7 @@ class TransparencyLog:
         signer: Ed25519Signer,
         *,
         witnesses: Sequence[CosignatureVerifier] = (),
-        clock: Callable[[], dt.datetime] = utc_now,
+        clock: Clock = utc_now,
     ) -> TransparencyLog:
         """Wire a log over ``db`` signing with ``signer`` (whose name is the origin)."""
         sequencer = Sequencer(db.engine, signer, signer.name, transact=db.write, clock=clock)

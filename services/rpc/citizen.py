@@ -6,9 +6,9 @@ import unicodedata
 
 import grpc
 
+from registry.subscribers import mask_msisdn
 from services.domain import validation
 from services.domain.errors import Violations
-from services.domain.numbers import mask_msisdn
 from services.domain.principal import Role
 from services.features.citizen import CitizenDesk, Dispute, DisputeReason, HolderCard, Resolution
 from services.proto.realname.v1 import citizen_pb2 as cpb

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import grpc
 
-from registry.delivery import (
-    DeliveryVerdict,
-    DocumentType,
-    PresentedCommitment,
-    PresentedDocument,
-    Reason,
-)
+from registry.delivery import DeliveryVerdict, PresentedCommitment, PresentedDocument, Reason
 from registry.delivery.errors import InvalidDocumentError
+from registry.subscribers import DocumentType
 from services.domain.errors import FieldViolation, InvalidArgument
 from services.domain.principal import Role
 from services.features.delivery import Delivery, DeliveryDesk

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from registry.subscribers import DocumentType
 from services.domain import validation
 from services.domain.attestation import AttestationFormatError, load_public_key, signature_valid
-from services.domain.documents import Document, DocumentType
+from services.domain.documents import Document
 from services.domain.errors import Unavailable, Violations
 from services.domain.holder_names import HolderNames, holder_name_problem
 from services.domain.pseudonym import Pseudonymizer

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from registry.subscribers import DocumentType
 from services.domain import audit
 from services.domain.cards import (
     AgentSale,
@@ -22,7 +23,6 @@ from services.domain.cards import (
     SalesChannel,
     ServiceStage,
 )
-from services.domain.documents import DocumentType
 from services.domain.errors import ErrorKind, QuotaExceeded, QuotaViolation, RealnameError
 from services.storage import industry_repo
 from services.storage.rawsql import Tx

@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from registry.subscribers import DocumentType
 from services.domain.cards import CardState, CardType, ServiceStage
-from services.domain.documents import DocumentType
 from services.storage.rawsql import Tx
 
 _DEACTIVATED = CardState.DEACTIVATED.value

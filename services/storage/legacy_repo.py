@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.domain.documents import DocumentType
+from registry.subscribers import DocumentType
 from services.storage.rawsql import Tx
 
 _LIVE = "state <> 'DEACTIVATED'"

@@ -15,8 +15,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, inspect
 
+from registry.subscribers import DocumentType
 from services import cli
-from services.domain.documents import Document, DocumentType
+from services.domain.documents import Document
 from services.domain.pseudonym import Pseudonymizer
 from services.features.agents import flag_agent
 from services.proto.realname.v1 import agents_pb2 as apb

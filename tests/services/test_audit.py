@@ -9,7 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.domain.documents import Document, DocumentType
+from registry.subscribers import DocumentType
+from services.domain.documents import Document
 from services.domain.pseudonym import Pseudonymizer
 from services.features.audit_trail import AuditTrail
 from services.proto.realname.v1 import common_pb2 as cpb

@@ -12,7 +12,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from registry.delivery import DocumentType, new_shipment, sign_shipment
+from registry.delivery import new_shipment, sign_shipment
+from registry.subscribers import DocumentType
 from services.cli import build_parser
 from services.domain.pseudonym import Pseudonymizer
 from services.proto.realname.v1 import common_pb2 as cpb

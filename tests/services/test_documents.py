@@ -8,11 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from registry.subscribers import DocumentType, normalise_number
 from services.domain.documents import (
-    DocumentType,
     document_problem,
     mask_document_number,
-    normalise_number,
     resident_id_check_char,
     resident_id_problem,
 )

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from registry.subscribers import mask_msisdn
 from services.domain.numbers import (
     iccid_problem,
     luhn_complete,
     luhn_valid,
-    mask_msisdn,
     msisdn_problem,
     request_id_problem,
 )

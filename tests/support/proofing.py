@@ -11,6 +11,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from registry.subscribers import DocumentType
 from services.app import App
 from services.domain.attestation import (
     AttestationClaims,
@@ -18,7 +19,7 @@ from services.domain.attestation import (
     sign,
     subject_digest,
 )
-from services.domain.documents import Document, DocumentType
+from services.domain.documents import Document
 from services.domain.pseudonym import Pseudonymizer
 from services.features.proofing import ProofingConfig
 from services.proto.realname.v1 import common_pb2 as cpb

@@ -18,13 +18,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from registry.checkpoint import Checkpoint, sign_checkpoint
 from registry.delivery.bundle import DeliveryBundle, LoggedCertificate
-from registry.delivery.commitment import DocumentType
 from registry.delivery.token import ShipmentFields, new_shipment, sign_shipment
 from registry.log.entries import Issuance, StoreRef, store_of_certificate
 from registry.merkle import MemoryTree
 from registry.note import CosignatureSigner, Ed25519Signer
 from registry.pki.authority import CertificateAuthority
 from registry.pki.revocation import Revocation
+from registry.subscribers import DocumentType
 from tests.registry.pki.factory import World, make_world
 
 ORIGIN = "realname.test/delivery-log"

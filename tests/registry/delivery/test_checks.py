@@ -20,12 +20,13 @@ from registry.delivery.checks import (
     check_delivery,
     judge_seller,
 )
-from registry.delivery.commitment import DocumentType, commit
+from registry.delivery.commitment import commit
 from registry.delivery.errors import InvalidDocumentError
 from registry.delivery.offline import OfflineVerifier, verify_offline
 from registry.delivery.token import ShipmentToken, decode_token
 from registry.pki import verify as pki
 from registry.pki.keys import generate_private_key
+from registry.subscribers import DocumentType
 from tests.registry.delivery.support import COURIER, ID_NUMBER, Delivery
 
 

@@ -8,16 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from registry.delivery.commitment import (
-    COMMITMENT_LABEL,
-    SALT_SIZE,
-    DocumentType,
-    commit,
-    matches,
-    new_salt,
-    normalise_number,
-)
+from registry.delivery.commitment import COMMITMENT_LABEL, SALT_SIZE, commit, matches, new_salt
 from registry.delivery.errors import InvalidDocumentError
+from registry.subscribers import DocumentType, normalise_number
 
 NUMBER = "11010519491231002X"
 SALT = bytes(range(16))

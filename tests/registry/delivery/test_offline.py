@@ -12,7 +12,6 @@ from cryptography.hazmat.primitives import serialization
 
 from registry.delivery.bundle import DeliveryBundle, LoggedCertificate
 from registry.delivery.checks import DeliveryVerdict, Reason
-from registry.delivery.commitment import DocumentType
 from registry.delivery.errors import DeliveryBundleError, InvalidDocumentError
 from registry.delivery.offline import OfflineVerifier, StalePolicy, prepare, verify_offline
 from registry.delivery.token import decode_token, encode_text
@@ -21,6 +20,7 @@ from registry.note import COSIGNATURE_V1_TYPE, generate_signer_key
 from registry.pki import verify as pki
 from registry.pki.keys import generate_private_key
 from registry.pki.revocation import Revocation
+from registry.subscribers import DocumentType
 from tests.registry.delivery.support import (
     COURIER,
     ID_NUMBER,

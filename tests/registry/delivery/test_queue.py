@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from registry.delivery.commitment import DocumentType
 from registry.delivery.errors import QueueCorruptError, QueueError
 from registry.delivery.queue import Confirmation, ConfirmationQueue, new_confirmation
 from registry.delivery.token import decode_token
+from registry.subscribers import DocumentType
 from tests.registry.delivery.support import ID_NUMBER, Delivery
 
 DELIVERED = dt.datetime(2026, 6, 1, 10, 30, 15, tzinfo=dt.UTC)

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from registry.delivery.commitment import DocumentType, commit, normalise_number
+from registry.delivery.commitment import commit
 from registry.delivery.errors import (
     InvalidShipmentError,
     MalformedFieldError,
@@ -34,12 +34,13 @@ from registry.delivery.token import (
     decode_token_text,
     encode_body,
     encode_text,
-    mask_msisdn,
+    new_shipment,
     sign_shipment,
     signed_message,
     verify_token_signature,
 )
 from registry.pki.keys import generate_private_key
+from registry.subscribers import DocumentType, mask_msisdn, normalise_number
 from tests.registry.delivery.support import ICCID, ID_NUMBER, Delivery
 
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -236,8 +237,24 @@ def test_times_are_whole_utc_seconds() -> None:
 def test_mask_msisdn() -> None:
     assert mask_msisdn("13812341234") == "138****1234"
     assert mask_msisdn("138****1234") == "138****1234"
-    with pytest.raises(InvalidShipmentError):
-        mask_msisdn("1381234123")
+    assert mask_msisdn("1381234123") == "**********"
+
+
+@pytest.mark.parametrize("msisdn", ["1381234123", "12812341234", "138****123", "1381234123x"])
+def test_a_shipment_refuses_a_number_that_is_no_mainland_msisdn(msisdn: str) -> None:
+    with pytest.raises(InvalidShipmentError, match="MSISDN"):
+        new_shipment(
+            order_id="TB-1",
+            waybill="SF1",
+            courier="sf-express",
+            iccid="89860012345678901234",
+            msisdn=msisdn,
+            operator="cmcc",
+            store_serial=1,
+            document_type=DocumentType.RESIDENT_ID_CARD,
+            document_number="11010519491231002X",
+            issued_at=T,
+        )
 
 
 # ---- strict decoding ------------------------------------------------------------------------

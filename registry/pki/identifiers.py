@@ -1,28 +1,11 @@
-"""Small helpers shared by the PKI modules: UTC time, key identifiers, serial numbers."""
+"""Key identifiers (RFC 5280) and certificate serial numbers."""
 
 from __future__ import annotations
 
-import datetime as dt
 import secrets
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-
-UTC = dt.UTC
-
-
-def utc_now() -> dt.datetime:
-    """Return the current UTC time, truncated to whole seconds as certificates store it."""
-    return dt.datetime.now(UTC).replace(microsecond=0)
-
-
-def as_utc(moment: dt.datetime | None) -> dt.datetime:
-    """Return ``moment`` as an aware UTC datetime (naive means UTC, as in cryptography)."""
-    if moment is None:
-        return utc_now()
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def key_identifier(public_key: ec.EllipticCurvePublicKey) -> bytes:
