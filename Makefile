@@ -48,6 +48,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy services registry
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(PY) -m bench.run

@@ -17,7 +17,7 @@ from services.domain.pseudonym import Pseudonymizer
 from services.domain.ratelimit import RateLimiter
 from services.features.agents import AgentDesk, AgentGuard, AgentPolicy, flag_agent
 from services.features.audit_trail import AuditTrail
-from services.features.cards import CardRegistry
+from services.features.cards import CardDesk
 from services.features.citizen import CitizenDesk
 from services.features.compliance import DEFAULT_TARGETS, ComplianceDesk, parse_targets
 from services.features.delivery import DeliveryConfig, DeliveryDesk
@@ -25,7 +25,8 @@ from services.features.enforcement import EnforcementDesk, SuspensionGuard
 from services.features.industry import EnterpriseDesk
 from services.features.legacy import LegacyDesk
 from services.features.proofing import ProofingConfig, ProofingDesk, wire_proofing
-from services.features.sellers import RegistryConfig, SellerRegistry
+from services.features.seller_checks import SellerChecks
+from services.features.sellers import RegistryConfig, SellerDesk, operator_keys
 from services.features.service_authorization import ServiceAuthorizer
 from services.features.transparency import TransparencyLog
 from services.http.log_routes import log_routes
@@ -57,9 +58,10 @@ class App:
 
     db: Database
     pseudonymizer: Pseudonymizer
-    cards: CardRegistry
+    cards: CardDesk
     log: TransparencyLog | None = None
-    sellers: SellerRegistry | None = None
+    sellers: SellerDesk | None = None
+    seller_checks: SellerChecks | None = None
     deliveries: DeliveryDesk | None = None
     legacy: LegacyDesk | None = None
     citizens: CitizenDesk | None = None
@@ -91,12 +93,14 @@ class App:
         verifies and serves CRLs already signed but cannot sign anything new.
         """
         config = registry or RegistryConfig(sealer=contact_sealer(pseudonymizer))
-        sellers = SellerRegistry(db, config, clock)
-        cards = CardRegistry(
-            db, pseudonymizer, clock, sellers=sellers, document_limiter=document_limiter
+        keys = operator_keys(config)
+        sellers = SellerDesk(db, config, keys, clock)
+        checks = SellerChecks(db, config, keys, clock)
+        cards = CardDesk(
+            db, pseudonymizer, clock, sellers=checks, document_limiter=document_limiter
         )
-        deliveries = DeliveryDesk(db, sellers, clock, delivery)
-        app = cls(db, pseudonymizer, cards, log, sellers, deliveries)
+        deliveries = DeliveryDesk(db, checks, clock, delivery)
+        app = cls(db, pseudonymizer, cards, log, sellers, checks, deliveries)
         app.citizens = CitizenDesk(db, pseudonymizer, clock)
         app.audit = AuditTrail(db, clock)
         app.enforcement = EnforcementDesk(db, clock)
@@ -136,8 +140,8 @@ class App:
         ]
         if self.log is not None:
             bindings.append(log_binding(self.log))
-        if self.sellers is not None:
-            bindings.append(registry_binding(self.sellers, self.log))
+        if self.sellers is not None and self.seller_checks is not None:
+            bindings.append(registry_binding(self.sellers, self.seller_checks, self.log))
         if self.deliveries is not None:
             bindings.append(delivery_binding(self.deliveries))
         if self.legacy is not None:
@@ -175,17 +179,17 @@ class App:
 
     def crl_refresher(self) -> PeriodicJob:
         """Re-signs aged CRLs every 10 minutes, fetched or not (start when serving; stop after)."""
-        assert self.sellers is not None, "App.build always wires the seller registry"
+        assert self.seller_checks is not None, "App.build always wires the seller checks"
         # Serving goes on with CRLs that are still valid while a refresh fails.
         tolerated = (RegistryError, PkiError, Unavailable, FailedPrecondition)
-        return PeriodicJob("crl-refresh", self.sellers.refresh_crls, 600.0, tolerated)
+        return PeriodicJob("crl-refresh", self.seller_checks.refresh_crls, 600.0, tolerated)
 
     def http_routes(self) -> list[BaseRoute]:
         """The HTTP routes of the process's features (health is added by the HTTP app)."""
         routes: list[BaseRoute] = []
         if self.log is not None:
             routes.extend(log_routes(self.log))
-        if self.sellers is not None:
-            routes.extend(registry_routes(self.sellers))
+        if self.sellers is not None and self.seller_checks is not None:
+            routes.extend(registry_routes(self.seller_checks))
             routes.extend(public_routes(self.sellers, self.log))
         return routes

@@ -36,7 +36,7 @@ from services.domain.pseudonym import Pseudonymizer
 from services.domain.ratelimit import RateLimiter
 from services.features import industry
 from services.features.guards import ActivationGuard, GuardAssumptionChanged
-from services.features.sellers import SELLER_NOT_AUTHORIZED, SellerCheck
+from services.features.seller_checks import SELLER_NOT_AUTHORIZED, SellerCheck
 from services.storage import cards_repo as repo
 from services.storage.database import Database, RetryTransaction
 from services.storage.rawsql import Probe, Tx
@@ -107,7 +107,7 @@ def _refuse_untransferable(row: repo.CardRow) -> None:
         )
 
 
-class CardRegistry:
+class CardDesk:
     """Answers eligibility and records activations so the cap holds under any concurrency."""
 
     def __init__(

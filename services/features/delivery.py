@@ -55,7 +55,7 @@ from services.domain.errors import (
     NotFound,
     PermissionDenied,
 )
-from services.features.sellers import SellerRegistry
+from services.features.seller_checks import SellerChecks
 from services.storage import delivery_repo as repo
 from services.storage import sellers_repo
 from services.storage.database import Database
@@ -102,7 +102,7 @@ class Delivery:
 class _DatabaseSellers:
     """The online seller directory: certificates from the registry, verdicts from its cache."""
 
-    def __init__(self, tx: Tx, registry: SellerRegistry) -> None:
+    def __init__(self, tx: Tx, registry: SellerChecks) -> None:
         self._tx = tx
         self._registry = registry
         self._generation: dict[bytes, int] = {}
@@ -154,7 +154,7 @@ class DeliveryDesk:
     def __init__(
         self,
         db: Database,
-        sellers: SellerRegistry,
+        sellers: SellerChecks,
         clock: Clock = utc_now,
         config: DeliveryConfig | None = None,
     ) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from registry.clock import Clock, utc_now
 from services.domain.cards import ActivateCard
 from services.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from services.domain.records import ActionRow
 from services.features.guards import ActivationGuard
 from services.storage import cards_repo
 from services.storage import enforcement_repo as repo
@@ -96,11 +97,11 @@ class EnforcementDesk:
         reason: str,
         *,
         ca_revoked: bool = False,
-    ) -> tuple[repo.ActionRow, Standing]:
+    ) -> tuple[ActionRow, Standing]:
         """Records an action against a registered operator."""
         text = validate_action(kind, amount_yuan, reason)
 
-        def work(tx: Tx) -> tuple[repo.ActionRow, Standing]:
+        def work(tx: Tx) -> tuple[ActionRow, Standing]:
             operator = cards_repo.get_operator(tx, operator_id)
             if operator is None:
                 raise NotFound(f"no operator {operator_id!r}", reason="UNKNOWN_OPERATOR")
@@ -118,12 +119,12 @@ class EnforcementDesk:
 
         return self._db.run_tx(work)
 
-    def lift(self, action_ref: str) -> tuple[repo.ActionRow, Standing]:
+    def lift(self, action_ref: str) -> tuple[ActionRow, Standing]:
         """Lifts an activation suspension."""
         if not action_ref.isascii() or not action_ref.isdigit() or len(action_ref) > 18:
             raise InvalidArgument([FieldViolation("action_id", "must be an action id")])
 
-        def work(tx: Tx) -> tuple[repo.ActionRow, Standing]:
+        def work(tx: Tx) -> tuple[ActionRow, Standing]:
             action = repo.action_by_id(tx, int(action_ref))
             if action is None:
                 raise NotFound(f"no enforcement action {action_ref}", reason="ACTION_NOT_FOUND")
@@ -139,10 +140,10 @@ class EnforcementDesk:
 
         return self._db.run_tx(work)
 
-    def list(self, operator_id: str | None) -> tuple[list[repo.ActionRow], list[Standing]]:
+    def list(self, operator_id: str | None) -> tuple[list[ActionRow], list[Standing]]:
         """Actions (newest first) and standings, of one operator or of all."""
 
-        def work(tx: Tx) -> tuple[list[repo.ActionRow], list[Standing]]:
+        def work(tx: Tx) -> tuple[list[ActionRow], list[Standing]]:
             operators = cards_repo.all_operators(tx)
             if operator_id is not None and operator_id not in operators:
                 raise NotFound(f"no operator {operator_id!r}", reason="UNKNOWN_OPERATOR")

@@ -28,11 +28,11 @@ from services.domain.errors import (
     Violations,
 )
 from services.domain.pseudonym import Pseudonymizer
+from services.domain.records import EnterpriseRow, ScenarioRow
 from services.domain.validation import check_credit_code, check_document, check_scenario_name
 from services.storage import cards_repo
 from services.storage import industry_repo as repo
 from services.storage.database import Database
-from services.storage.industry_repo import EnterpriseRow, ScenarioRow
 from services.storage.rawsql import Tx
 
 ENTERPRISE_NOT_REGISTERED = "ENTERPRISE_NOT_REGISTERED"

@@ -32,9 +32,10 @@ from services.domain.errors import (
 )
 from services.domain.numbers import iccid_problem
 from services.domain.pseudonym import Pseudonymizer
+from services.domain.records import ImportRecord, PolicyRecord
 from services.storage import cards_repo, legacy_repo
 from services.storage.database import Database, RetryTransaction
-from services.storage.legacy_repo import ImportRecord, LegacyCard, PolicyRecord
+from services.storage.legacy_repo import LegacyCard
 from services.storage.rawsql import Tx
 
 VERIFIED, UNVERIFIED = 1, 2  # LegacyStatus values (the proto enum's numbers)

@@ -46,7 +46,8 @@ from services.domain.errors import (
 )
 from services.domain.holder_names import HolderNames, card_context
 from services.domain.pseudonym import Pseudonymizer
-from services.features.cards import CardRegistry
+from services.domain.records import ReaderRow, SignalRow
+from services.features.cards import CardDesk
 from services.features.guards import ActivationGuard, GuardAssumptionChanged
 from services.runtime.identity_authority import (
     GuardedAuthority,
@@ -261,7 +262,7 @@ class ProofingDesk:
         agent_id: str,
         public_key_pem: str,
         location: ReaderLocation,
-    ) -> repo.ReaderRow:
+    ) -> ReaderRow:
         """Registers a certified reader to one of the operator's agents."""
         v = Violations()
         _check_serial(v, "serial", serial)
@@ -277,7 +278,7 @@ class ProofingDesk:
         if len(location.label) > 128 or not location.label.isprintable():
             v.add("location.label", "must be at most 128 printable characters")
         v.raise_if_any()
-        row = repo.ReaderRow(
+        row = ReaderRow(
             operator_id, serial, agent_id, algorithm, der, fingerprint(der), location.latitude,
             location.longitude, location.label, self._clock(), None, None,
         )  # fmt: skip
@@ -292,7 +293,7 @@ class ProofingDesk:
         self._db.run_tx(work)
         return row
 
-    def list_readers(self, operator_id: str, agent_id: str) -> list[repo.ReaderRow]:
+    def list_readers(self, operator_id: str, agent_id: str) -> list[ReaderRow]:
         """The operator's readers, optionally one agent's."""
         if agent_id:
             v = Violations()
@@ -302,7 +303,7 @@ class ProofingDesk:
             lambda tx: repo.list_readers(tx, operator_id, agent_id or None), readonly=True
         )
 
-    def revoke_reader(self, operator_id: str, serial: str, reason: str) -> repo.ReaderRow:
+    def revoke_reader(self, operator_id: str, serial: str, reason: str) -> ReaderRow:
         """Revokes one of the operator's readers."""
         v = Violations()
         _check_serial(v, "serial", serial)
@@ -310,7 +311,7 @@ class ProofingDesk:
             v.add("reason", "must be at most 200 printable characters")
         v.raise_if_any()
 
-        def work(tx: Tx) -> repo.ReaderRow:
+        def work(tx: Tx) -> ReaderRow:
             found = repo.get_reader(tx, operator_id, serial)
             if found is None:
                 raise NotFound(f"no reader {serial}", reason="READER_NOT_FOUND")
@@ -378,7 +379,7 @@ class ProofingDesk:
 
     # --- fraud signals ---------------------------------------------------------------------
 
-    def list_signals(self, operator_id: str | None, limit: int) -> list[repo.SignalRow]:
+    def list_signals(self, operator_id: str | None, limit: int) -> list[SignalRow]:
         """Fraud signals, newest first."""
         limit = 500 if limit <= 0 else min(limit, 500)
         return self._db.run_tx(lambda tx: repo.list_signals(tx, operator_id, limit), readonly=True)
@@ -482,9 +483,7 @@ class ProofingDesk:
             )
         return None
 
-    def _raise_signals(
-        self, tx: Tx, reader: repo.ReaderRow, id_key: bytes, now: dt.datetime
-    ) -> None:
+    def _raise_signals(self, tx: Tx, reader: ReaderRow, id_key: bytes, now: dt.datetime) -> None:
         s = self._config.signals
         raised: list[tuple[str, str, int]] = []
         count = repo.documents_attested(
@@ -666,7 +665,7 @@ def wire_proofing(
     db: Database,
     pseudonymizer: Pseudonymizer,
     clock: Clock,
-    cards: CardRegistry,
+    cards: CardDesk,
     config: ProofingConfig | None = None,
     *,
     flag_agent: AgentFlagger | None = None,

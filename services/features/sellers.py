@@ -1,17 +1,9 @@
-"""The seller-authorization registry as the service runs it: access rules, verification, CRL/OCSP.
+"""Seller authorizations as the service runs them: applications and the authorization lifecycle.
 
 ``registry.authz`` holds the workflow and the storage; this module decides who may do what (the
-caller is the mTLS principal), maps the library's errors to domain errors, and keeps what a
-serving process holds in memory:
-
-* a :class:`~registry.pki.verify.Verifier` over the trust bundle (root, operator CAs, CRLs) read
-  from the database. Every transaction that changes a CRL or a CA bumps ``authz_state.generation``;
-  each verification reads that generation in the same statement as the certificate it needs, and
-  a newer one makes the process reload the bundle first. A revocation committed by any process is
-  therefore in force for the next verification in every process, at the cost of one primary-key
-  read per call;
-* operator CA keys, opened once from their encrypted PKCS#8 with the CA passphrase;
-* one OCSP responder per operator (all its key generations).
+caller is the mTLS principal) and maps the library's errors to domain errors. The hot-path checks
+of a seller (verification, the trust cache, CRLs and OCSP) are in
+:mod:`services.features.seller_checks`.
 
 Who may call what: a marketplace submits applications for shops on its own marketplace (the store
 applies through the marketplace it sells on, which vouches that the shop is one of its own; stores
@@ -23,17 +15,12 @@ and revokes it. Authorizations are public: any authenticated party may read and 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from typing import Final, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Final, TypeVar
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509 import ocsp
 from sqlalchemy import Connection
 
 from registry.authz import authorities, workflow
@@ -46,46 +33,31 @@ from registry.authz.errors import (
     RegistryError,
     StateError,
 )
-from registry.authz.judge import RecordFacts, judge
 from registry.authz.keyfiles import KeyDirectory
 from registry.authz.records import (
     ApplicationRecord,
     ApplicationRequest,
     AuthorizationRecord,
-    decode_scope,
     parse_serial,
     serial_hex,
 )
 from registry.authz.sealing import Sealer
-from registry.authz.tables import ROOT_ISSUER
 from registry.clock import Clock, utc_now
-from registry.pki.authority import CertificateAuthority
 from registry.pki.errors import (
-    CertificateFormatError,
     InvalidOperatorError,
-    PkiError,
-    RevocationUnavailableError,
 )
-from registry.pki.ocsp import CertificateStatus, OcspResponder, unsuccessful_response
 from registry.pki.operators import validate_operator_id
 from registry.pki.regions import PROVINCES
-from registry.pki.revocation import reason_code, reason_from_code
-from registry.pki.scope import CardType, Scope
-from registry.pki.verify import Reason, Verdict, Verifier
-from services.domain.cards import CardType as CardKind
 from services.domain.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
     NotFound,
     PermissionDenied,
-    Unavailable,
     Violations,
 )
 from services.domain.principal import Principal, Role
-from services.storage import sellers_repo as repo
 from services.storage.database import Database, RetryTransaction
-from services.storage.rawsql import Tx
 
 log = logging.getLogger("realname.registry")
 
@@ -94,41 +66,12 @@ T = TypeVar("T")
 DEFAULT_PUBLIC_BASE_URL: Final = "http://127.0.0.1:8080"
 """Base URL written into certificates for the CRL and OCSP endpoints when none is configured."""
 
-SELLER_NOT_AUTHORIZED: Final = "SELLER_NOT_AUTHORIZED"
-"""ErrorInfo reason of an online activation without a valid authorization of the caller."""
 
 MAX_PAGE: Final = 500
 """Largest page of a list call."""
 
 MAX_ROW_ID: Final = 2**63 - 1
 """Largest row id: signed 64-bit in both databases (SQLite cannot even bind a larger one)."""
-
-MAX_SWEEP_BATCH: Final = 5000
-"""Most shops in one VerifySellers request."""
-
-REFRESH_MARGIN: Final = dt.timedelta(hours=1)
-"""How long before a CRL's nextUpdate the in-memory bundle is re-read (to pick up a re-signing)."""
-
-RETRY_STALE_AFTER: Final = dt.timedelta(minutes=1)
-"""Least time between re-reads of a bundle whose CRLs nobody has re-signed yet."""
-
-# Order in which verdicts for several operators' authorizations of one shop are preferred: the
-# one closest to "authorized" answers for the shop.
-_PREFERENCE: Final = {
-    reason: rank
-    for rank, reason in enumerate(
-        (
-            Reason.AUTHORIZED,
-            Reason.OUT_OF_SCOPE,
-            Reason.NOT_YET_VALID,
-            Reason.EXPIRED,
-            Reason.REVOKED,
-            Reason.OPERATOR_REVOKED,
-            Reason.INVALID_SIGNATURE,
-            Reason.UNKNOWN_STORE,
-        )
-    )
-}
 
 
 @dataclass(frozen=True)
@@ -140,38 +83,8 @@ class RegistryConfig:
     sealer: Sealer | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True, slots=True)
-class SellerVerdict:
-    """A verdict about a seller, with the authorization fields it was judged on."""
-
-    reason: Reason
-    detail: str
-    marketplace: str = ""
-    shop_id: str = ""
-    serial_hex: str = ""
-    operator: str = ""
-    legal_name: str = ""
-    credit_code: str = ""
-    scope: Scope | None = None
-    not_before: dt.datetime | None = None
-    not_after: dt.datetime | None = None
-    revoked_at: dt.datetime | None = None
-    revocation_reason: int | None = None
-
-    @property
-    def authorized(self) -> bool:
-        """Whether the reason is AUTHORIZED."""
-        return self.reason is Reason.AUTHORIZED
-
-
-class SellerCheck(Protocol):
-    """What the card registry asks before an online-channel activation."""
-
-    def check_online_sale(self, tx: Tx, operator: str, serial: str, card_type: CardKind) -> str:
-        """Return the canonical serial if it authorizes ``operator``'s sale, else raise."""
-
-
-def _refuse_nul(**fields: str | Sequence[str] | None) -> None:
+def refuse_nul(**fields: str | Sequence[str] | None) -> None:
+    """Refuse, as INVALID_ARGUMENT, any of ``fields`` that holds a NUL character."""
     # PostgreSQL text cannot hold NUL: such a value would fail in the query, not as bad input.
     v = Violations()
     for name, value in fields.items():
@@ -187,7 +100,7 @@ def _check_row_id(application_id: int) -> None:
 
 
 @contextmanager
-def _mapped() -> Iterator[None]:
+def mapped_errors() -> Iterator[None]:
     """Translate the registry library's errors into domain errors."""
     try:
         yield
@@ -208,104 +121,8 @@ def _mapped() -> Iterator[None]:
         raise FailedPrecondition(exc.message, reason=exc.reason) from exc
 
 
-@dataclass(frozen=True, slots=True)
-class _Trust:
-    generation: int
-    verifier: Verifier
-    refresh_at: dt.datetime
-    # AUTHORIZED verdicts (scope unchecked) by certificate bytes, valid for this generation.
-    authorized: dict[bytes, Verdict] = field(default_factory=dict)
-
-
-VERDICT_CACHE_SIZE: Final = 50_000
-"""Most AUTHORIZED verdicts a process keeps per generation."""
-
-
-class TrustCache:
-    """The process's verifier, reloaded when the registry's generation moves past it."""
-
-    def __init__(self, db: Database, clock: Clock, refresh: Callable[[], object]) -> None:
-        self._db = db
-        self._clock = clock
-        self._refresh = refresh
-        self._lock = threading.Lock()
-        self._trust: _Trust | None = None
-
-    def verifier(self, generation: int, *, may_write: bool = True) -> Verifier:
-        """A verifier at least as new as ``generation`` (read in the caller's statement).
-
-        When the bundle's CRLs near their nextUpdate, ``may_write`` lets this call re-sign them
-        first; callers inside a write transaction pass False (on SQLite a second writer would
-        wait for their own lock) and rely on the background refresher.
-        """
-        trust = self._trust
-        now = self._clock()
-        if trust is not None and trust.generation >= generation and now < trust.refresh_at:
-            return trust.verifier
-        with self._lock:
-            trust = self._trust
-            if trust is not None and trust.generation >= generation and now < trust.refresh_at:
-                return trust.verifier
-            with _mapped():
-                snapshot = self._db.read(authorities.load_bundle)
-                if may_write and snapshot.earliest_next_update - REFRESH_MARGIN <= now:
-                    self._refresh()
-                    snapshot = self._db.read(authorities.load_bundle)
-            if trust is None:
-                verifier = Verifier(snapshot.bundle)
-            else:
-                # update() keeps the already-verified CAs and CRLs and swaps atomically.
-                verifier = trust.verifier
-                verifier.update(snapshot.bundle)
-            refresh_at = max(
-                snapshot.earliest_next_update - REFRESH_MARGIN, now + RETRY_STALE_AFTER
-            )
-            self._trust = _Trust(snapshot.generation, verifier, refresh_at)
-            return verifier
-
-    def verify(
-        self,
-        generation: int,
-        certificate: bytes,
-        card_type: CardType | None,
-        province: str | None,
-        moment: dt.datetime,
-        *,
-        may_write: bool = True,
-    ) -> Verdict:
-        """Verify like ``Verifier.verify``, remembering AUTHORIZED chains for this generation.
-
-        A certificate's signatures never change, and every revocation or CA change moves the
-        generation (a new cache), so an AUTHORIZED verdict computed without a scope stays true
-        until the store certificate expires (it never outlives its CA) or the bundle is re-read.
-        The scope is checked on every call, where the Verifier checks it too: last.
-        """
-        verifier = self.verifier(generation, may_write=may_write)
-        trust = self._trust
-        assert trust is not None
-        cached = trust.authorized.get(certificate)
-        if cached is None or cached.not_after is None or moment > cached.not_after:
-            cached = verifier.verify(certificate, at=moment)
-            if cached.reason is not Reason.AUTHORIZED or moment >= trust.refresh_at:
-                return verifier.verify(
-                    certificate, card_type=card_type, province=province, at=moment
-                )
-            if len(trust.authorized) < VERDICT_CACHE_SIZE:
-                trust.authorized[certificate] = cached
-        authorization = cached.authorization
-        assert authorization is not None
-        if not authorization.scope.permits(card_type, province):
-            asked = f"{card_type or 'any card type'} in {province or 'any province'}"
-            return replace(
-                cached,
-                reason=Reason.OUT_OF_SCOPE,
-                detail=f"authorized for {authorization.scope.describe()}, not {asked}",
-                verified_at=moment.replace(microsecond=0),
-            )
-        return replace(cached, verified_at=moment.replace(microsecond=0))
-
-
-def _check_province(v: Violations, province: str | None, path: str = "province") -> str | None:
+def check_province(v: Violations, province: str | None, path: str = "province") -> str | None:
+    """Return a valid province filter (None for none), recording a bad one in ``v``."""
     if province is None or province == "":
         return None
     if province not in PROVINCES:
@@ -314,7 +131,8 @@ def _check_province(v: Violations, province: str | None, path: str = "province")
     return province
 
 
-def _check_operator(v: Violations, operator: str | None, path: str = "operator") -> str | None:
+def check_operator(v: Violations, operator: str | None, path: str = "operator") -> str | None:
+    """Return a valid operator filter (None for none), recording a bad one in ``v``."""
     if not operator:
         return None
     try:
@@ -324,57 +142,63 @@ def _check_operator(v: Violations, operator: str | None, path: str = "operator")
         return None
 
 
-def _best(verdicts: Sequence[SellerVerdict]) -> SellerVerdict:
-    return min(verdicts, key=lambda verdict: _PREFERENCE[verdict.reason])
+def canonical_serial(text: str, path: str = "serial") -> str:
+    """Return ``text`` as the canonical hex serial, or raise INVALID_ARGUMENT at ``path``."""
+    value = parse_serial(text)
+    if value is None:
+        raise InvalidArgument([FieldViolation(path, "must be 1-40 hexadecimal digits")])
+    return serial_hex(value)
 
 
-def _from_verdict(verdict: Verdict, marketplace: str = "", shop_id: str = "") -> SellerVerdict:
-    a = verdict.authorization
-    return SellerVerdict(
-        reason=verdict.reason,
-        detail=verdict.detail,
-        marketplace=a.marketplace if a is not None else marketplace,
-        shop_id=a.shop_id if a is not None else shop_id,
-        serial_hex=serial_hex(verdict.serial_number) if verdict.serial_number else "",
-        operator=verdict.operator or "",
-        legal_name=a.legal_name if a is not None else "",
-        credit_code=a.credit_code if a is not None else "",
-        scope=a.scope if a is not None else None,
-        not_before=verdict.not_before,
-        not_after=verdict.not_after,
-        revoked_at=verdict.revoked_at,
-        revocation_reason=(
-            reason_code(verdict.revocation_reason)
-            if verdict.revocation_reason is not None
-            else None
-        ),
-    )
+def read_mapped(db: Database, work: Callable[[Connection], T]) -> T:
+    """Run ``work`` in a read transaction, the registry library's errors as domain errors."""
+
+    def unit(conn: Connection) -> T:
+        with mapped_errors():
+            return work(conn)
+
+    return db.read(unit)
 
 
-@functools.lru_cache(maxsize=1024)
-def _scope(card_types: str, provinces: str) -> Scope:
-    return decode_scope(card_types, provinces)
+def write_mapped(db: Database, work: Callable[[Connection], T]) -> T:
+    """Run ``work`` in a write transaction, the registry library's errors as domain errors."""
+
+    def unit(conn: Connection) -> T:
+        with mapped_errors():
+            return work(conn)
+
+    return db.write(unit)
 
 
-class SellerRegistry:
-    """The registry's domain service: workflow with access rules, verification, CRLs and OCSP."""
+def operator_keys(config: RegistryConfig) -> authorities.OperatorKeys:
+    """The operator CA keys of a process, opened on first use with the configured passphrase."""
+    passphrase = config.key_dir.passphrase() if config.key_dir is not None else None
+    return authorities.OperatorKeys(passphrase)
 
-    def __init__(self, db: Database, config: RegistryConfig, clock: Clock = utc_now) -> None:
+
+class SellerDesk:
+    """Applications and authorizations: who may file, review, issue, renew and revoke what."""
+
+    def __init__(
+        self,
+        db: Database,
+        config: RegistryConfig,
+        keys: authorities.OperatorKeys | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
         self._db = db
         self._config = config
         self._clock = clock
-        passphrase = config.key_dir.passphrase() if config.key_dir is not None else None
-        self._keys = authorities.OperatorKeys(passphrase)
-        self._trust = TrustCache(db, clock, self.refresh_crls)
-        self._ocsp_lock = threading.Lock()
-        self._ocsp: dict[str, tuple[tuple[int, ...], OcspResponder]] = {}
-        self._root_lock = threading.Lock()
-        self._root: CertificateAuthority | None = None
+        self._keys = keys if keys is not None else operator_keys(config)
 
     @property
     def base_url(self) -> str:
         """The public base URL certificates point to for CRLs and OCSP."""
         return self._config.base_url
+
+    def now(self) -> dt.datetime:
+        """The desk's clock."""
+        return self._clock()
 
     def _sealer(self) -> Sealer:
         if self._config.sealer is None:
@@ -382,20 +206,6 @@ class SellerRegistry:
                 "no key to seal application contacts is configured", reason="NO_SEALING_KEY"
             )
         return self._config.sealer
-
-    def _write(self, work: Callable[[Connection], T]) -> T:
-        def unit(conn: Connection) -> T:
-            with _mapped():
-                return work(conn)
-
-        return self._db.write(unit)
-
-    def _read(self, work: Callable[[Connection], T]) -> T:
-        def unit(conn: Connection) -> T:
-            with _mapped():
-                return work(conn)
-
-        return self._db.read(unit)
 
     # -- applications ----------------------------------------------------------------------
 
@@ -419,10 +229,11 @@ class SellerRegistry:
             )
         sealer = self._sealer()
         now = self._clock()
-        return self._write(
+        return write_mapped(
+            self._db,
             lambda conn: workflow.submit_application(
                 conn, request, submitted_by=principal.name, sealer=sealer, now=now
-            )
+            ),
         )
 
     def get_application(self, principal: Principal, application_id: int) -> ApplicationRecord:
@@ -430,8 +241,8 @@ class SellerRegistry:
         own_operator = principal.role is Role.OPERATOR
         sealer = self._sealer() if own_operator else None
         _check_row_id(application_id)
-        record = self._read(
-            lambda conn: workflow.get_application(conn, application_id, sealer=sealer)
+        record = read_mapped(
+            self._db, lambda conn: workflow.get_application(conn, application_id, sealer=sealer)
         )
         allowed = (own_operator and record.operator == principal.organisation) or (
             principal.role is Role.MARKETPLACE and record.marketplace == principal.organisation
@@ -449,7 +260,8 @@ class SellerRegistry:
     ) -> list[ApplicationRecord]:
         """The calling operator's applications."""
         sealer = self._sealer()
-        return self._read(
+        return read_mapped(
+            self._db,
             lambda conn: workflow.list_applications(
                 conn,
                 principal.organisation,
@@ -457,7 +269,7 @@ class SellerRegistry:
                 after_id=min(after_id, MAX_ROW_ID),
                 limit=min(limit or MAX_PAGE, MAX_PAGE),
                 sealer=sealer,
-            )
+            ),
         )
 
     def review_application(
@@ -471,9 +283,10 @@ class SellerRegistry:
     ) -> ApplicationRecord:
         """Approve or deny one of the calling operator's applications."""
         _check_row_id(application_id)
-        _refuse_nul(reason=reason, assessment=assessment)
+        refuse_nul(reason=reason, assessment=assessment)
         now = self._clock()
-        record = self._write(
+        record = write_mapped(
+            self._db,
             lambda conn: workflow.review_application(
                 conn,
                 application_id,
@@ -483,7 +296,7 @@ class SellerRegistry:
                 assessment=assessment,
                 reviewer=principal.name,
                 now=now,
-            )
+            ),
         )
         return self.get_application(principal, record.id)
 
@@ -495,7 +308,8 @@ class SellerRegistry:
         """Issue the authorization of one of the caller's approved applications."""
         _check_row_id(application_id)
         now = self._clock()
-        return self._write(
+        return write_mapped(
+            self._db,
             lambda conn: workflow.issue_authorization(
                 conn,
                 application_id,
@@ -504,14 +318,14 @@ class SellerRegistry:
                 base_url=self.base_url,
                 validity=validity,
                 now=now,
-            )
+            ),
         )
 
     def renew(
         self, principal: Principal, serial: str, csr: bytes | None, validity: dt.timedelta
     ) -> tuple[AuthorizationRecord, AuthorizationRecord]:
         """Renew one of the caller's authorizations; returns (new, previous)."""
-        canonical = self._serial(serial)
+        canonical = canonical_serial(serial)
         now = self._clock()
 
         def work(conn: Connection) -> tuple[AuthorizationRecord, AuthorizationRecord]:
@@ -527,16 +341,17 @@ class SellerRegistry:
             )
             return renewed, workflow.get_authorization(conn, canonical)
 
-        return self._write(work)
+        return write_mapped(self._db, work)
 
     def revoke(
         self, principal: Principal, serial: str, reason_code: int, comment: str | None
     ) -> AuthorizationRecord:
         """Revoke one of the caller's authorizations."""
-        canonical = self._serial(serial)
-        _refuse_nul(comment=comment)
+        canonical = canonical_serial(serial)
+        refuse_nul(comment=comment)
         now = self._clock()
-        return self._write(
+        return write_mapped(
+            self._db,
             lambda conn: workflow.revoke_authorization(
                 conn,
                 canonical,
@@ -545,13 +360,13 @@ class SellerRegistry:
                 keys=self._keys,
                 comment=comment,
                 now=now,
-            )
+            ),
         )
 
     def get_authorization(self, serial: str) -> AuthorizationRecord:
         """One authorization (public)."""
-        canonical = self._serial(serial)
-        return self._read(lambda conn: workflow.get_authorization(conn, canonical))
+        canonical = canonical_serial(serial)
+        return read_mapped(self._db, lambda conn: workflow.get_authorization(conn, canonical))
 
     def list_authorizations(
         self,
@@ -564,10 +379,11 @@ class SellerRegistry:
         limit: int,
     ) -> list[AuthorizationRecord]:
         """Authorizations by filter (public)."""
-        _refuse_nul(
+        refuse_nul(
             operator=operator, marketplace=marketplace, shop_id=shop_id, after_serial=after_serial
         )
-        return self._read(
+        return read_mapped(
+            self._db,
             lambda conn: workflow.list_authorizations(
                 conn,
                 operator=operator,
@@ -576,7 +392,7 @@ class SellerRegistry:
                 current_only=current_only,
                 after_serial=after_serial,
                 limit=min(limit or MAX_PAGE, MAX_PAGE),
-            )
+            ),
         )
 
     def search_authorizations(
@@ -588,326 +404,14 @@ class SellerRegistry:
         limit: int,
     ) -> list[AuthorizationRecord]:
         """Authorizations by store name prefix or credit code (public)."""
-        _refuse_nul(legal_name=legal_name, credit_code=credit_code, after_serial=after_serial)
-        return self._read(
+        refuse_nul(legal_name=legal_name, credit_code=credit_code, after_serial=after_serial)
+        return read_mapped(
+            self._db,
             lambda conn: workflow.search_authorizations(
                 conn,
                 legal_name=legal_name,
                 credit_code=credit_code,
                 after_serial=after_serial,
                 limit=min(limit or MAX_PAGE, MAX_PAGE),
-            )
+            ),
         )
-
-    @staticmethod
-    def _serial(text: str, path: str = "serial") -> str:
-        value = parse_serial(text)
-        if value is None:
-            raise InvalidArgument([FieldViolation(path, "must be 1-40 hexadecimal digits")])
-        return serial_hex(value)
-
-    def now(self) -> dt.datetime:
-        """The registry's clock."""
-        return self._clock()
-
-    # -- verification ----------------------------------------------------------------------
-
-    def _verify(
-        self,
-        generation: int,
-        certificate: bytes,
-        card_type: CardType | None,
-        province: str | None,
-        moment: dt.datetime,
-        *,
-        may_write: bool = True,
-    ) -> Verdict:
-        try:
-            return self._trust.verify(
-                generation, certificate, card_type, province, moment, may_write=may_write
-            )
-        except RevocationUnavailableError as exc:
-            raise Unavailable(str(exc), reason="REVOCATION_DATA_STALE") from exc
-
-    def stored_verdict(self, generation: int, certificate: bytes, moment: dt.datetime) -> Verdict:
-        """The cached verifier's verdict on a stored certificate at ``moment`` (no scope).
-
-        For callers inside a write transaction (courier deliveries): never re-signs CRLs.
-        """
-        return self._verify(generation, certificate, None, None, moment, may_write=False)
-
-    def verify_certificate(
-        self, certificate: bytes, card_type: CardType | None, province: str | None
-    ) -> SellerVerdict:
-        """Verify a presented certificate (PEM or DER) against the registry's trust bundle."""
-        moment = self._clock()
-        generation = self._db.run_tx(repo.generation, readonly=True)
-        try:
-            verdict = self._verify(generation, certificate, card_type, province, moment)
-        except CertificateFormatError as exc:
-            raise InvalidArgument([FieldViolation("certificate", str(exc))]) from exc
-        return _from_verdict(verdict)
-
-    def verify_shop(
-        self,
-        marketplace: str,
-        shop_id: str,
-        card_type: CardType | None,
-        province: str | None,
-        operator: str | None,
-    ) -> SellerVerdict:
-        """Verify a shop's current authorization(s); the best verdict answers for the shop."""
-        _refuse_nul(**{"shop.marketplace": marketplace, "shop.shop_id": shop_id})
-        moment = self._clock()
-        found = self._db.run_tx(
-            lambda tx: repo.certificates_of_shop(tx, marketplace, shop_id, operator),
-            readonly=True,
-        )
-        if not found:
-            return SellerVerdict(
-                Reason.UNKNOWN_STORE,
-                f"no authorization is recorded for {marketplace}/{shop_id}",
-                marketplace=marketplace,
-                shop_id=shop_id,
-            )
-        generation = max(stored.generation for stored in found)
-        verdicts = [
-            _from_verdict(
-                self._verify(generation, stored.certificate, card_type, province, moment),
-                marketplace,
-                shop_id,
-            )
-            for stored in found
-        ]
-        return _best(verdicts)
-
-    def verify_shops(
-        self,
-        marketplace: str,
-        shop_ids: Sequence[str],
-        card_type: CardType | None,
-        province: str | None,
-        operator: str | None,
-    ) -> list[SellerVerdict]:
-        """Judge a batch of shops from the registry's records (the sweep; see ``judge``)."""
-        _refuse_nul(marketplace=marketplace, shop_ids=shop_ids)
-        moment = self._clock().replace(microsecond=0)
-        rows = self._db.run_tx(
-            lambda tx: repo.sweep_rows(tx, marketplace, shop_ids, operator), readonly=True
-        )
-        by_shop: dict[str, list[SellerVerdict]] = {}
-        for row in rows:
-            scope = _scope(row.card_types, row.provinces)
-            reason, detail = judge(
-                RecordFacts(
-                    serial_hex=row.serial_hex,
-                    operator=row.operator,
-                    scope=scope,
-                    not_before=row.not_before,
-                    not_after=row.not_after,
-                    revoked_at=row.revoked_at,
-                    revocation_reason=row.revocation_reason,
-                    ca_not_before=row.ca_not_before,
-                    ca_not_after=row.ca_not_after,
-                    ca_revoked_at=row.ca_revoked_at,
-                    ca_revocation_reason=row.ca_revocation_reason,
-                ),
-                card_type=card_type,
-                province=province,
-                moment=moment,
-            )
-            revoked = reason in (Reason.REVOKED, Reason.OPERATOR_REVOKED)
-            by_shop.setdefault(row.shop_id, []).append(
-                SellerVerdict(
-                    reason=reason,
-                    detail=detail,
-                    marketplace=marketplace,
-                    shop_id=row.shop_id,
-                    serial_hex=row.serial_hex,
-                    operator=row.operator,
-                    not_after=row.not_after,
-                    revoked_at=(
-                        (row.revoked_at if reason is Reason.REVOKED else row.ca_revoked_at)
-                        if revoked
-                        else None
-                    ),
-                )
-            )
-        out = []
-        for shop_id in shop_ids:
-            found = by_shop.get(shop_id)
-            out.append(
-                _best(found)
-                if found
-                else SellerVerdict(
-                    Reason.UNKNOWN_STORE,
-                    "no authorization is recorded",
-                    marketplace=marketplace,
-                    shop_id=shop_id,
-                )
-            )
-        return out
-
-    def check_online_sale(self, tx: Tx, operator: str, serial: str, card_type: CardKind) -> str:
-        """Refuse an online activation unless ``serial`` is a valid authorization of ``operator``.
-
-        Runs inside the activation's transaction: one primary-key read, then the cached verifier
-        (reloaded read-only if a revocation moved the generation).
-        """
-        value = parse_serial(serial)
-        canonical = serial_hex(value) if value is not None else serial
-        stored = repo.certificate_by_serial(tx, canonical) if value is not None else None
-        metadata = {"serial": canonical, "operator": operator}
-        if stored is None:
-            raise FailedPrecondition(
-                f"no store authorization {canonical} is recorded",
-                reason=SELLER_NOT_AUTHORIZED,
-                metadata={**metadata, "verdict": Reason.UNKNOWN_STORE.value},
-            )
-        kind = CardType.PERSONAL if card_type is CardKind.PERSONAL else CardType.INDUSTRY
-        verdict = self._verify(
-            stored.generation, stored.certificate, kind, None, self._clock(), may_write=False
-        )
-        if verdict.reason is not Reason.AUTHORIZED:
-            raise FailedPrecondition(
-                f"store authorization {canonical} does not authorize this sale: {verdict.detail}",
-                reason=SELLER_NOT_AUTHORIZED,
-                metadata={**metadata, "verdict": verdict.reason.value},
-            )
-        if verdict.operator != operator:
-            raise FailedPrecondition(
-                f"store authorization {canonical} was issued by {verdict.operator}'s CA, "
-                f"not {operator}'s",
-                reason=SELLER_NOT_AUTHORIZED,
-                metadata={**metadata, "verdict": "FOREIGN_OPERATOR"},
-            )
-        return canonical
-
-    # -- published revocation data ---------------------------------------------------------
-
-    def _root_authority(self) -> CertificateAuthority | None:
-        """The root CA with its key, when this process can open it (else None: root offline)."""
-        key_dir = self._config.key_dir
-        if key_dir is None or not key_dir.has_root() or key_dir.passphrase() is None:
-            return None
-        with self._root_lock:
-            if self._root is None:
-                try:
-                    self._root = key_dir.load_root()
-                except (PkiError, RegistryError, OSError) as exc:
-                    log.warning(
-                        "cannot open the root key; the root CRL is not refreshed here",
-                        extra={"fields": {"error": type(exc).__name__}},
-                    )
-                    return None
-            return self._root
-
-    def refresh_crls(self) -> list[str]:
-        """Re-sign every CRL older than the refresh age (the root's only if its key is here)."""
-        if not self._keys.available:
-            return []
-        root = self._root_authority()
-        now = self._clock()
-
-        def work(conn: Connection) -> list[str]:
-            return authorities.refresh_crls(conn, self._keys, root=root, now=now)
-
-        done = self._write(work)
-        if done:
-            log.info("CRLs re-signed", extra={"fields": {"issuers": ",".join(done)}})
-        return done
-
-    def crl(self, issuer: str) -> bytes | None:
-        """The DER CRL of ``root`` or an operator, re-signed first if it has aged; None if none."""
-        stored = self._read(lambda conn: authorities.stored_crls(conn, issuer))
-        if not stored:
-            return None
-        if stored[0].this_update <= self._clock() - authorities.CRL_REFRESH_AFTER:
-            self.refresh_crls()
-            stored = self._read(lambda conn: authorities.stored_crls(conn, issuer))
-        return stored[0].der
-
-    def ca_certificates_pem(self, issuer: str) -> bytes | None:
-        """PEM certificates of every generation of ``issuer`` (root or operator), or None."""
-        ders = self._read(lambda conn: authorities.ca_certificates(conn, issuer))
-        if not ders:
-            return None
-        pem = serialization.Encoding.PEM
-        return b"".join(x509.load_der_x509_certificate(der).public_bytes(pem) for der in ders)
-
-    def _responder(self, operator: str) -> OcspResponder | None:
-        generations = self._read(lambda conn: authorities.ca_generations(conn, operator))
-        if not generations:
-            return None
-        ids = tuple(ca.id for ca in generations)
-        with self._ocsp_lock:
-            cached = self._ocsp.get(operator)
-            if cached is not None and cached[0] == ids:
-                return cached[1]
-        authorities_ = self._read(
-            lambda conn: authorities.operator_authorities(conn, operator, self._keys)
-        )
-        responder = OcspResponder(authorities_)
-        with self._ocsp_lock:
-            self._ocsp[operator] = (ids, responder)
-        return responder
-
-    def ocsp(self, operator: str, request_der: bytes) -> bytes | None:
-        """The signed OCSP response for ``operator``'s CA; None for an unknown operator."""
-        try:
-            validate_operator_id(operator)
-        except InvalidOperatorError:
-            return None
-        try:
-            responder = self._responder(operator)
-        except FailedPrecondition:
-            # No passphrase here: RFC 6960 "tryLater" tells the client to ask again elsewhere.
-            return unsuccessful_response(ocsp.OCSPResponseStatus.TRY_LATER)
-        if responder is None:
-            return None
-
-        def lookup(serial: int) -> CertificateStatus:
-            def work(conn: Connection) -> CertificateStatus:
-                try:
-                    record = workflow.get_authorization(conn, serial_hex(serial))
-                except NotFoundError:
-                    return CertificateStatus.unknown()
-                if record.operator != operator:
-                    return CertificateStatus.unknown()
-                key_id = next(
-                    ca.key_id
-                    for ca in authorities.ca_generations(conn, operator)
-                    if ca.id == record.ca_id
-                )
-                if record.revoked_at is not None:
-                    return CertificateStatus.revoked(
-                        record.revoked_at,
-                        reason_from_code(record.revocation_reason or 0),
-                        issuer_key_id=key_id,
-                    )
-                return CertificateStatus.good(issuer_key_id=key_id)
-
-            return self._read(work)
-
-        return responder.answer(request_der, lookup, now=self._clock())
-
-
-def sweep_limits(v: Violations, marketplace: str, shop_ids: Sequence[str]) -> None:
-    """Record what is wrong with a sweep batch's marketplace and size."""
-    if not marketplace:
-        v.add("marketplace", "is required")
-    if not shop_ids:
-        v.add("shop_ids", "must list at least one shop")
-    elif len(shop_ids) > MAX_SWEEP_BATCH:
-        v.add("shop_ids", f"at most {MAX_SWEEP_BATCH} shops per batch")
-
-
-def check_filters(
-    v: Violations, province: str | None, operator: str | None
-) -> tuple[str | None, str | None]:
-    """Validate the optional province and operator filters of a verification."""
-    return _check_province(v, province), _check_operator(v, operator)
-
-
-ROOT_NAME: Final = ROOT_ISSUER
-"""Name of the regulator root under /crl/ and /ca/."""

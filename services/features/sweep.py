@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from registry.clock import Clock, utc_now
+from services.domain.records import PolicyRecord
 from services.storage import legacy_repo
 from services.storage.database import Database
-from services.storage.legacy_repo import PolicyRecord
 from services.storage.rawsql import Tx
 
 NOTICE_DAYS = 7

@@ -33,7 +33,7 @@ from registry.pki.errors import InvalidOperatorError
 from registry.pki.operators import validate_operator_id
 from registry.pki.regions import PROVINCES
 from services.domain.errors import NotFound, Unavailable
-from services.features.sellers import SellerRegistry
+from services.features.sellers import SellerDesk
 from services.features.transparency import INCLUDED, TransparencyLog
 
 PAGE_SIZE: Final = 50
@@ -136,7 +136,7 @@ recorded in a public transparency log; each result links to its inclusion proof.
 """
 
 
-def public_routes(registry: SellerRegistry, log: TransparencyLog | None) -> list[BaseRoute]:
+def public_routes(registry: SellerDesk, log: TransparencyLog | None) -> list[BaseRoute]:
     """Return the public registry page, the per-operator lists and the proof endpoint."""
 
     def log_indexes(records: Sequence[AuthorizationRecord]) -> list[int | None]:

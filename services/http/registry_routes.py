@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 from registry.pki.errors import InvalidOperatorError
 from registry.pki.operators import validate_operator_id
 from services.domain.errors import RealnameError, Unavailable
-from services.features.sellers import ROOT_NAME, SellerRegistry
+from services.features.seller_checks import ROOT_NAME, SellerChecks
 
 log = logging.getLogger("realname.http.registry")
 
@@ -57,7 +57,7 @@ def _issuer(name: str) -> str | None:
         return None
 
 
-def registry_routes(registry: SellerRegistry) -> list[BaseRoute]:
+def registry_routes(registry: SellerChecks) -> list[BaseRoute]:
     """The registry's HTTP routes."""
 
     def crl(request: Request) -> Response:

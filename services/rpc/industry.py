@@ -8,6 +8,7 @@ from services.domain import validation
 from services.domain.errors import Violations
 from services.domain.numbers import iccid_problem
 from services.domain.principal import Role
+from services.domain.records import EnterpriseRow
 from services.features.industry import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -27,7 +28,6 @@ from services.proto.realname.v1 import industry_pb2_grpc as igrpc
 from services.rpc.convert import timestamp
 from services.rpc.interceptor import current_principal
 from services.rpc.server import ServiceBinding
-from services.storage.industry_repo import EnterpriseRow
 
 ENTERPRISE_SERVICE = ipb.DESCRIPTOR.services_by_name["EnterpriseService"].full_name
 NETWORK_SERVICE = ipb.DESCRIPTOR.services_by_name["NetworkService"].full_name

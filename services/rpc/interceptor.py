@@ -12,7 +12,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
-from services.domain import audit
+from services.domain import audit, retry_budget
 from services.domain.errors import (
     DeadlineExceeded,
     FieldViolation,
@@ -25,7 +25,6 @@ from services.domain.ratelimit import RateLimiter
 from services.rpc.auth import Authenticator
 from services.rpc.status import grpc_code, status_for
 from services.runtime.metrics import OutcomeObserver, observe_rpc, outcome_observer
-from services.storage import retry_budget
 
 log = logging.getLogger("realname.rpc")
 

@@ -11,6 +11,7 @@ from services.domain import validation
 from services.domain.errors import FieldViolation, InvalidArgument, Violations
 from services.domain.holder_names import holder_name_problem
 from services.domain.principal import Role
+from services.domain.records import ImportRecord, PolicyRecord
 from services.features.legacy import (
     DEFAULT_GRACE_DAYS,
     DEFAULT_TERMINATION_DAYS,
@@ -25,7 +26,6 @@ from services.proto.realname.v1 import legacy_pb2_grpc as lgrpc
 from services.rpc.convert import card_message, timestamp
 from services.rpc.interceptor import current_principal
 from services.rpc.server import ServiceBinding
-from services.storage.legacy_repo import ImportRecord, PolicyRecord
 
 LEGACY_SERVICE = lpb.DESCRIPTOR.services_by_name["LegacyService"].full_name
 

@@ -11,6 +11,7 @@ from services.domain.attestation import ReaderAttestation
 from services.domain.documents import Document
 from services.domain.errors import Violations
 from services.domain.principal import Role
+from services.domain.records import ReaderRow, SignalRow
 from services.features.proofing import Policy, ProofingDesk, ReaderLocation
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import proofing_pb2 as ppb
@@ -19,7 +20,6 @@ from services.proto.realname.v1 import verification_pb2 as vpb
 from services.rpc.convert import timestamp
 from services.rpc.interceptor import current_principal
 from services.rpc.server import ServiceBinding
-from services.storage.proofing_repo import ReaderRow, SignalRow
 
 PROOFING_SERVICE = ppb.DESCRIPTOR.services_by_name["ProofingService"].full_name
 

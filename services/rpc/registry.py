@@ -22,7 +22,8 @@ from registry.pki.issuance import STORE_VALIDITY
 from registry.pki.scope import CardType, Scope
 from services.domain.errors import Violations
 from services.domain.principal import Role
-from services.features.sellers import SellerRegistry, SellerVerdict, check_filters, sweep_limits
+from services.features.seller_checks import SellerChecks, SellerVerdict, check_filters, sweep_limits
+from services.features.sellers import SellerDesk
 from services.features.transparency import (
     INCLUDED,
     NOT_LOGGED,
@@ -43,7 +44,7 @@ _READERS = frozenset({Role.OPERATOR, Role.MARKETPLACE, Role.COURIER, Role.REGULA
 
 
 def registry_binding(
-    registry: SellerRegistry, log: TransparencyLog | None = None
+    desk: SellerDesk, checks: SellerChecks, log: TransparencyLog | None = None
 ) -> ServiceBinding:
     """The RegistryService binding with its per-method access rules (see the proto).
 
@@ -51,7 +52,7 @@ def registry_binding(
     """
 
     def add(server: grpc.Server) -> None:
-        rgrpc.add_RegistryServiceServicer_to_server(RegistryServicer(registry, log), server)
+        rgrpc.add_RegistryServiceServicer_to_server(RegistryServicer(desk, checks, log), server)
 
     operators = frozenset({Role.OPERATOR})
     rules = {
@@ -249,10 +250,13 @@ def _der(certificate: bytes) -> bytes:
 
 
 class RegistryServicer(rgrpc.RegistryServiceServicer):
-    """Exposes the seller registry; every rule lives in ``SellerRegistry`` or ``registry.authz``."""
+    """Exposes the seller registry; its rules: SellerDesk, SellerChecks, registry.authz."""
 
-    def __init__(self, registry: SellerRegistry, log: TransparencyLog | None = None) -> None:
-        self._registry = registry
+    def __init__(
+        self, desk: SellerDesk, checks: SellerChecks, log: TransparencyLog | None = None
+    ) -> None:
+        self._desk = desk
+        self._checks = checks
         self._log = log
 
     def _log_inclusion(self, verdict: SellerVerdict, certificate: bytes | None) -> rpb.LogInclusion:
@@ -261,7 +265,7 @@ class RegistryServicer(rgrpc.RegistryServiceServicer):
         if certificate is None:
             if not verdict.serial_hex:
                 return rpb.LogInclusion(status=rpb.LOG_INCLUSION_STATUS_NOT_LOGGED)
-            certificate = self._registry.get_authorization(verdict.serial_hex).certificate
+            certificate = self._desk.get_authorization(verdict.serial_hex).certificate
         return inclusion_message(self._log.certificate_inclusion(certificate))
 
     def SubmitApplication(
@@ -296,21 +300,21 @@ class RegistryServicer(rgrpc.RegistryServiceServicer):
                 contact=Contact(q.contact.name, q.contact.phone, q.contact.email),
             ),
         )
-        record = self._registry.submit_application(current_principal(), app)
+        record = self._desk.submit_application(current_principal(), app)
         return rpb.SubmitApplicationResponse(application=application_message(record))
 
     def GetApplication(
         self, request: rpb.GetApplicationRequest, context: grpc.ServicerContext
     ) -> rpb.GetApplicationResponse:
         """Returns one application."""
-        record = self._registry.get_application(current_principal(), request.application_id)
+        record = self._desk.get_application(current_principal(), request.application_id)
         return rpb.GetApplicationResponse(application=application_message(record))
 
     def ListApplications(
         self, request: rpb.ListApplicationsRequest, context: grpc.ServicerContext
     ) -> rpb.ListApplicationsResponse:
         """Lists the caller's applications."""
-        records = self._registry.list_applications(
+        records = self._desk.list_applications(
             current_principal(),
             _APP_STATUS_NAMES.get(request.status),
             request.after_application_id,
@@ -326,7 +330,7 @@ class RegistryServicer(rgrpc.RegistryServiceServicer):
         if request.decision not in (rpb.REVIEW_DECISION_APPROVE, rpb.REVIEW_DECISION_DENY):
             v.add("decision", "must be REVIEW_DECISION_APPROVE or REVIEW_DECISION_DENY")
         v.raise_if_any()
-        record = self._registry.review_application(
+        record = self._desk.review_application(
             current_principal(),
             request.application_id,
             approve=request.decision == rpb.REVIEW_DECISION_APPROVE,
@@ -339,26 +343,26 @@ class RegistryServicer(rgrpc.RegistryServiceServicer):
         self, request: rpb.IssueAuthorizationRequest, context: grpc.ServicerContext
     ) -> rpb.IssueAuthorizationResponse:
         """Issues an approved application's certificate."""
-        record = self._registry.issue(
+        record = self._desk.issue(
             current_principal(),
             request.application_id,
             _validity(request.validity_days),
         )
         return rpb.IssueAuthorizationResponse(
-            authorization=authorization_message(record, self._registry.now())
+            authorization=authorization_message(record, self._desk.now())
         )
 
     def RenewAuthorization(
         self, request: rpb.RenewAuthorizationRequest, context: grpc.ServicerContext
     ) -> rpb.RenewAuthorizationResponse:
         """Renews an authorization."""
-        renewed, previous = self._registry.renew(
+        renewed, previous = self._desk.renew(
             current_principal(),
             request.serial,
             request.csr or None,
             _validity(request.validity_days),
         )
-        now = self._registry.now()
+        now = self._desk.now()
         return rpb.RenewAuthorizationResponse(
             authorization=authorization_message(renewed, now),
             previous=authorization_message(previous, now),
@@ -368,27 +372,27 @@ class RegistryServicer(rgrpc.RegistryServiceServicer):
         self, request: rpb.RevokeAuthorizationRequest, context: grpc.ServicerContext
     ) -> rpb.RevokeAuthorizationResponse:
         """Revokes an authorization."""
-        record = self._registry.revoke(
+        record = self._desk.revoke(
             current_principal(), request.serial, int(request.reason), request.comment or None
         )
         return rpb.RevokeAuthorizationResponse(
-            authorization=authorization_message(record, self._registry.now())
+            authorization=authorization_message(record, self._desk.now())
         )
 
     def GetAuthorization(
         self, request: rpb.GetAuthorizationRequest, context: grpc.ServicerContext
     ) -> rpb.GetAuthorizationResponse:
         """Returns one authorization."""
-        record = self._registry.get_authorization(request.serial)
+        record = self._desk.get_authorization(request.serial)
         return rpb.GetAuthorizationResponse(
-            authorization=authorization_message(record, self._registry.now())
+            authorization=authorization_message(record, self._desk.now())
         )
 
     def ListAuthorizations(
         self, request: rpb.ListAuthorizationsRequest, context: grpc.ServicerContext
     ) -> rpb.ListAuthorizationsResponse:
         """Lists authorizations."""
-        records = self._registry.list_authorizations(
+        records = self._desk.list_authorizations(
             operator=request.operator or None,
             marketplace=request.marketplace or None,
             shop_id=request.shop_id or None,
@@ -396,7 +400,7 @@ class RegistryServicer(rgrpc.RegistryServiceServicer):
             after_serial=request.after_serial,
             limit=request.page_size,
         )
-        now = self._registry.now()
+        now = self._desk.now()
         return rpb.ListAuthorizationsResponse(
             authorizations=[authorization_message(r, now) for r in records]
         )
@@ -415,18 +419,16 @@ class RegistryServicer(rgrpc.RegistryServiceServicer):
             v.add("shop", "marketplace and shop_id are required")
         v.raise_if_any()
         if which == "certificate":
-            verdict = self._registry.verify_certificate(request.certificate, card_type, province)
+            verdict = self._checks.verify_certificate(request.certificate, card_type, province)
         else:
-            verdict = self._registry.verify_shop(
+            verdict = self._checks.verify_shop(
                 request.shop.marketplace, request.shop.shop_id, card_type, province, operator
             )
         message = verdict_message(verdict)
         if request.include_log_proof:
             presented = _der(request.certificate) if which == "certificate" else None
             message.log_inclusion.CopyFrom(self._log_inclusion(verdict, presented))
-        return rpb.VerifySellerResponse(
-            verdict=message, verified_at=timestamp(self._registry.now())
-        )
+        return rpb.VerifySellerResponse(verdict=message, verified_at=timestamp(self._desk.now()))
 
     def VerifySellers(
         self, request_iterator: Iterator[rpb.VerifySellersRequest], context: grpc.ServicerContext
@@ -439,12 +441,12 @@ class RegistryServicer(rgrpc.RegistryServiceServicer):
             card_type = _optional_card_type(v, request.card_type)
             province, operator = check_filters(v, request.province, request.operator)
             v.raise_if_any()
-            verdicts = self._registry.verify_shops(
+            verdicts = self._checks.verify_shops(
                 request.marketplace, shop_ids, card_type, province, operator
             )
             yield rpb.VerifySellersResponse(
                 verdicts=[_sweep_message(verdict) for verdict in verdicts],
-                verified_at=timestamp(self._registry.now()),
+                verified_at=timestamp(self._desk.now()),
             )
 
 

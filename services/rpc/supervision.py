@@ -10,6 +10,7 @@ from services.domain import validation
 from services.domain.errors import Violations
 from services.domain.principal import Principal, Role
 from services.domain.pseudonym import Pseudonymizer
+from services.domain.records import ActionRow
 from services.features.audit_trail import AuditTrail
 from services.features.enforcement import EnforcementDesk, EnforcementKind, Standing
 from services.proto.realname.v1 import supervision_pb2 as spb
@@ -17,7 +18,6 @@ from services.proto.realname.v1 import supervision_pb2_grpc as sgrpc
 from services.rpc.convert import datetime_of, timestamp
 from services.rpc.interceptor import current_principal
 from services.rpc.server import ServiceBinding
-from services.storage.enforcement_repo import ActionRow
 
 SUPERVISION_SERVICE = spb.DESCRIPTOR.services_by_name["SupervisionService"].full_name
 MAX_AUDIT_RECORDS = 1000

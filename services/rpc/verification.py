@@ -7,7 +7,7 @@ import grpc
 from services.domain import validation
 from services.domain.errors import Violations
 from services.domain.holder_names import holder_name_problem
-from services.features.cards import CardRegistry, TransferCard
+from services.features.cards import CardDesk, TransferCard
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
 from services.rpc.convert import card_message, channel_fields
@@ -16,9 +16,9 @@ from services.rpc.proofing import attestation_of
 
 
 class VerificationServicer(vgrpc.VerificationServiceServicer):
-    """Exposes the card registry to operators."""
+    """Exposes the card desk to operators."""
 
-    def __init__(self, registry: CardRegistry) -> None:
+    def __init__(self, registry: CardDesk) -> None:
         self._registry = registry
 
     def CheckEligibility(

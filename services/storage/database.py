@@ -18,9 +18,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from services.domain import audit
+from services.domain import audit, retry_budget
 from services.domain.errors import Unavailable
-from services.storage import retry_budget
 from services.storage.rawsql import Tx
 
 log = logging.getLogger(__name__)

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Any
 
+from services.domain.records import ActionRow
 from services.storage.rawsql import Probe, Tx
 
 _COLUMNS = "id, operator_id, kind, amount_yuan, reason, recorded_at, lifted_at, ca_revoked"
-
-
-@dataclass(frozen=True)
-class ActionRow:
-    """One enforcement action as stored."""
-
-    id: int
-    operator_id: str
-    kind: str
-    amount_yuan: int | None
-    reason: str
-    recorded_at: dt.datetime
-    lifted_at: dt.datetime | None
-    ca_revoked: bool
 
 
 def _action(tx: Tx, row: tuple[Any, ...]) -> ActionRow:

@@ -13,33 +13,10 @@ from typing import Any
 
 from registry.subscribers import DocumentType
 from services.domain.cards import CardState, CardType, ServiceStage
+from services.domain.records import EnterpriseRow, ScenarioRow
 from services.storage.rawsql import Tx
 
 _DEACTIVATED = CardState.DEACTIVATED.value
-
-
-@dataclass(frozen=True)
-class ScenarioRow:
-    """A declared scenario and the APNs its cards may use."""
-
-    name: str
-    apns: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class EnterpriseRow:
-    """An enterprise as registered with one operator."""
-
-    operator_id: str
-    credit_code: str
-    name: str
-    responsible_key: bytes
-    responsible_type: DocumentType
-    responsible_masked: str
-    card_quota: int
-    active: int
-    registered_at: dt.datetime
-    scenarios: tuple[ScenarioRow, ...]
 
 
 @dataclass(frozen=True)

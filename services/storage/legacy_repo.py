@@ -13,24 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry.subscribers import DocumentType
+from services.domain.records import ImportRecord, PolicyRecord
 from services.storage.rawsql import Tx
 
 _LIVE = "state <> 'DEACTIVATED'"
-
-
-@dataclass(frozen=True)
-class ImportRecord:
-    """An import's row in ``legacy_imports``."""
-
-    import_id: str
-    state: str
-    total_rows: int
-    bad_rows: int
-    max_bad_ratio: float
-    committed_rows: int
-    imported_rows: int
-    failed_rows: int
-    updated_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -44,17 +30,6 @@ class LegacyCard:
     id_key: bytes | None
     document_type: DocumentType | None
     document_masked: str | None
-
-
-@dataclass(frozen=True)
-class PolicyRecord:
-    """An operator's deadline policy."""
-
-    operator_id: str
-    deadline: dt.date
-    grace_days: int
-    termination_days: int
-    updated_at: dt.datetime
 
 
 def date_param(tx: Tx, value: dt.date) -> Any:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from services.domain.records import ReaderRow, SignalRow
 from services.storage.rawsql import Probe, Tx
 
 
@@ -28,37 +29,6 @@ class IdentityRecord:
     name_hash: bytes
     status: str
     valid_until: dt.date | None
-
-
-@dataclass(frozen=True)
-class ReaderRow:
-    """A registered reader."""
-
-    operator_id: str
-    serial: str
-    agent_id: str
-    key_algorithm: str
-    public_key: bytes
-    key_fingerprint: str
-    latitude: float
-    longitude: float
-    location_label: str
-    registered_at: dt.datetime
-    revoked_at: dt.datetime | None
-    revocation_reason: str | None
-
-
-@dataclass(frozen=True)
-class SignalRow:
-    """A stored fraud signal."""
-
-    id: int
-    kind: str
-    operator_id: str
-    agent_id: str
-    reader_serial: str
-    detail: str
-    observed_at: dt.datetime
 
 
 @dataclass(frozen=True)

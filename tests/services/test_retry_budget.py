@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from services.domain import retry_budget
 from services.domain.errors import Unavailable
-from services.storage import retry_budget
 from services.storage.database import Database, RetryTransaction
 from services.storage.rawsql import Tx
 

@@ -78,9 +78,9 @@ def registry_server(
     """
     ensure_dev_authorities(data_dir, db, now=dt.datetime.now(dt.UTC) - CA_AGE)
     app = App.build(db, pseudonymizer, log=log, registry=registry_config(data_dir, pseudonymizer))
-    assert app.sellers is not None
+    assert app.seller_checks is not None
     # What `realname serve`'s refresher does at start: the backdated CAs' CRLs are re-signed now.
-    app.sellers.refresh_crls()
+    app.seller_checks.refresh_crls()
     running = create_server(app.bindings(), "127.0.0.1:0", tls=TlsFiles.in_pki_dir(pki_dir))
     harness = RegistryHarness(
         running, f"127.0.0.1:{running.port}", pki_dir, app.cards, app=app, data_dir=data_dir

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.app import App
 from services.domain.pseudonym import Pseudonymizer
-from services.features.cards import CardRegistry
+from services.features.cards import CardDesk
 from services.features.transparency import TransparencyLog
 from services.proto.realname.v1 import log_pb2_grpc, verification_pb2_grpc
 from services.rpc.server import RunningServer, TlsFiles, create_server
@@ -31,7 +31,7 @@ class GrpcHarness:
     running: RunningServer
     address: str
     pki_dir: Path
-    registry: CardRegistry
+    registry: CardDesk
     _channels: dict[str, grpc.Channel] = field(default_factory=dict)
     app: App | None = None
 
