@@ -16,7 +16,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import MetaData, inspect
 
 from registry.subscribers import DocumentType
-from services import cli
+from services.cli import main as cli
 from services.domain.documents import Document
 from services.domain.pseudonym import Pseudonymizer
 from services.features.agents import flag_agent

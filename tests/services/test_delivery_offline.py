@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from registry.authz import authorities
 from registry.delivery import DeliveryBundle, Reason, encode_text, verify_offline
-from services.cli_delivery import export_bundle
+from services.cli.delivery import export_bundle
 from services.domain.pseudonym import Pseudonymizer
 from services.features.transparency import TransparencyLog
 from services.proto.realname.v1 import delivery_pb2 as dpb

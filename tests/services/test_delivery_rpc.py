@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from registry.delivery import new_shipment, sign_shipment
 from registry.subscribers import DocumentType
-from services.cli import build_parser
+from services.cli.main import build_parser
 from services.domain.pseudonym import Pseudonymizer
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import delivery_pb2 as dpb

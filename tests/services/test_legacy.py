@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.cli import build_parser
+from services.cli.main import build_parser
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import legacy_pb2 as lpb
 from services.proto.realname.v1 import legacy_pb2_grpc as lgrpc

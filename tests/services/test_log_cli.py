@@ -35,7 +35,7 @@ from registry.log.storage import (
 )
 from registry.merkle import empty_root
 from registry.note import parse_verifier_key
-from services.cli import build_parser
+from services.cli.main import build_parser
 from services.storage.database import Database, DatabaseConfig
 from tests.support.logdata import audit, issuance, log_signer, revocation
 from tests.support.server import ServerProcess, free_port, realname_bin, start_server_process

@@ -21,7 +21,7 @@ from registry.tiles import (
     decode_entry_bundle,
     read_node_from_tiles,
 )
-from services.cli_log import HttpFetcher, log_url
+from services.cli.log import HttpFetcher, log_url
 from services.features.transparency import TransparencyLog
 from services.http.app import create_app
 from services.http.log_routes import MAX_COSIGN_BODY, log_routes

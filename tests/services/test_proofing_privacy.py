@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from google.protobuf import json_format
 from sqlalchemy.engine import make_url
 
-from services.cli import build_parser
+from services.cli.main import build_parser
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
 from tests.support.faults import make_data_dir

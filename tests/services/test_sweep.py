@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
-from services.cli import build_parser
+from services.cli.main import build_parser
 from services.features.sweep import Sweeper
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import legacy_pb2 as lpb

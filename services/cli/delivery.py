@@ -1,0 +1,281 @@
+"""`realname bundle export`, `courier verify|sync` and `delivery expire`: cards by courier.
+
+* ``bundle export`` (local, the service's side, database and log): writes the courier's offline
+  bundle; operator CRLs that would lapse within max-age are re-signed first, and pending log
+  entries are sequenced, so every store's inclusion proof is at the bundle's checkpoint.
+* ``courier verify`` (offline, no server): checks a token (from `realname store sign-shipment`)
+  and a presented document against a bundle; ``--confirm`` queues the handover in a local file.
+* ``courier sync`` (gRPC as a courier): sends queued confirmations through ConfirmDelivery.
+* ``delivery expire`` (local): releases cards undelivered past ``REALNAME_DELIVERY_DAYS``.
+
+Exit codes: 0 done (verify: OK), 1 a call failed, 2 bad arguments or local state, 3 the verdict
+was not OK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+
+from sqlalchemy import Connection, select
+
+from registry.authz import authorities
+from registry.authz.errors import RegistryError
+from registry.authz.tables import ROOT_ISSUER, authz_authorizations
+from registry.delivery import (
+    DEFAULT_MAX_AGE,
+    ConfirmationQueue,
+    DeliveryBundle,
+    LoggedCertificate,
+    new_confirmation,
+    verify_offline,
+)
+from registry.delivery.errors import DeliveryError
+from registry.log import storage as log_storage
+from registry.log.errors import LogError
+from registry.pki.errors import PkiError
+from services.cli.common import (
+    DOCUMENT_TYPES,
+    EXIT_OK,
+    EXIT_REFUSED,
+    Command,
+    SubParsers,
+    UsageError,
+    add_address_argument,
+    add_principal_argument,
+    client_channel,
+    command_group,
+    data_settings,
+    duration,
+    guard,
+    read_input,
+)
+from services.domain.errors import RealnameError
+from services.features.delivery import (
+    DEFAULT_DELIVERY_DAYS,
+    DEFAULT_LOCK_AFTER,
+    DeliveryConfig,
+    DeliveryDesk,
+)
+from services.features.seller_checks import SellerChecks
+from services.features.sellers import RegistryConfig
+from services.features.transparency import TransparencyLog
+from services.proto.realname.v1 import delivery_pb2 as dpb
+from services.proto.realname.v1 import delivery_pb2_grpc as dgrpc
+from services.runtime.ca_material import key_directory
+from services.runtime.config import ConfigError, add_data_dir_argument, env_default
+from services.storage.database import Database
+
+
+def delivery_config() -> DeliveryConfig:
+    """The delivery policy from ``REALNAME_DELIVERY_DAYS`` and ``REALNAME_DELIVERY_LOCK_AFTER``."""
+    days = env_default("REALNAME_DELIVERY_DAYS", str(DEFAULT_DELIVERY_DAYS)) or ""
+    lock_after = env_default("REALNAME_DELIVERY_LOCK_AFTER", str(DEFAULT_LOCK_AFTER)) or ""
+    if not days.isdigit() or int(days) < 1 or not lock_after.isdigit() or int(lock_after) < 1:
+        raise ConfigError("REALNAME_DELIVERY_DAYS and REALNAME_DELIVERY_LOCK_AFTER must be >= 1")
+    return DeliveryConfig(int(lock_after), dt.timedelta(days=int(days)))
+
+
+def _time(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+# -- bundle export ------------------------------------------------------------------------------
+
+
+def export_bundle(
+    db: Database,
+    transparency: TransparencyLog,
+    keys: authorities.OperatorKeys,
+    *,
+    now: dt.datetime,
+    max_age: dt.timedelta,
+) -> DeliveryBundle:
+    """Build the courier bundle from the database and the log (re-signing CRLs if needed)."""
+
+    def resign(conn: Connection) -> None:
+        if not keys.available:
+            return
+        for crl in authorities.stored_crls(conn):
+            if crl.issuer != ROOT_ISSUER and crl.next_update < now + max_age:
+                signer = authorities.crl_signer(conn, crl.issuer, keys)
+                authorities.sign_crl(conn, crl.issuer, signer, now=now)
+
+    db.write(resign)
+    transparency.sequencer.integrate_now()
+
+    def read(conn: Connection) -> DeliveryBundle:
+        snapshot = authorities.load_bundle(conn)
+        checkpoint = transparency.reader.latest_checkpoint(conn)
+        stores: list[LoggedCertificate] = []
+        certificates = conn.execute(select(authz_authorizations.c.certificate)).scalars()
+        for der in certificates:
+            index = log_storage.index_for_certificate(conn, bytes(der))
+            if index is None or index >= checkpoint.size:
+                continue
+            proof = transparency.reader.inclusion_proof(conn, index, checkpoint.size)
+            entry = log_storage.read_entries(conn, index, index + 1)[0][1]
+            stores.append(LoggedCertificate(entry, index, tuple(proof.hashes)))
+        return DeliveryBundle(
+            trust=snapshot.bundle,
+            log_origin=transparency.origin,
+            log_keys=(transparency.verifier_key,),
+            checkpoint=checkpoint.signed_note(),
+            issued_at=now,
+            max_age=max_age,
+            stores=tuple(stores),
+        )
+
+    return db.read(read)
+
+
+def cmd_bundle_export(args: argparse.Namespace) -> int:
+    """Write the courier's offline bundle."""
+    settings = data_settings(args)
+    db = Database(settings.database())
+    try:
+        transparency = TransparencyLog.open(
+            db, settings.data_dir, origin=env_default("REALNAME_LOG_ORIGIN")
+        )
+        keys = authorities.OperatorKeys(key_directory(settings.data_dir).passphrase())
+        bundle = export_bundle(
+            db, transparency, keys, now=dt.datetime.now(dt.UTC), max_age=args.max_age
+        )
+    finally:
+        db.dispose()
+    bundle.save(args.out)
+    print(
+        f"bundle written to {args.out}: {len(bundle.stores)} stores, fresh until "
+        f"{bundle.fresh_until:%Y-%m-%dT%H:%M:%SZ}"
+    )
+    return EXIT_OK
+
+
+# -- courier verify / sync ----------------------------------------------------------------------
+
+
+def _token_text(args: argparse.Namespace) -> str:
+    text: str = args.token
+    if text.startswith("@"):
+        text = read_input(Path(text[1:]), "token file").decode("ascii", "replace")
+    return text.strip()
+
+
+def cmd_courier_verify(args: argparse.Namespace) -> int:
+    """Check a token and a presented document offline; optionally queue the handover."""
+    bundle = DeliveryBundle.load(args.bundle)
+    token = _token_text(args)
+    verdict = verify_offline(
+        token,
+        DOCUMENT_TYPES[args.document_type],
+        args.document_number,
+        bundle,
+        courier_company=args.courier,
+        stale_policy=args.stale,
+    )
+    stale = " (stale bundle)" if verdict.stale_bundle else ""
+    print(f"{verdict.reason.value}{stale}: {verdict.detail}")
+    if not verdict.ok:
+        return EXIT_REFUSED
+    if args.confirm:
+        if not args.staff_id or args.queue is None:
+            raise UsageError("--confirm needs --staff-id and --queue")
+        assert verdict.token is not None
+        confirmation = new_confirmation(
+            verdict.token,
+            DOCUMENT_TYPES[args.document_type],
+            args.document_number,
+            courier_staff_id=args.staff_id,
+            delivered_at=dt.datetime.now(dt.UTC),
+            offline_reason=verdict.reason.value,
+            stale_bundle=verdict.stale_bundle,
+        )
+        ConfirmationQueue(args.queue).append(confirmation)
+        print(f"queued confirmation {confirmation.id}")
+    return EXIT_OK
+
+
+def cmd_courier_sync(args: argparse.Namespace) -> int:
+    """Send queued confirmations through ConfirmDelivery; mark each synced."""
+    queue = ConfirmationQueue(args.queue)
+    refused = 0
+    with client_channel(args) as channel:
+        stub = dgrpc.DeliveryServiceStub(channel)
+        for confirmation in list(queue.pending()):
+            request = dpb.ConfirmDeliveryRequest(
+                token=confirmation.token,
+                presented_commitment=confirmation.presented_commitment,
+                courier_staff_id=confirmation.courier_staff_id,
+            )
+            request.delivered_at.FromDatetime(confirmation.delivered_at)
+            verdict = stub.ConfirmDelivery(request).verdict
+            reason = dpb.DeliveryReason.Name(verdict.reason).removeprefix("DELIVERY_REASON_")
+            print(f"{confirmation.id} {reason}: {verdict.detail}")
+            if verdict.reason == dpb.DELIVERY_REASON_OK:
+                queue.mark_synced(confirmation.id)
+            else:
+                refused += 1
+    return EXIT_REFUSED if refused else EXIT_OK
+
+
+# -- delivery expire ----------------------------------------------------------------------------
+
+
+def cmd_delivery_expire(args: argparse.Namespace) -> int:
+    """Release cards undelivered past the delivery window; print how many."""
+    settings = data_settings(args)
+    db = Database(settings.database())
+    try:
+        sellers = SellerChecks(db, RegistryConfig())
+        desk = DeliveryDesk(db, sellers, config=delivery_config())
+        released = desk.expire(args.at)
+    finally:
+        db.dispose()
+    print(f"released {released} undelivered cards")
+    return EXIT_OK
+
+
+def _guarded(command: Command) -> Command:
+    return guard(
+        command, ConfigError, DeliveryError, RegistryError, PkiError, LogError, RealnameError
+    )
+
+
+def register(subparsers: SubParsers) -> None:
+    """Adds `realname bundle export`, `realname courier …` and `realname delivery expire`."""
+    bundle_sub = command_group(subparsers, "bundle", "the courier's offline trust bundle")
+    p = bundle_sub.add_parser("export", help="write a bundle from the database and the log")
+    add_data_dir_argument(p)
+    p.add_argument("--out", type=Path, required=True, help="where to write the bundle (JSON)")
+    p.add_argument("--max-age", type=duration, default=DEFAULT_MAX_AGE, help="e.g. 24h")
+    p.set_defaults(func=_guarded(cmd_bundle_export))
+
+    courier_sub = command_group(subparsers, "courier", "check parcels at the door")
+    p = courier_sub.add_parser("verify", help="check a token offline (exit 0 iff OK)")
+    p.add_argument("--bundle", type=Path, required=True)
+    p.add_argument("--token", required=True, help="the token text (RN1:…), or @FILE")
+    p.add_argument("--courier", required=True, help="your courier company id")
+    p.add_argument("--document-type", choices=sorted(DOCUMENT_TYPES), default="resident-id-card")
+    p.add_argument("--document-number", required=True)
+    p.add_argument("--stale", choices=("refuse", "warn"), default="refuse")
+    p.add_argument("--confirm", action="store_true", help="queue the handover when OK")
+    p.add_argument("--staff-id", help="your staff id (with --confirm)")
+    p.add_argument("--queue", type=Path, help="the confirmation queue file (with --confirm)")
+    p.set_defaults(func=_guarded(cmd_courier_verify))
+    p = courier_sub.add_parser("sync", help="send queued confirmations (gRPC)")
+    add_data_dir_argument(p)
+    p.add_argument("--queue", type=Path, required=True)
+    add_address_argument(p)
+    add_principal_argument(p, help_text="e.g. courier-demo")
+    p.set_defaults(func=_guarded(cmd_courier_sync))
+
+    delivery_sub = command_group(subparsers, "delivery", "delivery administration (local)")
+    p = delivery_sub.add_parser("expire", help="release cards undelivered past the window")
+    add_data_dir_argument(p)
+    p.add_argument("--at", type=_time, default=None, help="as of this time (default now)")
+    p.set_defaults(func=_guarded(cmd_delivery_expire))
