@@ -26,8 +26,8 @@ from services.proto.realname.v1 import verification_pb2 as vpb
 from services.storage import agents_schema, schema
 from services.storage.database import Database
 from services.storage.rawsql import Tx
-from tests.services.test_readme import REPO, readme_block
 from tests.support.agents import agent_stub, register_agents
+from tests.support.docs import run_block
 from tests.support.identities import iccid, msisdn, resident_id
 from tests.support.rpc import rich_error
 from tests.support.server import (
@@ -420,7 +420,7 @@ def test_migration_matches_the_agents_schema(db: Database) -> None:
 
 
 def test_readme_agents_flow_works(tmp_path: Path) -> None:
-    """The README's agents flow, as written, against `realname serve` on a dev-init data dir."""
+    """The agents flow (docs/operators.md), as written, against `realname serve` (dev-init)."""
     data_dir = tmp_path / "data"
     init = subprocess.run(
         [realname_bin(), "dev-init", "--data-dir", str(data_dir)],
@@ -429,12 +429,7 @@ def test_readme_agents_flow_works(tmp_path: Path) -> None:
     assert init.returncode == 0, init.stderr
     server = start_server_process(data_dir)
     try:
-        script = readme_block("agents").replace(".data/", f"{data_dir}/")
-        script = script.replace(".data ", f"{data_dir} ").replace("127.0.0.1:50051", server.address)
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            capture_output=True, text=True, cwd=REPO, timeout=180, check=False,
-        )  # fmt: skip
+        result = run_block("agents", data_dir, server.address, timeout=180)
     finally:
         assert server.stop() == 0
     out = result.stdout + result.stderr

@@ -9,7 +9,6 @@ import datetime as dt
 import http.client
 import json
 import os
-import re
 import shutil
 import ssl
 import subprocess
@@ -29,6 +28,7 @@ from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
 from services.runtime.devpki import cert_pem, key_pem, make_ca, make_client_cert
 from services.storage.database import Database, DatabaseConfig, sqlite_url
 from tests.services.test_compliance import load_fixture
+from tests.support.docs import run_block
 from tests.support.identities import iccid, msisdn, resident_id
 from tests.support.pki import channel
 from tests.support.server import (
@@ -421,16 +421,8 @@ def test_plain_http_to_the_admin_port_fails_and_the_public_side_has_no_dashboard
 
 
 def test_the_readme_curl_command_works(dashboard: Dashboard) -> None:
-    readme = (REPO / "README.md").read_text()
-    block = re.search(r"<!-- readme-test: dashboard -->\n```sh\n(.*?)```", readme, re.S)
-    assert block, "README has no block tagged dashboard"
     data_dir = dashboard.pki_dir.parent
-    script = block.group(1).replace(".data/", f"{data_dir}/")
-    script = script.replace("127.0.0.1:8443", dashboard.server.admin_address)
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
-    )  # fmt: skip
+    result = run_block("dashboard", data_dir, admin=dashboard.server.admin_address, timeout=60)
     assert result.returncode == 0, result.stderr
     reply = json.loads(result.stdout)
     assert [o["operator"] for o in reply["operators"]] == OPERATORS

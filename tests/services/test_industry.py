@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ from services.proto.realname.v1 import industry_pb2 as ipb
 from services.proto.realname.v1 import industry_pb2_grpc as igrpc
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.storage.database import Database
+from tests.support.docs import run_block
 from tests.support.identities import iccid, msisdn, resident_id
 from tests.support.registry import RegistryHarness, authorize, registry_server
 from tests.support.rpc import rich_error
@@ -28,7 +28,6 @@ from tests.support.server import GrpcHarness, start_server_process, wait_serving
 
 ID = cpb.DOCUMENT_TYPE_RESIDENT_ID_CARD
 RESPONSIBLE = 40  # resident_id sequence of the enterprises' responsible person
-README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def credit_code(seq: int) -> str:
@@ -420,14 +419,8 @@ def test_an_undelivered_industry_card_gives_back_enterprise_quota(
     )
 
 
-def readme_block(tag: str) -> str:
-    match = re.search(rf"<!-- readme-test: {tag} -->\n```sh\n(.*?)```", README.read_text(), re.S)
-    assert match, f"README has no block tagged {tag}"
-    return match.group(1)
-
-
 def test_readme_industry_flow_works(tmp_path: Path) -> None:
-    """The README's industry section, as written, against `realname serve`."""
+    """The industry section (docs/operators.md), as written, against `realname serve`."""
     data_dir = tmp_path / "data"
     init = subprocess.run(
         [str(Path(sys.executable).parent / "realname"), "dev-init", "--data-dir", str(data_dir)],
@@ -438,12 +431,7 @@ def test_readme_industry_flow_works(tmp_path: Path) -> None:
     try:
         # A loaded machine takes a while to import and migrate; the default wait is 30 s.
         wait_serving(server, data_dir / "dev-pki", timeout=180)
-        script = readme_block("industry").replace(".data/", f"{data_dir}/")
-        script = script.replace(".data ", f"{data_dir} ").replace("127.0.0.1:50051", server.address)
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            capture_output=True, text=True, cwd=README.parent, timeout=480, check=False,
-        )  # fmt: skip
+        result = run_block("industry", data_dir, server.address, timeout=480)
     finally:
         assert server.stop() == 0
     out = result.stdout + result.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -20,6 +19,7 @@ from services.proto.realname.v1 import legacy_pb2 as lpb
 from services.proto.realname.v1 import legacy_pb2_grpc as lgrpc
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.storage.database import Database
+from tests.support.docs import doc_block, run_block
 from tests.support.identities import iccid, msisdn, resident_id
 from tests.support.legacy_rows import file_id, good_rows, import_rows, stream, write_csv
 from tests.support.rpc import rich_error
@@ -354,13 +354,9 @@ def test_deadline_policy_set_and_get(grpc_server: GrpcHarness) -> None:
     assert rich_error(info.value).reason == "ROLE_NOT_ALLOWED"
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-
-
 def test_readme_legacy_flow_works(tmp_path: Path) -> None:
-    """The README's legacy section, as written, against `realname serve`."""
-    block = re.search(r"<!-- readme-test: legacy -->\n```sh\n(.*?)```", README.read_text(), re.S)
-    assert block, "README has no block tagged legacy"
+    """The legacy section (docs/operators.md), as written, against `realname serve`."""
+    doc_block("legacy")  # fails before a server starts when the block is missing
     data_dir = tmp_path / "data"
     init = subprocess.run(
         [realname_bin(), "dev-init", "--data-dir", str(data_dir)],
@@ -369,12 +365,7 @@ def test_readme_legacy_flow_works(tmp_path: Path) -> None:
     assert init.returncode == 0, init.stderr
     server = start_server_process(data_dir)
     try:
-        script = block.group(1).replace(".data/", f"{data_dir}/")
-        script = script.replace(".data ", f"{data_dir} ").replace("127.0.0.1:50051", server.address)
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            capture_output=True, text=True, cwd=README.parent, timeout=900, check=False,
-        )  # fmt: skip
+        result = run_block("legacy", data_dir, server.address, timeout=900)
     finally:
         assert server.stop() == 0
     out = result.stdout + result.stderr

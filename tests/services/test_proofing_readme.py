@@ -1,9 +1,8 @@
-"""The README's "Identity proofing at the point of sale" commands work as written."""
+"""The "Identity proofing at the point of sale" commands (docs/operators.md) work as written."""
 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,15 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.docs import run_block
 from tests.support.server import start_server_process
-
-README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def _block() -> str:
-    match = re.search(r"<!-- readme-test: proofing -->\n```sh\n(.*?)```", README.read_text(), re.S)
-    assert match, "README has no block tagged proofing"
-    return match.group(1)
 
 
 @pytest.fixture
@@ -37,12 +29,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
 
 def test_readme_attested_activation_flow(served: tuple[Path, str]) -> None:
     data_dir, address = served
-    script = re.sub(r"(?<![\w/])\.data\b", str(data_dir), _block())
-    script = script.replace("127.0.0.1:50051", address)
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        capture_output=True, text=True, cwd=README.parent, timeout=900, check=False,
-    )  # fmt: skip
+    result = run_block("proofing", data_dir, address, timeout=900)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "loaded 1 identity records" in out

@@ -1,4 +1,5 @@
-"""The README's grpcurl calls work as written (against a real server on a free port)."""
+"""The docs' walkthroughs (README and docs/*.md) work as written, against a real server on a free
+port: grpcurl, errors, the registry, a delivery, the citizen, supervision."""
 
 from __future__ import annotations
 
@@ -9,28 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.docs import doc_block, run_block
 from tests.support.server import free_port, start_server_process
-
-README = Path(__file__).resolve().parents[2] / "README.md"
-REPO = README.parent
-
-
-def readme_block(tag: str) -> str:
-    match = re.search(rf"<!-- readme-test: {tag} -->\n```sh\n(.*?)```", README.read_text(), re.S)
-    assert match, f"README has no block tagged {tag}"
-    return match.group(1)
-
-
-def run_block(
-    tag: str, data_dir: Path, address: str, prelude: str = ""
-) -> subprocess.CompletedProcess[str]:
-    script = prelude + readme_block(tag)
-    script = re.sub(r"--data-dir \.data(?=[\s\"])", f"--data-dir {data_dir}", script)
-    script = script.replace(".data/", f"{data_dir}/").replace("127.0.0.1:50051", address)
-    return subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
-    )  # fmt: skip
 
 
 @pytest.fixture
@@ -61,8 +42,8 @@ def test_readme_grpcurl_calls_work(served: tuple[Path, str]) -> None:
 
 def test_readme_error_example_prints_what_it_says(served: tuple[Path, str]) -> None:
     data_dir, address = served
-    block = readme_block("grpcurl-error")
-    prelude = readme_block("grpcurl").split("\n\n")[0] + "\n"
+    block = doc_block("grpcurl-error")
+    prelude = doc_block("grpcurl").split("\n\n")[0] + "\n"
     result = run_block("grpcurl-error", data_dir, address, prelude=prelude)
     assert result.returncode != 0
     for line in re.findall(r"^# {1,3}(\S.*)$", block, re.M):
@@ -70,7 +51,7 @@ def test_readme_error_example_prints_what_it_says(served: tuple[Path, str]) -> N
 
 
 def test_readme_registry_flow_works(tmp_path: Path) -> None:
-    """The README's application-to-verification flow, as written, against `realname serve`."""
+    """From application to verification (docs/marketplaces.md), as written, against a server."""
     data_dir = tmp_path / "data"
     init = subprocess.run(
         [str(Path(sys.executable).parent / "realname"), "dev-init", "--data-dir", str(data_dir)],
@@ -81,13 +62,7 @@ def test_readme_registry_flow_works(tmp_path: Path) -> None:
     # The last --http-address wins: the test needs to know where the HTTP side listens.
     server = start_server_process(data_dir, extra_args=["--http-address", http])
     try:
-        script = readme_block("registry").replace("127.0.0.1:8080", http)
-        script = script.replace(".data/", f"{data_dir}/").replace(".data ", f"{data_dir} ")
-        script = script.replace("127.0.0.1:50051", server.address)
-        result = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            capture_output=True, text=True, cwd=REPO, timeout=180, check=False,
-        )  # fmt: skip
+        result = run_block("registry", data_dir, server.address, http=http, timeout=180)
     finally:
         assert server.stop() == 0
     out = result.stdout + result.stderr
@@ -102,15 +77,9 @@ def test_readme_registry_flow_works(tmp_path: Path) -> None:
 
 
 def test_readme_delivery_flow_works(served: tuple[Path, str]) -> None:
-    """The README's delivery, end to end, as written, against `realname serve`."""
+    """The delivery, end to end (docs/couriers.md), as written, against `realname serve`."""
     data_dir, address = served
-    script = readme_block("delivery").replace(".data ", f"{data_dir} ")
-    script = re.sub(r"--data-dir \.data(?=[\s\"])", f"--data-dir {data_dir}", script)
-    script = script.replace(".data/", f"{data_dir}/").replace("127.0.0.1:50051", address)
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        capture_output=True, text=True, cwd=REPO, timeout=180, check=False,
-    )  # fmt: skip
+    result = run_block("delivery", data_dir, address, timeout=180)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out
     assert '"state": "CARD_STATE_PENDING_DELIVERY"' in out
