@@ -8,7 +8,7 @@ DATA_DIR ?= $(CURDIR)/.data
 PROTO_SRC := $(wildcard protos/realname/v1/*.proto)
 PROTO_OUT := services/proto
 
-.PHONY: run test protos lint bench venv clean browser
+.PHONY: run test test-fast protos lint bench venv clean browser
 
 venv: $(STAMP)
 
@@ -22,8 +22,14 @@ run: $(STAMP)
 	$(BIN)/realname dev-init --data-dir $(DATA_DIR)
 	$(BIN)/realname serve --data-dir $(DATA_DIR)
 
+# The whole pyramid: unit, integration (in-process gRPC, real databases), system (servers,
+# CLI, docs walkthroughs, faults, browser).
 test: $(STAMP) browser
 	$(BIN)/pytest
+
+# Unit tests only: no server process, no database server (under a minute).
+test-fast: $(STAMP)
+	$(BIN)/pytest tests/unit
 
 # The public-page test drives Debian's chromium (playwright's own browser download needs a
 # network this project cannot assume); install it once if it is missing.

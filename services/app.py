@@ -30,8 +30,8 @@ from services.features.sellers import RegistryConfig, SellerDesk, operator_keys
 from services.features.service_authorization import ServiceAuthorizer
 from services.features.transparency import TransparencyLog
 from services.http.log_routes import log_routes
+from services.http.pki_routes import pki_routes
 from services.http.public_routes import public_routes
-from services.http.registry_routes import registry_routes
 from services.proto.realname.v1 import verification_pb2, verification_pb2_grpc
 from services.rpc.agents import agent_binding
 from services.rpc.citizen import citizen_bindings
@@ -190,6 +190,6 @@ class App:
         if self.log is not None:
             routes.extend(log_routes(self.log))
         if self.sellers is not None and self.seller_checks is not None:
-            routes.extend(registry_routes(self.seller_checks))
+            routes.extend(pki_routes(self.seller_checks))
             routes.extend(public_routes(self.sellers, self.log))
         return routes
