@@ -62,10 +62,10 @@ from services.domain.errors import (
 )
 from services.features.sellers import (
     RegistryConfig,
+    SellerService,
     check_operator,
     check_province,
     mapped_errors,
-    operator_keys,
     read_mapped,
     refuse_nul,
     write_mapped,
@@ -268,7 +268,7 @@ def _scope(card_types: str, provinces: str) -> Scope:
     return decode_scope(card_types, provinces)
 
 
-class SellerChecks:
+class SellerChecks(SellerService):
     """Is this seller authorized now: certificates, shops, online sales; CRLs and OCSP."""
 
     def __init__(
@@ -278,19 +278,12 @@ class SellerChecks:
         keys: authorities.OperatorKeys | None = None,
         clock: Clock = utc_now,
     ) -> None:
-        self._db = db
-        self._config = config
-        self._clock = clock
-        self._keys = keys if keys is not None else operator_keys(config)
+        super().__init__(db, config, keys, clock)
         self._trust = TrustCache(db, clock, self.refresh_crls)
         self._ocsp_lock = threading.Lock()
         self._ocsp: dict[str, tuple[tuple[int, ...], OcspResponder]] = {}
         self._root_lock = threading.Lock()
         self._root: CertificateAuthority | None = None
-
-    def now(self) -> dt.datetime:
-        """The checks' clock."""
-        return self._clock()
 
     # -- verification ----------------------------------------------------------------------
 

@@ -176,8 +176,8 @@ def operator_keys(config: RegistryConfig) -> authorities.OperatorKeys:
     return authorities.OperatorKeys(passphrase)
 
 
-class SellerDesk:
-    """Applications and authorizations: who may file, review, issue, renew and revoke what."""
+class SellerService:
+    """What the seller desk and the seller checks share: database, configuration, keys, clock."""
 
     def __init__(
         self,
@@ -189,16 +189,21 @@ class SellerDesk:
         self._db = db
         self._config = config
         self._clock = clock
+        # One set of opened CA keys per process, shared by the desk and the checks.
         self._keys = keys if keys is not None else operator_keys(config)
+
+    def now(self) -> dt.datetime:
+        """The service's clock."""
+        return self._clock()
+
+
+class SellerDesk(SellerService):
+    """Applications and authorizations: who may file, review, issue, renew and revoke what."""
 
     @property
     def base_url(self) -> str:
         """The public base URL certificates point to for CRLs and OCSP."""
         return self._config.base_url
-
-    def now(self) -> dt.datetime:
-        """The desk's clock."""
-        return self._clock()
 
     def _sealer(self) -> Sealer:
         if self._config.sealer is None:

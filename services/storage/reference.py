@@ -31,7 +31,7 @@ DEMO_SEGMENTS: dict[str, tuple[str, ...]] = {
 
 # Demo agents of every demo operator, as (agent id, kind, parent): a franchise "agent-1" whose
 # sales points shop-0 … shop-10 are its sub-agents (top-level agents of a virtual operator,
-# which may not have sub-agents), and a shop "shop-0042" (the README's).
+# which may not have sub-agents), and a shop "shop-0042" (the one docs/operators.md uses).
 DEMO_AGENTS = (
     ("agent-1", "SHOP", None),
     ("shop-0042", "SHOP", None),
