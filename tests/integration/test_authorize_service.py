@@ -10,10 +10,10 @@ from services.proto.realname.v1 import industry_pb2_grpc as igrpc
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.storage.database import Database
 from services.storage.rawsql import Tx
+from tests.integration.test_industry import doc, imei, industry_card, personal_card, register
 from tests.support.identities import iccid
 from tests.support.rpc import rich_error
 from tests.support.server import GrpcHarness
-from tests.system.test_industry import doc, imei, industry_card, personal_card, register
 
 VOICE, SMS, DATA = ipb.SERVICE_TYPE_VOICE, ipb.SERVICE_TYPE_SMS, ipb.SERVICE_TYPE_DATA
 OUT, IN = ipb.SESSION_DIRECTION_OUTGOING, ipb.SESSION_DIRECTION_INCOMING

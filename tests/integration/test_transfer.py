@@ -11,10 +11,10 @@ from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.storage.database import Database
 from services.storage.rawsql import Tx
+from tests.integration.test_industry import doc, industry_card, personal_card, register
 from tests.support.identities import resident_id
 from tests.support.rpc import rich_error
 from tests.support.server import GrpcHarness
-from tests.system.test_industry import doc, industry_card, personal_card, register
 
 OLD, NEW = 1, 2
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +18,10 @@ from services.proto.realname.v1 import industry_pb2 as ipb
 from services.proto.realname.v1 import industry_pb2_grpc as igrpc
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.storage.database import Database
-from tests.support.docs import run_block
 from tests.support.identities import iccid, msisdn, resident_id
 from tests.support.registry import RegistryHarness, authorize, registry_server
 from tests.support.rpc import rich_error
-from tests.support.server import GrpcHarness, start_server_process, wait_serving
+from tests.support.server import GrpcHarness
 
 ID = cpb.DOCUMENT_TYPE_RESIDENT_ID_CARD
 RESPONSIBLE = 40  # resident_id sequence of the enterprises' responsible person
@@ -417,29 +414,3 @@ def test_an_undelivered_industry_card_gives_back_enterprise_quota(
         h.verification().ActivateCard(industry_card(2, request_id="again")).card.state
         == vpb.CARD_STATE_ACTIVE
     )
-
-
-def test_readme_industry_flow_works(tmp_path: Path) -> None:
-    """The industry section (docs/operators.md), as written, against `realname serve`."""
-    data_dir = tmp_path / "data"
-    init = subprocess.run(
-        [str(Path(sys.executable).parent / "realname"), "dev-init", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert init.returncode == 0, init.stderr
-    server = start_server_process(data_dir, wait=False)
-    try:
-        # A loaded machine takes a while to import and migrate; the default wait is 30 s.
-        wait_serving(server, data_dir / "dev-pki", timeout=180)
-        result = run_block("industry", data_dir, server.address, timeout=480)
-    finally:
-        assert server.stop() == 0
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out
-    assert "registered 91350100M000100Y43" in out, out
-    assert "CARD_TYPE_INDUSTRY" in out and "CARD_STATE_SUSPENDED" in out, out
-    assert "\nallowed\n" in out and "refused INDUSTRY_DATA_ONLY" in out, out
-    assert "refused DEVICE_MISMATCH" in out and "authorize-service exit status 3" in out, out
-    assert '"reason":"RESALE_PROHIBITED"' in out and "transfer exit status" in out, out
-    assert out.count("110105199003070017") == 0 and "11010519491231002X" not in out, out
-    assert "11010519491231002X" not in server.log()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,14 +26,11 @@ from services.storage import agents_schema, schema
 from services.storage.database import Database
 from services.storage.rawsql import Tx
 from tests.support.agents import agent_stub, register_agents
-from tests.support.docs import run_block
 from tests.support.identities import iccid, msisdn, resident_id
 from tests.support.rpc import rich_error
 from tests.support.server import (
     GrpcHarness,
-    realname_bin,
     start_harness,
-    start_server_process,
 )
 
 CMCC = "operator-cmcc"
@@ -417,25 +413,3 @@ def test_migration_matches_the_agents_schema(db: Database) -> None:
     assert [d for d in diffs if _concerns_agents(d)] == []
     indexes = {ix["name"] for ix in inspect(db.engine).get_indexes("cards")}
     assert "ix_cards_agent_activated" in indexes
-
-
-def test_readme_agents_flow_works(tmp_path: Path) -> None:
-    """The agents flow (docs/operators.md), as written, against `realname serve` (dev-init)."""
-    data_dir = tmp_path / "data"
-    init = subprocess.run(
-        [realname_bin(), "dev-init", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert init.returncode == 0, init.stderr
-    server = start_server_process(data_dir)
-    try:
-        result = run_block("agents", data_dir, server.address, timeout=180)
-    finally:
-        assert server.stop() == 0
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out
-    assert "SUB_AGENT_NOT_ALLOWED" in out and "register exit status 1" in out
-    assert "DOCUMENT_AT_CAP" in out and "1101**********1010" in out
-    assert "AGENT_SUSPENDED" in out and "activate exit status" in out
-    assert "kiosk-0100,agent-1,ACTIVE,5,1,DOCUMENT_AT_CAP=1," in out
-    assert "110105198506121010" not in out and "11010519491231002X" not in out

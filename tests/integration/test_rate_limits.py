@@ -7,7 +7,6 @@ servers on SQLite and PostgreSQL, in process and as `realname serve --workers 2`
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,22 +19,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from services.app import App
-from services.domain.errors import ResourceExhausted
 from services.domain.pseudonym import Pseudonymizer
 from services.domain.ratelimit import (
     RateLimit,
     RateLimiter,
-    RateLimitSyntaxError,
-    TokenBuckets,
 )
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import verification_pb2 as vpb
-from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
 from services.rpc.server import TlsFiles, create_server
 from services.storage.database import Database
 from tests.support.identities import iccid, msisdn, resident_id
-from tests.support.pki import channel
-from tests.support.server import GrpcHarness, realname_bin, start_server_process
+from tests.support.server import GrpcHarness, realname_bin
 
 
 class FakeClock:
@@ -52,112 +46,6 @@ class FakeClock:
 
 
 # --- the bucket, with a fake clock --------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("5000/10000", RateLimit(5000, 10000)),
-        (" 0.5/2 ", RateLimit(0.5, 2)),
-        ("OFF", None),
-        ("off", None),
-    ],
-)
-def test_parse_limits(text: str, expected: RateLimit | None) -> None:
-    assert RateLimit.parse(text) == expected
-
-
-@pytest.mark.parametrize("text", ["", "5", "a/b", "0/10", "-1/10", "10/0.5", "inf/10", "nan/5"])
-def test_parse_refuses_bad_limits(text: str) -> None:
-    with pytest.raises(RateLimitSyntaxError):
-        RateLimit.parse(text)
-
-
-def test_split_over_workers() -> None:
-    assert RateLimit(5000, 10000).split(1) == RateLimit(5000, 10000)
-    assert RateLimit(5000, 10000).split(4) == RateLimit(1250, 2500)
-    # A worker's bucket always holds at least one token, or it could never admit anything.
-    assert RateLimit(3, 2).split(4) == RateLimit(0.75, 1)
-
-
-def test_bucket_admits_the_burst_then_refuses_until_a_token_is_due() -> None:
-    clock = FakeClock()
-    buckets = TokenBuckets(RateLimit(rate=2, burst=3), clock)
-    assert [buckets.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert buckets.take("a") == pytest.approx(0.5)
-    clock.advance(0.2)
-    # Refused calls take nothing: the wait shrinks by exactly the time that passed.
-    assert buckets.take("a") == pytest.approx(0.3)
-    clock.advance(0.3)
-    assert buckets.take("a") == 0.0
-    assert buckets.take("a") == pytest.approx(0.5)
-
-
-def test_bucket_refills_only_up_to_the_burst() -> None:
-    clock = FakeClock()
-    buckets = TokenBuckets(RateLimit(rate=10, burst=4), clock)
-    for _ in range(4):
-        assert buckets.take("a") == 0.0
-    clock.advance(3600)
-    assert [buckets.take("a") for _ in range(4)] == [0.0] * 4
-    assert buckets.take("a") == pytest.approx(0.1)
-
-
-def test_buckets_are_per_key() -> None:
-    clock = FakeClock()
-    buckets = TokenBuckets(RateLimit(rate=1, burst=1), clock)
-    assert buckets.take("a") == 0.0
-    assert buckets.take("a") > 0
-    assert buckets.take("b") == 0.0
-    assert buckets.take(("cmcc", b"\x01" * 32)) == 0.0
-    assert buckets.take(("cucc", b"\x01" * 32)) == 0.0
-
-
-def test_idle_buckets_are_forgotten_least_recently_used_first() -> None:
-    clock = FakeClock()
-    buckets = TokenBuckets(RateLimit(rate=1, burst=1), clock, max_keys=3)
-    for key in ("a", "b", "c"):
-        buckets.take(key)
-    buckets.take("a")  # refused, but now the most recently used
-    buckets.take("d")  # evicts "b"
-    assert len(buckets) == 3
-    assert buckets.take("a") > 0  # kept: still empty
-    assert buckets.take("b") == 0.0  # forgotten: a fresh bucket
-
-
-def test_bucket_is_exact_under_threads() -> None:
-    clock = FakeClock()  # frozen: nothing refills while the threads race
-    buckets = TokenBuckets(RateLimit(rate=1, burst=500), clock)
-    admitted = []
-    lock = threading.Lock()
-    start = threading.Barrier(8)
-
-    def worker() -> None:
-        start.wait()
-        mine = sum(1 for _ in range(200) if buckets.take("hot") == 0.0)
-        with lock:
-            admitted.append(mine)
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert sum(admitted) == 500
-
-
-def test_limiter_raises_resource_exhausted_with_the_delay_and_scope() -> None:
-    clock = FakeClock()
-    limiter = RateLimiter(RateLimit(rate=4, burst=1), "document", clock)
-    limiter.check("k")
-    with pytest.raises(ResourceExhausted) as info:
-        limiter.check("k")
-    err = info.value
-    assert err.reason == "RATE_LIMITED"
-    assert err.metadata == {"scope": "document"}
-    assert err.retry_after_seconds == pytest.approx(0.25)
-    clock.advance(0.25)
-    limiter.check("k")
 
 
 # --- through real servers -------------------------------------------------------------------------
@@ -341,39 +229,3 @@ def _dev_init(data_dir: Path) -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert init.returncode == 0, init.stderr
-
-
-def test_serve_splits_the_limit_over_workers(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    _dev_init(data_dir)
-    # 1 call/s with a burst of 4 for the service: each of 2 workers admits 2, then 1 per 2 s.
-    server = start_server_process(
-        data_dir,
-        extra_args=["--workers", "2"],
-        env={"REALNAME_RATE_PRINCIPAL": "1/4", "REALNAME_RATE_DOCUMENT": "off"},
-    )
-    try:
-        # One channel is one connection, served by one worker.
-        with channel(server.address, data_dir / "dev-pki", "operator-cmcc") as ch:
-            stub = vgrpc.VerificationServiceStub(ch)
-            for seq in range(2):
-                stub.CheckEligibility(eligibility(doc(seq)), timeout=10)
-            with pytest.raises(grpc.RpcError) as info:
-                stub.CheckEligibility(eligibility(doc(2)), timeout=10)
-    finally:
-        assert server.stop() == 0
-    refused = refusal(info.value)
-    assert (refused.code, refused.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
-    # The worker refills at 0.5 tokens/s, not the configured 1/s.
-    assert 1.0 < refused.retry_delay <= 2.0
-
-
-def test_serve_refuses_a_malformed_limit(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    _dev_init(data_dir)
-    result = subprocess.run(
-        [realname_bin(), "serve", "--data-dir", str(data_dir), "--rate-document", "fast"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert "--rate-document" in result.stderr and "rate/burst" in result.stderr

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import grpc
@@ -19,11 +14,10 @@ from services.proto.realname.v1 import legacy_pb2 as lpb
 from services.proto.realname.v1 import legacy_pb2_grpc as lgrpc
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.storage.database import Database
-from tests.support.docs import doc_block, run_block
 from tests.support.identities import iccid, msisdn, resident_id
 from tests.support.legacy_rows import file_id, good_rows, import_rows, stream, write_csv
 from tests.support.rpc import rich_error
-from tests.support.server import GrpcHarness, realname_bin, start_server_process
+from tests.support.server import GrpcHarness
 
 OWNER_ID = resident_id(411)
 
@@ -232,49 +226,6 @@ def _count_cards(db: Database, import_id: str) -> tuple[int, int]:
     return db.run_tx(work, readonly=True)
 
 
-def test_a_killed_import_resumes_where_it_stopped(
-    grpc_server: GrpcHarness, db: Database, tmp_path: Path
-) -> None:
-    total = 6000
-    path = write_csv(tmp_path / "big.csv", good_rows(total, start=10_000))
-    argv = [
-        realname_bin(), "import", "legacy", "--data-dir", str(grpc_server.pki_dir.parent),
-        "--address", grpc_server.address, "--as", "operator-cmcc", "--batch-size", "20",
-        str(path),
-    ]  # fmt: skip
-    stub = legacy(grpc_server)
-    import_id = file_id(path)
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    committed = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            committed = stub.GetImport(
-                lpb.GetImportRequest(import_id=import_id)
-            ).legacy_import.committed_rows
-        except grpc.RpcError:
-            committed = 0
-        if committed >= 200:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the import finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    time.sleep(0.5)  # the server notices the cut stream
-    state = stub.GetImport(lpb.GetImportRequest(import_id=import_id)).legacy_import
-    assert 200 <= state.committed_rows < total
-    assert state.state == lpb.IMPORT_STATE_IMPORTING
-    assert _count_cards(db, import_id) == (state.committed_rows, state.committed_rows)
-
-    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    assert rerun.returncode == 0, rerun.stderr
-    assert f"resuming after row {state.committed_rows:,}" in rerun.stderr
-    done = stub.GetImport(lpb.GetImportRequest(import_id=import_id)).legacy_import
-    assert done.state == lpb.IMPORT_STATE_COMPLETED
-    assert (done.imported_rows, done.failed_rows) == (total, 0)
-    assert _count_cards(db, import_id) == (total, total)
-
-
 def test_complete_registration_verifies_and_takes_a_slot(grpc_server: GrpcHarness) -> None:
     rows = good_rows(2, start=700)
     import_rows(grpc_server.channel("operator-cmcc"), rows, "e" * 64)
@@ -352,36 +303,3 @@ def test_deadline_policy_set_and_get(grpc_server: GrpcHarness) -> None:
             lpb.GetDeadlinePolicyRequest()
         )
     assert rich_error(info.value).reason == "ROLE_NOT_ALLOWED"
-
-
-def test_readme_legacy_flow_works(tmp_path: Path) -> None:
-    """The legacy section (docs/operators.md), as written, against `realname serve`."""
-    doc_block("legacy")  # fails before a server starts when the block is missing
-    data_dir = tmp_path / "data"
-    init = subprocess.run(
-        [realname_bin(), "dev-init", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert init.returncode == 0, init.stderr
-    server = start_server_process(data_dir)
-    try:
-        result = run_block("legacy", data_dir, server.address, timeout=900)
-    finally:
-        assert server.stop() == 0
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out
-    assert "import exit status 3" in out and "nothing imported" in out, out
-    assert "4,msisdn,not in a number segment of operator cmcc" in out, out
-    assert out.count('"state": "IMPORT_STATE_COMPLETED"') == 2, out
-    assert "138****8400,cmcc,OUTGOING_BARRED,2027-06-30" in out, out
-    sweeps = [json.loads(line) for line in out.splitlines() if line.startswith('{"batches"')]
-    assert [s["changed"] for s in sweeps] == [
-        {},
-        {"OUTGOING_BARRED": 2},
-        {"OUTGOING_BARRED": 2},
-        {},
-    ]
-    assert [s["dry_run"] for s in sweeps] == [False, True, False, False]
-    assert '"verified": true' in out and '"service_stage": "SERVICE_STAGE_FULL"' in out, out
-    for number in ("110105198506150129", "110105199003070017"):
-        assert number not in out and number not in server.log()

@@ -1,0 +1,60 @@
+"""A legacy import killed with SIGKILL mid-commit resumes where it stopped, through the real CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+
+from services.proto.realname.v1 import legacy_pb2 as lpb
+from services.storage.database import Database
+from tests.integration.test_legacy import _count_cards, legacy
+from tests.support.legacy_rows import file_id, good_rows, write_csv
+from tests.support.server import GrpcHarness, realname_bin
+
+
+def test_a_killed_import_resumes_where_it_stopped(
+    grpc_server: GrpcHarness, db: Database, tmp_path: Path
+) -> None:
+    total = 6000
+    path = write_csv(tmp_path / "big.csv", good_rows(total, start=10_000))
+    argv = [
+        realname_bin(), "import", "legacy", "--data-dir", str(grpc_server.pki_dir.parent),
+        "--address", grpc_server.address, "--as", "operator-cmcc", "--batch-size", "20",
+        str(path),
+    ]  # fmt: skip
+    stub = legacy(grpc_server)
+    import_id = file_id(path)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    committed = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            committed = stub.GetImport(
+                lpb.GetImportRequest(import_id=import_id)
+            ).legacy_import.committed_rows
+        except grpc.RpcError:
+            committed = 0
+        if committed >= 200:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the import finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    time.sleep(0.5)  # the server notices the cut stream
+    state = stub.GetImport(lpb.GetImportRequest(import_id=import_id)).legacy_import
+    assert 200 <= state.committed_rows < total
+    assert state.state == lpb.IMPORT_STATE_IMPORTING
+    assert _count_cards(db, import_id) == (state.committed_rows, state.committed_rows)
+
+    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming after row {state.committed_rows:,}" in rerun.stderr
+    done = stub.GetImport(lpb.GetImportRequest(import_id=import_id)).legacy_import
+    assert done.state == lpb.IMPORT_STATE_COMPLETED
+    assert (done.imported_rows, done.failed_rows) == (total, 0)
+    assert _count_cards(db, import_id) == (total, total)
