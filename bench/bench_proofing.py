@@ -38,9 +38,7 @@ from bench.common import CHANNEL_OPTIONS, client_credentials, update_results_sec
 from registry.subscribers import DocumentType
 from services.domain.attestation import AttestationClaims, sign, subject_digest
 from services.domain.documents import Document, resident_id_check_char
-from services.domain.holder_names import HolderNames
 from services.domain.numbers import luhn_complete
-from services.domain.pseudonym import load_pepper
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import proofing_pb2_grpc as pgrpc
@@ -48,6 +46,7 @@ from services.proto.realname.v1 import verification_pb2 as vpb
 from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
 from services.runtime.config import Settings
 from services.runtime.identity_authority import load_identity_records
+from services.runtime.key_files import load_holder_names, load_pepper
 from services.storage.database import Database
 
 NAME = "Lin Xiaoming"
@@ -201,7 +200,7 @@ def _setup(data_dir: Path, client: Client, keys: list[ed25519.Ed25519PrivateKey]
     db = Database(settings.database())
     try:
         loaded = load_identity_records(
-            db, pseudo, HolderNames.load(settings.holder_name_key_path, pseudo),
+            db, pseudo, load_holder_names(settings.holder_name_key_path, pseudo),
             data=data, signature=loader.sign(data),
             loader_key_pem=loader.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

@@ -48,8 +48,8 @@ from bench.postgres import fresh_database, postgres_server, server_facts
 from registry.subscribers import DocumentType
 from services.domain.documents import Document
 from services.domain.numbers import luhn_complete
-from services.domain.pseudonym import load_pepper
 from services.proto.realname.v1 import common_pb2, verification_pb2, verification_pb2_grpc
+from services.runtime.key_files import load_pepper
 
 # A generous rate-limit default would throttle one principal driving hundreds of calls a second,
 # and the regulator's HTTPS listener has a fixed default port that two bench servers (or a server

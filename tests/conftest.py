@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from services.runtime.key_files import create_pepper_file, load_pepper
+
 # Tests fork helpers (pg_ctl as another user, embedded PostgreSQL) while gRPC channels run in
 # this process; gRPC's fork handlers are for forked gRPC users, and one aborted a whole run.
 # Read when gRPC is first imported, so before anything below imports it.
@@ -14,11 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from services.domain.pseudonym import (
-    Pseudonymizer,
-    create_pepper_file,
-    load_pepper,
-)
+from services.domain.pseudonym import Pseudonymizer
 from services.runtime.devpki import ensure_dev_pki
 from services.storage.database import Database, DatabaseConfig
 from tests.support.databases import (

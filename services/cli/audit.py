@@ -17,10 +17,11 @@ from services.cli.common import (
     data_settings,
 )
 from services.domain.errors import RealnameError, Violations
-from services.domain.pseudonym import PepperError, load_pepper
+from services.domain.pseudonym import PepperError
 from services.domain.validation import check_document
 from services.features.audit_trail import AuditTrail
 from services.runtime.config import add_data_dir_argument, env_default
+from services.runtime.key_files import load_pepper
 from services.storage.database import Database
 
 

@@ -35,8 +35,8 @@ from services.cli.common import command_group
 from services.cli.delivery import delivery_config
 from services.cli.proofing import proofing_config
 from services.domain.errors import Unavailable
-from services.domain.holder_names import HolderNameKeyError, create_key_file
-from services.domain.pseudonym import PepperError, Pseudonymizer, create_pepper_file, load_pepper
+from services.domain.holder_names import HolderNameKeyError
+from services.domain.pseudonym import PepperError, Pseudonymizer
 from services.features.transparency import TransparencyLog
 from services.http.admin import AdminListener, admin_app
 from services.http.app import create_app
@@ -59,6 +59,7 @@ from services.runtime.config import (
 )
 from services.runtime.devpki import ensure_dev_pki
 from services.runtime.health import DatabaseHealth, database_probe
+from services.runtime.key_files import create_holder_name_key_file, create_pepper_file, load_pepper
 from services.runtime.metrics import LogSampler
 from services.runtime.periodic import PeriodicJob
 from services.runtime.workers import reuse_port_socket, run_workers
@@ -107,7 +108,7 @@ def cmd_dev_init(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     written = ensure_dev_pki(settings.pki_dir)
     made_pepper = create_pepper_file(settings.pepper_path)
-    create_key_file(settings.holder_name_key_path)
+    create_holder_name_key_file(settings.holder_name_key_path)
     db = Database(settings.database())
     try:
         migrate.upgrade(db.engine)

@@ -38,7 +38,7 @@ from services.cli.common import (
 )
 from services.domain.errors import RealnameError
 from services.domain.holder_names import HolderNameKeyError, HolderNames
-from services.domain.pseudonym import PepperError, Pseudonymizer, load_pepper
+from services.domain.pseudonym import PepperError, Pseudonymizer
 from services.features.proofing import ProofingConfig
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import proofing_pb2 as ppb
@@ -51,6 +51,7 @@ from services.runtime.identity_authority import (
     ImportRefused,
     load_identity_records,
 )
+from services.runtime.key_files import load_holder_names, load_pepper
 from services.storage.database import Database
 from services.storage.rawsql import Tx
 
@@ -66,7 +67,7 @@ def proofing_config(settings: Settings, pseudonymizer: Pseudonymizer) -> Proofin
     (default 5/30).
     """
     path = settings.holder_name_key_path
-    names = HolderNames.load(path, pseudonymizer) if path.exists() else None
+    names = load_holder_names(path, pseudonymizer) if path.exists() else None
     url = env_default("REALNAME_IDENTITY_AUTHORITY_URL")
     if not url:
         return ProofingConfig(names=names)
@@ -111,7 +112,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     pseudonymizer = load_pepper(settings.pepper_path)
     names_path = settings.holder_name_key_path
     names = (
-        HolderNames.load(names_path, pseudonymizer)
+        load_holder_names(names_path, pseudonymizer)
         if names_path.exists()
         else HolderNames.from_pepper(pseudonymizer)
     )

@@ -12,10 +12,8 @@ import hashlib
 import hmac
 import os
 import re
-import secrets
 import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -84,22 +82,21 @@ class HolderNames:
         )
 
     @classmethod
-    def load(cls, path: Path, pseudonymizer: Pseudonymizer) -> HolderNames:
-        """Reads a key file: one ``<key id> <64 hex digits>`` per line, the last one current."""
-        try:
-            lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
-        except OSError as exc:
-            raise HolderNameKeyError(f"cannot read the holder-name key file {path}") from exc
+    def parse(
+        cls, text: str, pseudonymizer: Pseudonymizer, source: str = "the key file"
+    ) -> HolderNames:
+        """Keys from a key file's text: one ``<id> <64 hex digits>`` per line, the last current."""
+        lines = [ln.split() for ln in text.splitlines() if ln.strip()]
         keys: dict[str, bytes] = {}
         for parts in lines:
             if len(parts) != 2 or not _KEY_ID.fullmatch(parts[0]):
-                raise HolderNameKeyError(f"{path}: each line must be '<key id> <hex key>'")
+                raise HolderNameKeyError(f"{source}: each line must be '<key id> <hex key>'")
             try:
                 keys[parts[0]] = bytes.fromhex(parts[1])
             except ValueError as exc:
-                raise HolderNameKeyError(f"{path}: key {parts[0]} is not hex") from exc
+                raise HolderNameKeyError(f"{source}: key {parts[0]} is not hex") from exc
         if not keys:
-            raise HolderNameKeyError(f"{path} holds no key")
+            raise HolderNameKeyError(f"{source} holds no key")
         return cls(keys, lines[-1][0], hash_key(pseudonymizer))
 
     def name_hash(self, name: str) -> bytes:
@@ -133,14 +130,3 @@ def name_hash(key: bytes, name: str) -> bytes:
 def card_context(card_id: int) -> bytes:
     """The AES-GCM associated data binding a sealed name to its card row."""
     return f"holder-name:v1:card:{card_id}".encode()
-
-
-def create_key_file(path: Path, key_id: str = "k1") -> bool:
-    """Writes a new key file (mode 0600) unless one exists; returns whether it wrote one."""
-    if path.exists():
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{key_id} {secrets.token_hex(32)}\n")
-    return True

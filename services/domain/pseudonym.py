@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
-from pathlib import Path
 
 from services.domain import audit
 from services.domain.documents import Document
 
 PEPPER_BYTES = 32
+"""Length of a new pepper, in bytes."""
 
 
 class PepperError(Exception):
@@ -44,27 +42,3 @@ class Pseudonymizer:
         """Returns a keyed digest of request content, so stored fingerprints reveal nothing."""
         message = "\x1f".join(("req:v1", *parts)).encode()
         return hmac.new(self._pepper, message, hashlib.sha256).digest()
-
-
-def create_pepper_file(path: Path) -> bool:
-    """Writes a new random pepper (mode 0600) unless one exists; returns whether it wrote one."""
-    if path.exists():
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(PEPPER_BYTES) + "\n")
-    return True
-
-
-def load_pepper(path: Path) -> Pseudonymizer:
-    """Loads the pepper file made by ``realname dev-init``; refuses a missing or bad one."""
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError as exc:
-        raise PepperError(f"no pepper file at {path}; run `realname dev-init` first") from exc
-    try:
-        pepper = bytes.fromhex(text)
-    except ValueError as exc:
-        raise PepperError(f"the pepper file {path} is not hex") from exc
-    return Pseudonymizer(pepper)

@@ -96,7 +96,7 @@ class AgentFlagger(Protocol):
 
 @dataclass(frozen=True)
 class SignalSettings:
-    """Thresholds of the fraud signals (see docs/operators.md, "Identity proofing at the point of sale")."""
+    """Fraud-signal thresholds (docs/operators.md, "Identity proofing at the point of sale")."""
 
     burst_window_seconds: int = 600
     burst_documents: int = 20

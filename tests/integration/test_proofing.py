@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from services.app import App
 from services.domain.documents import Document
-from services.domain.holder_names import HolderNames, card_context, create_key_file
+from services.domain.holder_names import HolderNames, card_context
 from services.domain.pseudonym import Pseudonymizer
 from services.features.proofing import ProofingConfig, SignalSettings
 from services.proto.realname.v1 import common_pb2 as cpb
@@ -22,6 +22,7 @@ from services.proto.realname.v1 import legacy_pb2_grpc as lgrpc
 from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.runtime.identity_authority import load_identity_records
+from services.runtime.key_files import create_holder_name_key_file, load_holder_names
 from services.storage import proofing_repo
 from services.storage.database import Database
 from services.storage.rawsql import Tx
@@ -50,8 +51,8 @@ def holder_names(
 ) -> HolderNames:
     """The session's holder-name key file, loaded."""
     path = tmp_path_factory.mktemp("names") / "holder-name.keys"
-    create_key_file(path)
-    return HolderNames.load(path, pseudonymizer)
+    create_holder_name_key_file(path)
+    return load_holder_names(path, pseudonymizer)
 
 
 @dataclass
