@@ -389,7 +389,7 @@ def text_table(rows: list[list[str]]) -> str:
 
 
 def markdown_table(rows: list[list[str]]) -> str:
-    """The same table in Markdown, for the README."""
+    """The same table in Markdown, for bench/results/latest.md and docs/performance.md."""
     align = ["---", "---", "--:", "--:", "--:", "--:", "--:", ":-:", "--:", "--:", "---"]
     out = ["| " + " | ".join(HEADERS) + " |", "| " + " | ".join(align) + " |"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
