@@ -13,7 +13,6 @@ from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import legacy_pb2 as lpb
 from services.proto.realname.v1 import legacy_pb2_grpc as lgrpc
 from services.proto.realname.v1 import verification_pb2 as vpb
-from services.storage.database import Database
 from tests.support.identities import iccid, msisdn, resident_id
 from tests.support.legacy_rows import file_id, good_rows, import_rows, stream, write_csv
 from tests.support.rpc import rich_error
@@ -214,16 +213,6 @@ def test_an_interrupted_commit_resumes_without_duplicates(grpc_server: GrpcHarne
     with pytest.raises(grpc.RpcError) as info:
         stub.ImportLegacy(stream(import_id, lpb.IMPORT_MODE_VALIDATE, rows))
     assert rich_error(info.value).reason == "IMPORT_ALREADY_STARTED"
-
-
-def _count_cards(db: Database, import_id: str) -> tuple[int, int]:
-    def work(tx: object) -> tuple[int, int]:
-        row = tx.one(  # type: ignore[attr-defined]
-            "SELECT COUNT(*), COUNT(DISTINCT msisdn) FROM cards WHERE import_id = ?", (import_id,)
-        )
-        return int(row[0]), int(row[1])
-
-    return db.run_tx(work, readonly=True)
 
 
 def test_complete_registration_verifies_and_takes_a_slot(grpc_server: GrpcHarness) -> None:

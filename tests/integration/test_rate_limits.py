@@ -6,7 +6,6 @@ servers on SQLite and PostgreSQL, in process and as `realname serve --workers 2`
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from services.proto.realname.v1 import verification_pb2 as vpb
 from services.rpc.server import TlsFiles, create_server
 from services.storage.database import Database
 from tests.support.identities import iccid, msisdn, resident_id
-from tests.support.server import GrpcHarness, realname_bin
+from tests.support.server import GrpcHarness
 
 
 class FakeClock:
@@ -221,11 +220,3 @@ def test_calls_without_a_document_are_not_document_limited(document_limited: Grp
     for _ in range(6):
         got = cmcc.GetCard(vpb.GetCardRequest(msisdn=msisdn("138", 1)), timeout=10)
         assert got.card.msisdn == msisdn("138", 1)
-
-
-def _dev_init(data_dir: Path) -> None:
-    init = subprocess.run(
-        [realname_bin(), "dev-init", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert init.returncode == 0, init.stderr

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +87,15 @@ def realname_bin() -> str:
     found = str(path) if path.exists() else shutil.which("realname")
     assert found, "the realname console script is not installed"
     return found
+
+
+def dev_init(data_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    """Run `realname dev-init` into ``data_dir`` (as `make run` does) and require success."""
+    init = subprocess.run(
+        [realname_bin(), "dev-init", "--data-dir", str(data_dir)],
+        capture_output=True, text=True, check=False, env=env,
+    )  # fmt: skip
+    assert init.returncode == 0, init.stderr
 
 
 @dataclass

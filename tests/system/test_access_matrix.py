@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +33,7 @@ from services.proto.realname.v1 import (  # noqa: F401
 from services.runtime.devpki import cert_pem, key_pem, load_issued, make_ca, make_client_cert
 from tests.support.pki import GRPC_TEST_OPTIONS, channel
 from tests.support.rpc import rich_error
-from tests.support.server import ServerProcess, realname_bin, start_server_process
+from tests.support.server import ServerProcess, dev_init, start_server_process
 
 MATRIX = Path(__file__).resolve().parents[2] / "docs" / "access-matrix.md"
 ROLES = ("operator", "marketplace", "courier", "regulator", "citizen-portal")
@@ -67,11 +66,7 @@ def documented() -> dict[str, dict[str, bool]]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Path]]:
     data_dir = tmp_path_factory.mktemp("matrix") / "data"
-    init = subprocess.run(
-        [realname_bin(), "dev-init", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert init.returncode == 0, init.stderr
+    dev_init(data_dir)
     process = start_server_process(data_dir)
     yield process, data_dir / "dev-pki"
     assert process.stop() == 0

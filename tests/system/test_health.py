@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from services.storage.database import sqlite_url
 from tests.support.databases import migrate_and_seed
 from tests.support.identities import resident_id
 from tests.support.pki import channel
-from tests.support.server import ServerProcess, realname_bin, start_server_process
+from tests.support.server import ServerProcess, dev_init, start_server_process
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -44,12 +43,7 @@ CHECK = vpb.CheckEligibilityRequest(
 
 
 def _dev_init(data_dir: Path, database_url: str) -> None:
-    init = subprocess.run(
-        [realname_bin(), "dev-init", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=False,
-        env={**os.environ, "REALNAME_DATABASE_URL": database_url},
-    )  # fmt: skip
-    assert init.returncode == 0, init.stderr
+    dev_init(data_dir, env={**os.environ, "REALNAME_DATABASE_URL": database_url})
 
 
 class Observer:

@@ -32,7 +32,6 @@ import os
 import pkgutil
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -57,7 +56,7 @@ from tests.support.hostile import Hostile, hostile_calls, mask
 from tests.support.identities import iccid, msisdn, resident_id
 from tests.support.pki import channel
 from tests.support.rpc import rich_error
-from tests.support.server import ServerProcess, realname_bin, start_server_process
+from tests.support.server import ServerProcess, dev_init, start_server_process
 
 EXAMPLES = int(os.environ.get("REALNAME_HOSTILE_EXAMPLES", "10"))
 MATRIX = Path(__file__).resolve().parents[2] / "docs" / "access-matrix.md"
@@ -172,11 +171,7 @@ def served(
         env["REALNAME_DATABASE_URL"] = url
     # The session's dev PKI, in dev-init's layout: dev-init keeps it instead of minting another.
     shutil.copytree(pki_dir, data_dir / "dev-pki")
-    init = subprocess.run(
-        [realname_bin(), "dev-init", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=False, env=env,
-    )  # fmt: skip
-    assert init.returncode == 0, init.stderr
+    dev_init(data_dir, env=env)
     process = start_server_process(data_dir, database_url=url)
     pki = data_dir / "dev-pki"
     state = Served(process, pki, _served_services(process.address, pki))

@@ -12,9 +12,19 @@ import grpc
 
 from services.proto.realname.v1 import legacy_pb2 as lpb
 from services.storage.database import Database
-from tests.integration.test_legacy import _count_cards, legacy
+from tests.integration.test_legacy import legacy
 from tests.support.legacy_rows import file_id, good_rows, write_csv
 from tests.support.server import GrpcHarness, realname_bin
+
+
+def count_cards(db: Database, import_id: str) -> tuple[int, int]:
+    def work(tx: object) -> tuple[int, int]:
+        row = tx.one(  # type: ignore[attr-defined]
+            "SELECT COUNT(*), COUNT(DISTINCT msisdn) FROM cards WHERE import_id = ?", (import_id,)
+        )
+        return int(row[0]), int(row[1])
+
+    return db.run_tx(work, readonly=True)
 
 
 def test_a_killed_import_resumes_where_it_stopped(
@@ -49,7 +59,7 @@ def test_a_killed_import_resumes_where_it_stopped(
     state = stub.GetImport(lpb.GetImportRequest(import_id=import_id)).legacy_import
     assert 200 <= state.committed_rows < total
     assert state.state == lpb.IMPORT_STATE_IMPORTING
-    assert _count_cards(db, import_id) == (state.committed_rows, state.committed_rows)
+    assert count_cards(db, import_id) == (state.committed_rows, state.committed_rows)
 
     rerun = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert rerun.returncode == 0, rerun.stderr
@@ -57,4 +67,4 @@ def test_a_killed_import_resumes_where_it_stopped(
     done = stub.GetImport(lpb.GetImportRequest(import_id=import_id)).legacy_import
     assert done.state == lpb.IMPORT_STATE_COMPLETED
     assert (done.imported_rows, done.failed_rows) == (total, 0)
-    assert _count_cards(db, import_id) == (total, total)
+    assert count_cards(db, import_id) == (total, total)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -25,18 +24,14 @@ from services.storage.database import Database
 from tests.support.identities import iccid, msisdn, resident_id
 from tests.support.logdata import issuance, log_signer
 from tests.support.pki import channel
-from tests.support.server import realname_bin, start_server_process
+from tests.support.server import dev_init, start_server_process
 
 CHECK = "/realname.v1.VerificationService/CheckEligibility"
 
 
 def test_metrics_count_rpcs_by_method_and_code(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    init = subprocess.run(
-        [realname_bin(), "dev-init", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert init.returncode == 0, init.stderr
+    dev_init(data_dir)
     server = start_server_process(data_dir)
     try:
         request = vpb.CheckEligibilityRequest(
@@ -79,11 +74,7 @@ def _sample(body: str, name: str) -> float | None:
 
 def test_metrics_count_activations_verdicts_and_log_state(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    init = subprocess.run(
-        [realname_bin(), "dev-init", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert init.returncode == 0, init.stderr
+    dev_init(data_dir)
     server = start_server_process(data_dir)
     number = resident_id(7)
     pki = data_dir / "dev-pki"

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.docs import run_block
-from tests.support.server import start_server_process
+from tests.support.server import dev_init, start_server_process
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     data_dir = tmp_path / "data"
-    init = subprocess.run(
-        [str(Path(sys.executable).parent / "realname"), "dev-init", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert init.returncode == 0, init.stderr
+    dev_init(data_dir)
     server = start_server_process(data_dir)
     yield data_dir, server.address
     assert server.stop() == 0

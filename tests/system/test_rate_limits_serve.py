@@ -9,14 +9,14 @@ import grpc
 import pytest
 
 from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
-from tests.integration.test_rate_limits import _dev_init, doc, eligibility, refusal
+from tests.integration.test_rate_limits import doc, eligibility, refusal
 from tests.support.pki import channel
-from tests.support.server import realname_bin, start_server_process
+from tests.support.server import dev_init, realname_bin, start_server_process
 
 
 def test_serve_splits_the_limit_over_workers(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    _dev_init(data_dir)
+    dev_init(data_dir)
     # 1 call/s with a burst of 4 for the service: each of 2 workers admits 2, then 1 per 2 s.
     server = start_server_process(
         data_dir,
@@ -41,7 +41,7 @@ def test_serve_splits_the_limit_over_workers(tmp_path: Path) -> None:
 
 def test_serve_refuses_a_malformed_limit(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    _dev_init(data_dir)
+    dev_init(data_dir)
     result = subprocess.run(
         [realname_bin(), "serve", "--data-dir", str(data_dir), "--rate-document", "fast"],
         capture_output=True, text=True, timeout=60, check=False,

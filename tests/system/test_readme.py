@@ -4,24 +4,18 @@ port: grpcurl, errors, the registry, a delivery, the citizen, supervision."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support.docs import doc_block, run_block
-from tests.support.server import free_port, start_server_process
+from tests.support.server import dev_init, free_port, start_server_process
 
 
 @pytest.fixture
 def served(tmp_path: Path):  # type: ignore[no-untyped-def]
     data_dir = tmp_path / "data"
-    init = subprocess.run(
-        [str(Path(sys.executable).parent / "realname"), "dev-init", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert init.returncode == 0, init.stderr
+    dev_init(data_dir)
     server = start_server_process(data_dir)
     yield data_dir, server.address
     assert server.stop() == 0
@@ -53,11 +47,7 @@ def test_readme_error_example_prints_what_it_says(served: tuple[Path, str]) -> N
 def test_readme_registry_flow_works(tmp_path: Path) -> None:
     """From application to verification (docs/marketplaces.md), as written, against a server."""
     data_dir = tmp_path / "data"
-    init = subprocess.run(
-        [str(Path(sys.executable).parent / "realname"), "dev-init", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert init.returncode == 0, init.stderr
+    dev_init(data_dir)
     http = f"127.0.0.1:{free_port()}"
     # The last --http-address wins: the test needs to know where the HTTP side listens.
     server = start_server_process(data_dir, extra_args=["--http-address", http])

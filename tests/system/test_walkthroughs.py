@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.support.docs import doc_block, run_block
 from tests.support.server import (
-    realname_bin,
+    dev_init,
     start_server_process,
     wait_serving,
 )
@@ -18,11 +16,7 @@ from tests.support.server import (
 def test_readme_agents_flow_works(tmp_path: Path) -> None:
     """The agents flow (docs/operators.md), as written, against `realname serve` (dev-init)."""
     data_dir = tmp_path / "data"
-    init = subprocess.run(
-        [realname_bin(), "dev-init", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert init.returncode == 0, init.stderr
+    dev_init(data_dir)
     server = start_server_process(data_dir)
     try:
         result = run_block("agents", data_dir, server.address, timeout=180)
@@ -40,11 +34,7 @@ def test_readme_agents_flow_works(tmp_path: Path) -> None:
 def test_readme_industry_flow_works(tmp_path: Path) -> None:
     """The industry section (docs/operators.md), as written, against `realname serve`."""
     data_dir = tmp_path / "data"
-    init = subprocess.run(
-        [str(Path(sys.executable).parent / "realname"), "dev-init", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert init.returncode == 0, init.stderr
+    dev_init(data_dir)
     server = start_server_process(data_dir, wait=False)
     try:
         # A loaded machine takes a while to import and migrate; the default wait is 30 s.
@@ -67,11 +57,7 @@ def test_readme_legacy_flow_works(tmp_path: Path) -> None:
     """The legacy section (docs/operators.md), as written, against `realname serve`."""
     doc_block("legacy")  # fails before a server starts when the block is missing
     data_dir = tmp_path / "data"
-    init = subprocess.run(
-        [realname_bin(), "dev-init", "--data-dir", str(data_dir)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert init.returncode == 0, init.stderr
+    dev_init(data_dir)
     server = start_server_process(data_dir)
     try:
         result = run_block("legacy", data_dir, server.address, timeout=900)
