@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from registry.authz import authorities
 from registry.authz.errors import RegistryError
@@ -27,6 +29,8 @@ from services.features.enforcement import EnforcementDesk, EnforcementKind, Stan
 from services.runtime.ca_material import key_directory
 from services.runtime.config import add_data_dir_argument
 from services.storage.database import Database
+
+T = TypeVar("T")
 
 _KINDS = {k.name.lower().replace("_", "-"): k for k in EnforcementKind}
 
@@ -90,30 +94,34 @@ def cmd_record(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_lift(args: argparse.Namespace) -> int:
-    """Lift an activation suspension."""
+def _on_desk(args: argparse.Namespace, work: Callable[[EnforcementDesk], T]) -> T | None:
+    """Run ``work`` on the enforcement desk of the data directory; None (reported) on refusal."""
     db = Database(data_settings(args).database())
     try:
-        action, standing = EnforcementDesk(db).lift(args.action_id)
+        return work(EnforcementDesk(db))
     except RealnameError as exc:
         print(f"realname enforce: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return None
     finally:
         db.dispose()
+
+
+def cmd_lift(args: argparse.Namespace) -> int:
+    """Lift an activation suspension."""
+    lifted = _on_desk(args, lambda desk: desk.lift(args.action_id))
+    if lifted is None:
+        return EXIT_FAILED
+    action, standing = lifted
     print(json.dumps({"action": _action_json(action), "standing": _standing_json(standing)}))
     return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print actions and standings (one operator's, or everyone's)."""
-    db = Database(data_settings(args).database())
-    try:
-        actions, standings = EnforcementDesk(db).list(args.operator)
-    except RealnameError as exc:
-        print(f"realname enforce: {exc}", file=sys.stderr)
+    listed = _on_desk(args, lambda desk: desk.list(args.operator))
+    if listed is None:
         return EXIT_FAILED
-    finally:
-        db.dispose()
+    actions, standings = listed
     out = {
         "actions": [_action_json(a) for a in actions],
         "standings": [_standing_json(s) for s in standings],

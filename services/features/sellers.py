@@ -15,7 +15,6 @@ and revokes it. Authorizations are public: any authenticated party may read and 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,8 +57,6 @@ from services.domain.errors import (
 )
 from services.domain.principal import Principal, Role
 from services.storage.database import Database, RetryTransaction
-
-log = logging.getLogger("realname.registry")
 
 T = TypeVar("T")
 
