@@ -55,6 +55,7 @@ from services.runtime.identity_authority import (
     ReferenceAuthority,
     Verdict,
 )
+from services.storage import disputes_repo
 from services.storage import proofing_repo as repo
 from services.storage.database import Database
 from services.storage.rawsql import Probe, Tx
@@ -345,7 +346,7 @@ class ProofingDesk:
     # --- blocklist -------------------------------------------------------------------------
 
     def block_document(self, document: Document, reason: str, reference: str) -> BlockOutcome:
-        """Blocks a document and suspends its active cards at every operator."""
+        """Blocks a document and takes its live cards out of service at every operator."""
         v = Violations()
         if reason not in BLOCK_REASONS:
             v.add("reason", "must be LOST, STOLEN or CANCELLED")
@@ -368,7 +369,12 @@ class ProofingDesk:
             )
             if not blocked:
                 return BlockOutcome(masked, True, 0)
-            return BlockOutcome(masked, False, repo.suspend_for_reverification(tx, key))
+            # Every live card leaves service: active ones now, disputed ones when the dispute
+            # settles, pending ones at their handover (repo.card_state_sql).
+            flagged = repo.suspend_for_reverification(tx, key)
+            flagged += disputes_repo.reverify_on_settlement(tx, key)
+            flagged += repo.pending_cards_of_document(tx, key)
+            return BlockOutcome(masked, False, flagged)
 
         return self._db.run_tx(work)
 

@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from services.domain.cards import CardState, CardType
-from services.storage import industry_repo
+from services.storage import industry_repo, proofing_repo
 from services.storage.rawsql import Tx
 
 _PENDING = CardState.PENDING_DELIVERY.value
@@ -152,9 +152,15 @@ def mark_delivered(
 
 
 def activate_pending_card(tx: Tx, card_id: int) -> bool:
-    """Makes a PENDING_DELIVERY card ACTIVE; returns False if it was not pending."""
+    """Makes a PENDING_DELIVERY card ACTIVE; returns False if it was not pending.
+
+    A card of a blocked document is suspended for REVERIFICATION instead
+    (``proofing_repo.card_state_sql``).
+    """
+    assignments, params = proofing_repo.card_state_sql(_ACTIVE, None)
     changed = tx.execute(
-        "UPDATE cards SET state = ? WHERE id = ? AND state = ?", (_ACTIVE, card_id, _PENDING)
+        f"UPDATE cards SET {assignments} WHERE id = ? AND state = ?",  # noqa: S608
+        (*params, card_id, _PENDING),
     )
     return changed == 1
 

@@ -6,6 +6,8 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from services.domain.cards import Suspension
+from services.storage import proofing_repo
 from services.storage.rawsql import Tx
 
 _OPEN = "OPEN"
@@ -107,13 +109,30 @@ def suspend_card(
 def restore_card(
     tx: Tx, card_id: int, suspension: str, state: str, previous_suspension: str | None
 ) -> bool:
-    """Lifts a ``suspension`` back to the earlier state; False if not suspended for it."""
+    """Lifts a ``suspension`` back to the earlier state; False if not suspended for it.
+
+    Never to ACTIVE while the card's document is blocked (``proofing_repo.card_state_sql``).
+    """
+    assignments, params = proofing_repo.card_state_sql(state, previous_suspension)
     changed = tx.execute(
-        "UPDATE cards SET state = ?, suspension = ? "
+        f"UPDATE cards SET {assignments} "  # noqa: S608
         "WHERE id = ? AND state = 'SUSPENDED' AND suspension = ?",
-        (state, previous_suspension, card_id, suspension),
+        (*params, card_id, suspension),
     )
     return changed == 1
+
+
+def reverify_on_settlement(tx: Tx, id_key: bytes) -> int:
+    """Makes the document's open disputes settle to REVERIFICATION, not ACTIVE; returns how many.
+
+    Run when the document is blocked.
+    """
+    return tx.execute(
+        "UPDATE disputes SET previous_state = 'SUSPENDED', previous_suspension = ? "
+        "WHERE state = ? AND previous_state = 'ACTIVE' "
+        "AND card_id IN (SELECT id FROM cards WHERE id_key = ?)",
+        (Suspension.REVERIFICATION, _OPEN, id_key),
+    )
 
 
 def dispute_of_operator(tx: Tx, operator_id: str, dispute_id: int) -> DisputeRow | None:

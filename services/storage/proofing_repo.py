@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from services.domain.cards import CardState, Suspension
 from services.domain.records import ReaderRow, SignalRow
 from services.storage.rawsql import Probe, Tx
 
@@ -213,6 +214,27 @@ def unblock(tx: Tx, id_key: bytes) -> bool:
     return tx.execute("DELETE FROM proofing_blocks WHERE id_key = ?", (id_key,)) > 0
 
 
+# The one rule every statement that puts a card in service goes through (a dispute settled,
+# a parcel handed over, ...): a card of a blocked document is never made ACTIVE; it is suspended
+# for REVERIFICATION instead, as blocking suspends the cards already in service. Checked in the
+# statement that writes the state, so no block committed before it can be missed.
+_HOLDER_BLOCKED = "EXISTS (SELECT 1 FROM proofing_blocks b WHERE b.id_key = cards.id_key)"
+
+
+def card_state_sql(state: str, suspension: str | None) -> tuple[str, tuple[Any, ...]]:
+    """The ``UPDATE cards SET`` assignments (and parameters) moving a card to ``state``.
+
+    ``ACTIVE`` becomes SUSPENDED/REVERIFICATION while the card's document is blocked.
+    """
+    if state != CardState.ACTIVE.value:
+        return "state = ?, suspension = ?", (state, suspension)
+    return (
+        f"state = CASE WHEN {_HOLDER_BLOCKED} THEN ? ELSE ? END, "
+        f"suspension = CASE WHEN {_HOLDER_BLOCKED} THEN ? ELSE NULL END",
+        (CardState.SUSPENDED.value, state, Suspension.REVERIFICATION),
+    )
+
+
 def suspend_for_reverification(tx: Tx, id_key: bytes) -> int:
     """Suspends every ACTIVE card of the document, at every operator; returns how many."""
     return tx.execute(
@@ -220,6 +242,15 @@ def suspend_for_reverification(tx: Tx, id_key: bytes) -> int:
         "WHERE id_key = ? AND state = 'ACTIVE'",
         (id_key,),
     )
+
+
+def pending_cards_of_document(tx: Tx, id_key: bytes) -> int:
+    """How many cards of the document await delivery (they enter service suspended)."""
+    row = tx.one(
+        "SELECT count(*) FROM cards WHERE id_key = ? AND state = ?",
+        (id_key, CardState.PENDING_DELIVERY.value),
+    )
+    return 0 if row is None else int(row[0])
 
 
 def set_holder_name(tx: Tx, card_id: int, ciphertext: bytes, key_id: str, name_hash: bytes) -> None:

@@ -10,8 +10,14 @@ import pytest
 from services.proto.realname.v1 import citizen_pb2 as zpb
 from services.proto.realname.v1 import citizen_pb2_grpc as zgrpc
 from services.proto.realname.v1 import common_pb2 as cpb
+from services.proto.realname.v1 import industry_pb2 as ipb
+from services.proto.realname.v1 import industry_pb2_grpc as igrpc
+from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import verification_pb2 as vpb
+from services.storage.database import Database
+from services.storage.rawsql import Tx
 from tests.support.identities import iccid, msisdn, resident_id
+from tests.support.proofing import proofing_stub
 from tests.support.rpc import rich_error
 from tests.support.server import GrpcHarness
 
@@ -302,3 +308,77 @@ def test_concurrent_disputes_of_one_card_open_one_dispute(served: GrpcHarness) -
         )
     assert len(ids) == 1
     assert len(disputes(served).ListDisputes(zpb.ListDisputesRequest()).disputes) == 1
+
+
+def block(server: GrpcHarness, holder: int) -> int:
+    """The regulator blocks the holder's document as stolen; returns the cards flagged."""
+    reply = proofing_stub(server, "regulator").BlockDocument(
+        ppb.BlockDocumentRequest(document=doc(holder), reason=ppb.BLOCK_REASON_STOLEN)
+    )
+    return reply.cards_flagged
+
+
+def voice_allowed(server: GrpcHarness, principal: str, number: str) -> bool:
+    answer = igrpc.NetworkServiceStub(server.channel(principal)).AuthorizeService(
+        ipb.AuthorizeServiceRequest(
+            msisdn=number,
+            service=ipb.SERVICE_TYPE_VOICE,
+            direction=ipb.SESSION_DIRECTION_OUTGOING,
+        )
+    )
+    return answer.allowed
+
+
+def test_a_disputed_card_of_a_blocked_document_stays_out_of_service(served: GrpcHarness) -> None:
+    """Dispute, then block, then REVERIFIED: the card goes to REVERIFICATION, not ACTIVE."""
+    card = activate(served, "operator-cucc", 50, holder=9)
+    ref = my_cards(served, 9)[0].card_ref
+    opened = (
+        citizen(served)
+        .DisputeCard(
+            zpb.DisputeCardRequest(
+                document=doc(9), card_ref=ref, reason=zpb.DISPUTE_REASON_NOT_MINE
+            )
+        )
+        .dispute
+    )
+    assert block(served, 9) == 1  # the disputed card is flagged too
+    disputes(served, "operator-cucc").ResolveDispute(
+        zpb.ResolveDisputeRequest(
+            dispute_id=opened.dispute_id, resolution=zpb.DISPUTE_RESOLUTION_REVERIFIED
+        )
+    )
+    after = card_state(served, "operator-cucc", card.msisdn)
+    assert (after.state, after.suspension) == (vpb.CARD_STATE_SUSPENDED, "REVERIFICATION")
+    assert not voice_allowed(served, "operator-cucc", card.msisdn)
+
+
+def test_no_restore_puts_a_blocked_documents_card_in_service(
+    served: GrpcHarness, db: Database
+) -> None:
+    """The shared rule holds even for a dispute whose remembered state is still ACTIVE."""
+    card = activate(served, "operator-cmcc", 51, holder=10)
+    ref = my_cards(served, 10)[0].card_ref
+    opened = (
+        citizen(served)
+        .DisputeCard(
+            zpb.DisputeCardRequest(
+                document=doc(10), card_ref=ref, reason=zpb.DISPUTE_REASON_NOT_MINE
+            )
+        )
+        .dispute
+    )
+    block(served, 10)
+
+    def forget(tx: Tx) -> None:  # as a block racing the dispute would leave it
+        tx.execute("UPDATE disputes SET previous_state = 'ACTIVE', previous_suspension = NULL")
+
+    db.run_tx(forget)
+    disputes(served).ResolveDispute(
+        zpb.ResolveDisputeRequest(
+            dispute_id=opened.dispute_id, resolution=zpb.DISPUTE_RESOLUTION_REVERIFIED
+        )
+    )
+    after = card_state(served, "operator-cmcc", card.msisdn)
+    assert (after.state, after.suspension) == (vpb.CARD_STATE_SUSPENDED, "REVERIFICATION")
+    assert not voice_allowed(served, "operator-cmcc", card.msisdn)

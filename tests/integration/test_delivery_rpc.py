@@ -19,10 +19,12 @@ from services.domain.pseudonym import Pseudonymizer
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import delivery_pb2 as dpb
 from services.proto.realname.v1 import delivery_pb2_grpc as dgrpc
+from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import registry_pb2 as rpb
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.storage.database import Database
 from tests.support.identities import iccid, msisdn, resident_id
+from tests.support.proofing import proofing_stub
 from tests.support.registry import (
     RegistryHarness,
     authorize,
@@ -278,3 +280,21 @@ def test_delivery_expire_command_releases_as_of_a_date(
     assert main([*args, later]) == 0
     assert "released 1 undelivered cards" in capsys.readouterr().out
     assert held(server) == 0
+
+
+def test_a_handover_under_a_blocked_document_does_not_put_the_card_in_service(
+    server: RegistryHarness,
+) -> None:
+    """Sold online, then the document is blocked: the delivered card waits for re-verification."""
+    number = resident_id(23)
+    store = new_store(server, "door-blocked")
+    card = sell(server, store, 30, number)
+    flagged = proofing_stub(server, "regulator").BlockDocument(
+        ppb.BlockDocumentRequest(document=document(number), reason=ppb.BLOCK_REASON_STOLEN)
+    )
+    assert flagged.cards_flagged == 1  # the pending card counts: it will not enter service
+    done = confirm(server, token_for(store, card, number=number), number)
+    assert done.verdict.reason == dpb.DELIVERY_REASON_OK  # the handover itself is recorded
+    got = server.verification("operator-cmcc").GetCard(vpb.GetCardRequest(msisdn=card.msisdn))
+    assert (got.card.state, got.card.suspension) == (vpb.CARD_STATE_SUSPENDED, "REVERIFICATION")
+    assert held(server, number) == 1  # still live: the slot stays taken

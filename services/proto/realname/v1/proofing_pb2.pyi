@@ -521,7 +521,10 @@ class BlockDocumentResponse(_message.Message):
     already_blocked: _builtins.bool
     """Whether the document was already blocked (the call then changes nothing)."""
     cards_flagged: _builtins.int
-    """Live cards suspended for re-verification, at every operator."""
+    """Live cards taken out of service for re-verification, at every operator: active ones are
+    suspended now, disputed ones return to SUSPENDED/REVERIFICATION when their dispute is settled,
+    and ones awaiting delivery are suspended when handed over.
+    """
     def __init__(
         self,
         *,
