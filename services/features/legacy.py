@@ -4,7 +4,8 @@ Pre-policy subscribers become cards of channel 'legacy' (state ACTIVE). A VERIFI
 document takes its holder's slot in ``holdings`` even beyond the cap: the card predates the
 policy, and refusing it would cut off a subscriber the operator already serves; the holder then
 cannot get a new card until enough are given up. UNVERIFIED rows hold no slot until
-CompleteRegistration, which claims one under the cap like an activation.
+CompleteRegistration, which claims one under the cap like an activation. A row of a blocked
+document is refused (no card is put in service under it, as at activation).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from services.domain.errors import (
 from services.domain.numbers import iccid_problem
 from services.domain.pseudonym import Pseudonymizer
 from services.domain.records import ImportRecord, PolicyRecord
-from services.storage import cards_repo, legacy_repo
+from services.storage import cards_repo, legacy_repo, proofing_repo
 from services.storage.database import Database, RetryTransaction
 from services.storage.legacy_repo import LegacyCard
 from services.storage.rawsql import Tx
@@ -46,6 +47,9 @@ EARLIEST_DEADLINE, LATEST_DEADLINE = dt.date(2000, 1, 1), dt.date(2100, 12, 31)
 DEFAULT_GRACE_DAYS = 30
 DEFAULT_TERMINATION_DAYS = 30
 MAX_PERIOD_DAYS = 3650
+
+# A row of a document on the lost/stolen blocklist (the reason of ProofingService's refusals).
+DOCUMENT_BLOCKED_ROW = "the document is blocked (DOCUMENT_BLOCKED); no card is imported for it"
 
 _IMPORT_ID = re.compile(r"[0-9a-f]{64}")
 _MSISDN = re.compile(r"1[3-9]\d{9}")
@@ -450,6 +454,17 @@ class LegacyDesk:
                 raise RetryTransaction
             fresh = [e for e in entries if e.row > done]
             errors = [e for e in bad if e.row > done]
+            # In the batch's transaction: a document blocked before it commits gets no card.
+            blocked = proofing_repo.blocked_among(
+                tx, sorted({keys[e.row] for e in fresh if e.row in keys})
+            )
+            if blocked:
+                errors += [
+                    RowError(e.row, "document.number", DOCUMENT_BLOCKED_ROW)
+                    for e in fresh
+                    if keys.get(e.row) in blocked
+                ]
+                fresh = [e for e in fresh if keys.get(e.row) not in blocked]
             failed = _bad_rows(errors)
             cards = [_card(e, keys.get(e.row)) for e in fresh]
             inserted = legacy_repo.insert_legacy_cards(

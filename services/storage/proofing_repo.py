@@ -188,6 +188,23 @@ def is_blocked(tx: Tx, id_key: bytes) -> str | None:
     return None if reason is None else str(reason)
 
 
+def blocked_among(tx: Tx, id_keys: Sequence[bytes]) -> set[bytes]:
+    """The document pseudonyms among these that are blocked (one statement)."""
+    if not id_keys:
+        return set()
+    if tx.sqlite:
+        marks = ", ".join("?" * len(id_keys))
+        rows = tx.all(
+            f"SELECT id_key FROM proofing_blocks WHERE id_key IN ({marks})",  # noqa: S608
+            tuple(id_keys),
+        )
+    else:
+        rows = tx.all(
+            "SELECT id_key FROM proofing_blocks WHERE id_key = ANY(?::bytea[])", (list(id_keys),)
+        )
+    return {_bytes(r[0]) for r in rows}
+
+
 def block(
     tx: Tx,
     id_key: bytes,

@@ -12,9 +12,11 @@ from services.cli.main import build_parser
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import legacy_pb2 as lpb
 from services.proto.realname.v1 import legacy_pb2_grpc as lgrpc
+from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import verification_pb2 as vpb
 from tests.support.identities import iccid, msisdn, resident_id
 from tests.support.legacy_rows import file_id, good_rows, import_rows, stream, write_csv
+from tests.support.proofing import proofing_stub
 from tests.support.rpc import rich_error
 from tests.support.server import GrpcHarness
 
@@ -129,6 +131,33 @@ def test_verified_rows_take_slots_beyond_the_cap(grpc_server: GrpcHarness) -> No
     with pytest.raises(grpc.RpcError) as info:
         activate(grpc_server, 50, owner)
     assert rich_error(info.value).reason == "CARD_LIMIT_REACHED"
+
+
+def test_rows_of_a_blocked_document_are_refused_and_counted(grpc_server: GrpcHarness) -> None:
+    """A legacy import puts no card in service under a blocked document, verified or not."""
+    blocked = resident_id(413)
+    proofing_stub(grpc_server, "regulator").BlockDocument(
+        ppb.BlockDocumentRequest(document=doc(blocked), reason=ppb.BLOCK_REASON_STOLEN)
+    )
+    rows = [
+        (msisdn("138", 8200), iccid(8200), "VERIFIED", "resident-id-card", blocked),
+        (msisdn("138", 8201), iccid(8201), "UNVERIFIED", "resident-id-card", blocked),
+        (msisdn("138", 8202), iccid(8202), "VERIFIED", "resident-id-card", OWNER_ID),
+    ]
+    reply = import_rows(grpc_server.channel("operator-cmcc"), rows, "b" * 64)
+    state = reply.legacy_import
+    assert state.state == lpb.IMPORT_STATE_COMPLETED
+    assert (state.imported_rows, state.failed_rows) == (1, 2)
+    assert [(e.row, e.field) for e in reply.errors] == [
+        (1, "document.number"), (2, "document.number"),
+    ]  # fmt: skip
+    assert all("DOCUMENT_BLOCKED" in e.reason and blocked not in e.reason for e in reply.errors)
+    for number in (msisdn("138", 8200), msisdn("138", 8201)):
+        with pytest.raises(grpc.RpcError) as info:
+            card(grpc_server, number)
+        assert rich_error(info.value).code == grpc.StatusCode.NOT_FOUND
+    assert held(grpc_server, blocked) == 0
+    assert card(grpc_server, msisdn("138", 8202)).state == vpb.CARD_STATE_ACTIVE
 
 
 def test_a_file_over_the_bad_row_ratio_is_refused_whole(

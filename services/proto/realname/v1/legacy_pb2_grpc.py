@@ -85,7 +85,9 @@ class LegacyServiceServicer:
         (IMPORT_NOT_VALIDATED, or BAD_ROW_RATIO for a REFUSED one), and commits each batch in
         its own transaction together with the import's committed row count, so a stream cut at any
         point resumes with the next call: rows numbered at or below the committed count are skipped
-        (never imported twice), a batch that would leave a gap is refused (IMPORT_GAP).
+        (never imported twice), a batch that would leave a gap is refused (IMPORT_GAP). A row whose
+        document is blocked (ProofingService.BlockDocument) is refused when its batch commits: a
+        RowError on document.number whose reason names DOCUMENT_BLOCKED, counted in failed_rows.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -51,7 +51,9 @@ class LegacyServiceStub:
     (IMPORT_NOT_VALIDATED, or BAD_ROW_RATIO for a REFUSED one), and commits each batch in
     its own transaction together with the import's committed row count, so a stream cut at any
     point resumes with the next call: rows numbered at or below the committed count are skipped
-    (never imported twice), a batch that would leave a gap is refused (IMPORT_GAP).
+    (never imported twice), a batch that would leave a gap is refused (IMPORT_GAP). A row whose
+    document is blocked (ProofingService.BlockDocument) is refused when its batch commits: a
+    RowError on document.number whose reason names DOCUMENT_BLOCKED, counted in failed_rows.
     """
     GetImport: _grpc.UnaryUnaryMultiCallable[_legacy_pb2.GetImportRequest, _legacy_pb2.GetImportResponse]
     """Reports an import's state and counts (NOT_FOUND, reason IMPORT_NOT_FOUND, if none)."""
@@ -97,7 +99,9 @@ class LegacyServiceAsyncStub(LegacyServiceStub):
     (IMPORT_NOT_VALIDATED, or BAD_ROW_RATIO for a REFUSED one), and commits each batch in
     its own transaction together with the import's committed row count, so a stream cut at any
     point resumes with the next call: rows numbered at or below the committed count are skipped
-    (never imported twice), a batch that would leave a gap is refused (IMPORT_GAP).
+    (never imported twice), a batch that would leave a gap is refused (IMPORT_GAP). A row whose
+    document is blocked (ProofingService.BlockDocument) is refused when its batch commits: a
+    RowError on document.number whose reason names DOCUMENT_BLOCKED, counted in failed_rows.
     """
     GetImport: _aio.UnaryUnaryMultiCallable[_legacy_pb2.GetImportRequest, _legacy_pb2.GetImportResponse]  # type: ignore[assignment]
     """Reports an import's state and counts (NOT_FOUND, reason IMPORT_NOT_FOUND, if none)."""
@@ -146,7 +150,9 @@ class LegacyServiceServicer(metaclass=_abc_1.ABCMeta):
         (IMPORT_NOT_VALIDATED, or BAD_ROW_RATIO for a REFUSED one), and commits each batch in
         its own transaction together with the import's committed row count, so a stream cut at any
         point resumes with the next call: rows numbered at or below the committed count are skipped
-        (never imported twice), a batch that would leave a gap is refused (IMPORT_GAP).
+        (never imported twice), a batch that would leave a gap is refused (IMPORT_GAP). A row whose
+        document is blocked (ProofingService.BlockDocument) is refused when its batch commits: a
+        RowError on document.number whose reason names DOCUMENT_BLOCKED, counted in failed_rows.
         """
 
     @_abc_1.abstractmethod
