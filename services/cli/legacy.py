@@ -2,8 +2,9 @@
 
 * ``import legacy FILE.csv`` (gRPC as an operator): validates the whole file on the server, writes
   the per-row error file, refuses the file when its bad-row ratio is above ``--max-bad-ratio``
-  (exit 3, nothing imported), else commits it in batches with a progress line on stderr. A
-  re-run of the same file (same SHA-256) resumes after the last committed batch.
+  (exit 3, nothing imported), else commits it in batches with a progress line on stderr that
+  shows the rows the server has committed (polled with GetImport). A re-run of the same file
+  (same SHA-256) resumes after the last committed batch.
 * ``legacy policy set|show``, ``legacy complete`` (gRPC as an operator).
 * ``sweep --at DATE [--dry-run]`` (local, on the database like ``db upgrade``): applies every
   operator's deadline policy as of DATE and writes the SMS notice list.
@@ -19,6 +20,7 @@ import datetime as dt
 import hashlib
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,6 +53,8 @@ from services.runtime.config import ConfigError, add_data_dir_argument
 from services.storage.database import Database
 
 PRINCIPAL_HELP: Final = "the operator to call as, e.g. operator-cmcc"
+# How often the import's progress line asks the server for its committed rows.
+POLL_SECONDS: Final = 0.25
 
 COLUMNS: Final = ("msisdn", "iccid", "status", "document_type", "document_number")
 STATUSES: Final = {
@@ -163,6 +167,47 @@ def _stream(
             progress.update(index + len(chunk))
 
 
+class CommittedProgress:
+    """Shows an import's committed rows, polled from GetImport, on its progress line.
+
+    Never the rows only sent: gRPC buffers rows well ahead of the batches the server commits.
+    """
+
+    def __init__(
+        self,
+        stub: lgrpc.LegacyServiceStub,
+        import_id: str,
+        bar: Progress,
+        interval: float = POLL_SECONDS,
+    ) -> None:
+        self._stub, self._import_id, self._bar, self._interval = stub, import_id, bar, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="import-progress", daemon=True)
+
+    def __enter__(self) -> CommittedProgress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def show(self, committed: int) -> None:
+        """Shows ``committed`` rows (the final count, from the stream's answer)."""
+        self._bar.update(committed)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                record = self._stub.GetImport(
+                    lpb.GetImportRequest(import_id=self._import_id), timeout=self._interval * 4
+                ).legacy_import
+            except grpc.RpcError:
+                continue  # a missed poll only delays the line; the import itself goes on
+            if not self._stop.is_set():
+                self._bar.update(record.committed_rows)
+
+
 def _existing(stub: lgrpc.LegacyServiceStub, import_id: str) -> lpb.LegacyImport | None:
     try:
         return stub.GetImport(lpb.GetImportRequest(import_id=import_id)).legacy_import
@@ -247,9 +292,15 @@ def cmd_import_legacy(args: argparse.Namespace) -> int:
             header = lpb.ImportHeader(
                 import_id=legacy.import_id, mode=lpb.IMPORT_MODE_COMMIT, total_rows=total
             )
-            bar = None if quiet else Progress("import", total)
-            reply = stub.ImportLegacy(_stream(header, legacy.rows, start, args.batch_size, bar))
-            if bar is not None:
+            requests = _stream(header, legacy.rows, start, args.batch_size, None)
+            if quiet:
+                reply = stub.ImportLegacy(requests)
+            else:
+                bar = Progress("import", total)
+                bar.update(record.committed_rows)
+                with CommittedProgress(stub, legacy.import_id, bar) as watch:
+                    reply = stub.ImportLegacy(requests)
+                    watch.show(reply.legacy_import.committed_rows)
                 bar.close()
             known = _read_errors(errors_path)
             _merge(known, iter(reply.errors), legacy.local_errors)

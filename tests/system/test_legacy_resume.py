@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -68,3 +70,43 @@ def test_a_killed_import_resumes_where_it_stopped(
     assert done.state == lpb.IMPORT_STATE_COMPLETED
     assert (done.imported_rows, done.failed_rows) == (total, 0)
     assert count_cards(db, import_id) == (total, total)
+
+
+def shown_counts(lines: list[str]) -> list[int]:
+    """The row counts of the import progress lines (``import [##…] 1,200/6,000 (20%) …``)."""
+    found = (re.search(r"\] ([\d,]+)/", line) for line in lines if line.startswith("import ["))
+    return [int(m.group(1).replace(",", "")) for m in found if m is not None]
+
+
+def test_the_progress_line_shows_only_committed_rows(
+    grpc_server: GrpcHarness, tmp_path: Path
+) -> None:
+    """Killed mid-commit, the CLI has never shown more rows than the server had committed."""
+    total = 6000
+    path = write_csv(tmp_path / "watched.csv", good_rows(total, start=30_000))
+    argv = [
+        realname_bin(), "import", "legacy", "--data-dir", str(grpc_server.pki_dir.parent),
+        "--address", grpc_server.address, "--as", "operator-cmcc", "--batch-size", "20",
+        str(path),
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    deadline = time.monotonic() + 60
+    # Until the line shows a tenth of the file: rows sent run far ahead of rows committed.
+    while time.monotonic() < deadline and not any(n >= total // 10 for n in shown_counts(lines)):
+        assert proc.poll() is None, "the import ended before it showed 10 %"
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    reader.join(timeout=10)
+    proc.stderr.close()
+    time.sleep(0.5)  # the server notices the cut stream
+    state = legacy(grpc_server).GetImport(lpb.GetImportRequest(import_id=file_id(path)))
+    committed = state.legacy_import.committed_rows
+    shown = shown_counts(lines)
+    assert shown and max(shown) >= total // 10
+    assert committed < total, "the import finished before it could be killed"
+    assert max(shown) <= committed, (max(shown), committed)
