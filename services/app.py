@@ -23,7 +23,7 @@ from services.features.compliance import DEFAULT_TARGETS, ComplianceDesk, parse_
 from services.features.delivery import DeliveryConfig, DeliveryDesk
 from services.features.enforcement import EnforcementDesk, SuspensionGuard
 from services.features.industry import EnterpriseDesk
-from services.features.legacy import LegacyDesk
+from services.features.legacy import LegacyDesk, cap_policy_start
 from services.features.proofing import ProofingConfig, ProofingDesk, wire_proofing
 from services.features.seller_checks import SellerChecks
 from services.features.sellers import RegistryConfig, SellerDesk, operator_keys
@@ -107,7 +107,8 @@ class App:
         targets = os.environ.get("REALNAME_COMPLIANCE_TARGETS", DEFAULT_TARGETS)
         app.compliance = ComplianceDesk(db, parse_targets(targets), clock)
         cards.add_guard(SuspensionGuard())
-        app.legacy = LegacyDesk(db, pseudonymizer, clock)
+        policy_start = cap_policy_start(os.environ.get("REALNAME_CAP_POLICY_START"))
+        app.legacy = LegacyDesk(db, pseudonymizer, clock, policy_start)
         # Agents: sales by unregistered or suspended agents are refused; signals recorded.
         policy = agent_policy or AgentPolicy.from_env(os.environ)
         cards.add_guard(AgentGuard(pseudonymizer, policy))

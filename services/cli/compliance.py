@@ -38,6 +38,7 @@ def report_rows(report: Report) -> list[dict[str, Any]]:
             )
         for held, count in enumerate(f.documents_by_cards, start=1):
             row[f"documents_{held if held <= 5 else '6+'}_cards"] = count
+        row["documents_over_cap"] = f.documents_over_cap
         for stage in STAGES:
             row[f"stage_{stage.lower()}"] = f.cards_by_stage.get(stage, 0)
         row.update(

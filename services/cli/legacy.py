@@ -56,7 +56,7 @@ PRINCIPAL_HELP: Final = "the operator to call as, e.g. operator-cmcc"
 # How often the import's progress line asks the server for its committed rows.
 POLL_SECONDS: Final = 0.25
 
-COLUMNS: Final = ("msisdn", "iccid", "status", "document_type", "document_number")
+COLUMNS: Final = ("msisdn", "iccid", "status", "document_type", "document_number", "activated_on")
 STATUSES: Final = {
     "VERIFIED": lpb.LEGACY_STATUS_VERIFIED,
     "UNVERIFIED": lpb.LEGACY_STATUS_UNVERIFIED,
@@ -108,7 +108,7 @@ class LegacyFile:
 
 
 def read_legacy_file(path: Path) -> LegacyFile:
-    """Reads the CSV (header ``msisdn,iccid,status[,document_type,document_number]``)."""
+    """Reads the CSV: ``msisdn,iccid,status[,document_type,document_number[,activated_on]]``."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -119,8 +119,11 @@ def read_legacy_file(path: Path) -> LegacyFile:
         raise UsageError(f"{path} is not UTF-8 text") from exc
     reader = csv.reader(text.splitlines())
     header = [h.strip().lower() for h in next(reader, [])]
-    if tuple(header) not in (COLUMNS, COLUMNS[:3]):
-        raise UsageError(f"{path}: the first line must be {','.join(COLUMNS)}")
+    if tuple(header) not in (COLUMNS, COLUMNS[:5], COLUMNS[:3]):
+        raise UsageError(
+            f"{path}: the first line must be {','.join(COLUMNS)} (activated_on, or it and the "
+            "document columns, may be left out)"
+        )
     rows: list[lpb.LegacyRow] = []
     local: dict[int, tuple[str, str]] = {}
     for number, cells in enumerate(reader, start=1):
@@ -136,12 +139,14 @@ def read_legacy_file(path: Path) -> LegacyFile:
 def _row(cells: list[str]) -> tuple[lpb.LegacyRow, tuple[str, str] | None]:
     # A malformed line is still sent (as an empty row) so row numbers stay aligned and the
     # server counts it in the bad-row ratio; its error file line gives the local reason.
-    if len(cells) not in (3, 5):
-        return lpb.LegacyRow(), ("row", f"expected 3 or 5 columns, got {len(cells)}")
+    if len(cells) not in (3, 5, 6):
+        return lpb.LegacyRow(), ("row", f"expected 3, 5 or 6 columns, got {len(cells)}")
     msisdn, iccid, status = (c.strip() for c in cells[:3])
     known = STATUSES.get(status.upper(), lpb.LEGACY_STATUS_UNSPECIFIED)
     row = lpb.LegacyRow(msisdn=msisdn, iccid=iccid, status=known)
-    if len(cells) == 5 and (cells[3].strip() or cells[4].strip()):
+    if len(cells) == 6:
+        row.activated_on = cells[5].strip()
+    if len(cells) >= 5 and (cells[3].strip() or cells[4].strip()):
         kind = DOCUMENT_TYPES.get(cells[3].strip().lower())
         if kind is None:
             return lpb.LegacyRow(), ("document_type", f"must be one of {', '.join(DOCUMENT_TYPES)}")

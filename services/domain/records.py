@@ -24,6 +24,7 @@ class ImportRecord:
     imported_rows: int
     failed_rows: int
     updated_at: dt.datetime
+    documents_over_cap: int = 0
 
 
 @dataclass(frozen=True)

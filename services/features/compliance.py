@@ -48,6 +48,7 @@ class OperatorFigures:
     live_cards: int = 0
     verified_cards: int = 0
     documents_by_cards: list[int] = field(default_factory=lambda: [0] * 6)
+    documents_over_cap: int = 0
     cards_by_stage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
     disputes_opened: int = 0
     disputes_resolved: int = 0
@@ -128,6 +129,9 @@ class ComplianceDesk:
             for op, held in repo.documents_by_cards(tx).items():
                 if op in figures:
                     figures[op].documents_by_cards = held
+            for op, count in repo.documents_over_cap(tx).items():
+                if op in figures:
+                    figures[op].documents_over_cap = count
             _merge(figures, repo.disputes(tx), "disputes_opened", "disputes_resolved")
             _merge(figures, repo.agents(tx), "agents_flagged", "agents_suspended")
             _merge(figures, repo.stores(tx), "stores_authorized", "stores_revoked")

@@ -1,11 +1,12 @@
 """Legacy subscribers: bulk import in resumable batches, completing registration, deadlines.
 
 Pre-policy subscribers become cards of channel 'legacy' (state ACTIVE). A VERIFIED row with a
-document takes its holder's slot in ``holdings`` even beyond the cap: the card predates the
-policy, and refusing it would cut off a subscriber the operator already serves; the holder then
-cannot get a new card until enough are given up. UNVERIFIED rows hold no slot until
-CompleteRegistration, which claims one under the cap like an activation. A row of a blocked
-document is refused (no card is put in service under it, as at activation).
+document takes its holder's slot in ``holdings``, beyond the cap only if it was activated before
+the cap policy's start: such a card predates the policy, and refusing it would cut off a
+subscriber the operator already serves; the holder then cannot get a new card until enough are
+given up, and the import counts the document in ``documents_over_cap``. UNVERIFIED rows hold
+no slot until CompleteRegistration, which claims one under the cap like an activation. A row of
+a blocked document is refused (no card is put in service under it, as at activation).
 """
 
 from __future__ import annotations
@@ -47,11 +48,16 @@ EARLIEST_DEADLINE, LATEST_DEADLINE = dt.date(2000, 1, 1), dt.date(2100, 12, 31)
 DEFAULT_GRACE_DAYS = 30
 DEFAULT_TERMINATION_DAYS = 30
 MAX_PERIOD_DAYS = 3650
+EARLIEST_ACTIVATION = dt.date(1980, 1, 1)
+# The day the per-document cap took effect (REALNAME_CAP_POLICY_START): an imported card that
+# would put its document over the cap is counted beyond it only if activated before this day.
+DEFAULT_CAP_POLICY_START = dt.date(2016, 11, 1)
 
 # A row of a document on the lost/stolen blocklist (the reason of ProofingService's refusals).
 DOCUMENT_BLOCKED_ROW = "the document is blocked (DOCUMENT_BLOCKED); no card is imported for it"
 
 _IMPORT_ID = re.compile(r"[0-9a-f]{64}")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _MSISDN = re.compile(r"1[3-9]\d{9}")
 _MAX_RAW = 64
 
@@ -64,6 +70,7 @@ class RawRow(NamedTuple):
     status: int
     document_type: int
     document_number: str
+    activated_on: str = ""
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,7 @@ class _Entry:
     iccid: str
     verified: bool
     document: Document | None
+    activated_on: dt.date | None = None
 
 
 @dataclass(frozen=True)
@@ -229,7 +237,10 @@ class _RowChecker:
                 doc = Document(
                     DocumentType(raw.document_type), normalise_number(raw.document_number)
                 )
-            entries.append(_Entry(number, raw.msisdn, raw.iccid, raw.status == VERIFIED, doc))
+            activated = dt.date.fromisoformat(raw.activated_on) if raw.activated_on else None
+            entries.append(
+                _Entry(number, raw.msisdn, raw.iccid, raw.status == VERIFIED, doc, activated)
+            )
         return entries, errors
 
     def _problems(self, number: int, raw: RawRow) -> list[RowError]:
@@ -247,7 +258,22 @@ class _RowChecker:
             errors.append(RowError(number, "status", "must be VERIFIED or UNVERIFIED"))
         if raw.document_type or raw.document_number:
             errors += self._document_problems(number, raw)
+        if raw.activated_on:
+            problem = self._activation_problem(raw.activated_on)
+            if problem is not None:
+                errors.append(RowError(number, "activated_on", problem))
         return errors
+
+    def _activation_problem(self, text: str) -> str | None:
+        if not _DATE.fullmatch(text):
+            return "must be a date YYYY-MM-DD"
+        try:
+            day = dt.date.fromisoformat(text)
+        except ValueError:
+            return "must be a date YYYY-MM-DD"
+        if not EARLIEST_ACTIVATION <= day <= self._today:
+            return f"must be between {EARLIEST_ACTIVATION} and today"
+        return None
 
     def _document_problems(self, number: int, raw: RawRow) -> list[RowError]:
         try:
@@ -282,6 +308,52 @@ def _bad_rows(errors: list[RowError]) -> int:
     return len({e.row for e in errors})
 
 
+def cap_policy_start(text: str | None) -> dt.date:
+    """The cap policy's start from REALNAME_CAP_POLICY_START (YYYY-MM-DD; unset: the default)."""
+    if not text:
+        return DEFAULT_CAP_POLICY_START
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"REALNAME_CAP_POLICY_START must be a date YYYY-MM-DD, not {text!r}"
+        ) from None
+
+
+@dataclass
+class _CapCheck:
+    """Decides, in a batch's transaction, which verified rows may take their holder's slot."""
+
+    limit: int
+    policy_start: dt.date
+    operator_id: str
+    held: dict[bytes, int]
+    added: dict[bytes, int] = field(default_factory=dict)
+
+    def admit(self, entry: _Entry, key: bytes) -> RowError | None:
+        """Counts the row's slot, or says why it is refused: over the cap, not pre-policy."""
+        count = self.held.get(key, 0) + self.added.get(key, 0)
+        grandfathered = entry.activated_on is not None and entry.activated_on < self.policy_start
+        if count >= self.limit and not grandfathered:
+            return RowError(
+                entry.row,
+                "activated_on",
+                f"the document already holds {self.limit} cards with operator "
+                f"{self.operator_id} (CARD_LIMIT_REACHED); a card beyond the cap must have been "
+                f"activated before the cap policy's start, {self.policy_start}",
+            )
+        self.added[key] = self.added.get(key, 0) + 1
+        return None
+
+    def crossed(self, inserted: dict[bytes, int]) -> int:
+        """How many documents the ``inserted`` slots take over the cap (from at or under it)."""
+        return sum(
+            1
+            for key, n in inserted.items()
+            if self.held.get(key, 0) <= self.limit < self.held.get(key, 0) + n
+        )
+
+
 HolderCheck = Callable[[str, Document, str | None], None]
 """A check of a registering holder (operator id, document, name); refuses by raising."""
 
@@ -289,11 +361,18 @@ HolderCheck = Callable[[str, Document, str | None], None]
 class LegacyDesk:
     """Imports legacy subscribers, completes their registration, keeps deadline policies."""
 
-    def __init__(self, db: Database, pseudonymizer: Pseudonymizer, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        db: Database,
+        pseudonymizer: Pseudonymizer,
+        clock: Clock = utc_now,
+        policy_start: dt.date = DEFAULT_CAP_POLICY_START,
+    ) -> None:
         self._db = db
         self._pseudo = pseudonymizer
         self._holder_checks: list[HolderCheck] = []
         self._clock = clock
+        self.policy_start = policy_start
 
     def today(self) -> dt.date:
         """The current date in China Standard Time."""
@@ -465,6 +544,23 @@ class LegacyDesk:
                     if keys.get(e.row) in blocked
                 ]
                 fresh = [e for e in fresh if keys.get(e.row) not in blocked]
+            # The cap, with the holders' counts locked: a row over it needs a pre-policy date.
+            slot_keys = [keys[e.row] for e in fresh if e.verified and e.row in keys]
+            op = cards_repo.get_operator(tx, operator_id) if slot_keys else None
+            cap = _CapCheck(
+                0 if op is None else op.card_limit,
+                self.policy_start,
+                operator_id,
+                legacy_repo.lock_holdings(tx, operator_id, slot_keys),
+            )
+            admitted = []
+            for e in fresh:
+                refusal = cap.admit(e, keys[e.row]) if e.verified and e.row in keys else None
+                if refusal is None:
+                    admitted.append(e)
+                else:
+                    errors.append(refusal)
+            fresh = admitted
             failed = _bad_rows(errors)
             cards = [_card(e, keys.get(e.row)) for e in fresh]
             inserted = legacy_repo.insert_legacy_cards(
@@ -485,7 +581,7 @@ class LegacyDesk:
             legacy_repo.advance_import(
                 tx, operator_id=operator_id, import_id=header.import_id, committed_before=done,
                 committed_after=last_row, imported=len(inserted),
-                failed=failed + len(lost), state=state, now=now,
+                failed=failed + len(lost), state=state, now=now, over_cap=cap.crossed(slots),
             )  # fmt: skip
             after = legacy_repo.get_import(tx, operator_id, header.import_id)
             assert after is not None

@@ -43,6 +43,7 @@ def operator_message(f: OperatorFigures, targets: list[Target]) -> cpb.OperatorC
             for t in targets
         ],
         documents_by_cards=f.documents_by_cards,
+        documents_over_cap=f.documents_over_cap,
         cards_by_stage=f.cards_by_stage,
         disputes_opened=f.disputes_opened,
         disputes_resolved=f.disputes_resolved,

@@ -51,6 +51,7 @@ def import_message(record: ImportRecord) -> lpb.LegacyImport:
         imported_rows=record.imported_rows,
         failed_rows=record.failed_rows,
         updated_at=timestamp(record.updated_at),
+        documents_over_cap=record.documents_over_cap,
     )
 
 
@@ -71,7 +72,7 @@ def _batches(requests: Iterator[lpb.ImportLegacyRequest]) -> Iterator[RowBatch]:
             )
         batch = request.batch
         rows = [
-            RawRow(r.msisdn, r.iccid, r.status, r.document.type, r.document.number)
+            RawRow(r.msisdn, r.iccid, r.status, r.document.type, r.document.number, r.activated_on)
             for r in batch.rows
         ]
         yield RowBatch(batch.first_row, rows)

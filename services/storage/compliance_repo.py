@@ -48,6 +48,15 @@ def documents_by_cards(tx: Tx) -> dict[str, list[int]]:
     return out
 
 
+def documents_over_cap(tx: Tx) -> dict[str, int]:
+    """Per operator, documents holding more live cards than its cap (grandfathered legacy)."""
+    return _counts(
+        tx,
+        "SELECT h.operator_id, count(*) FROM holdings h JOIN operators o ON o.id = h.operator_id "
+        "WHERE h.active > o.card_limit GROUP BY 1",
+    )
+
+
 def _counts(tx: Tx, sql: str) -> dict[str, int]:
     return {str(r[0]): int(r[1]) for r in tx.all(sql)}
 

@@ -49,7 +49,7 @@ def parse_date(value: Any) -> dt.date:
 
 _IMPORT_COLUMNS = (
     "import_id, state, total_rows, bad_rows, max_bad_ratio, committed_rows, imported_rows, "
-    "failed_rows, updated_at"
+    "failed_rows, updated_at, documents_over_cap"
 )
 
 
@@ -66,7 +66,7 @@ def get_import(tx: Tx, operator_id: str, import_id: str) -> ImportRecord | None:
     assert updated is not None
     return ImportRecord(
         row[0], row[1], int(row[2]), int(row[3]), float(row[4]), int(row[5]), int(row[6]),
-        int(row[7]), updated,
+        int(row[7]), updated, int(row[9]),
     )  # fmt: skip
 
 
@@ -107,14 +107,16 @@ def advance_import(
     failed: int,
     state: str,
     now: dt.datetime,
+    over_cap: int = 0,
 ) -> bool:
     """Moves the committed count on, if nobody else did (compare and set)."""
     changed = tx.execute(
         "UPDATE legacy_imports SET committed_rows = ?, imported_rows = imported_rows + ?, "
-        "failed_rows = failed_rows + ?, state = ?, updated_at = ? "
+        "failed_rows = failed_rows + ?, documents_over_cap = documents_over_cap + ?, "
+        "state = ?, updated_at = ? "
         "WHERE operator_id = ? AND import_id = ? AND committed_rows = ?",
         (
-            committed_after, imported, failed, state, tx.timestamp(now),
+            committed_after, imported, failed, over_cap, state, tx.timestamp(now),
             operator_id, import_id, committed_before,
         ),
     )  # fmt: skip
@@ -221,6 +223,38 @@ def _insert_legacy_cards_pg(
     )
     rows = tx.all(_CARD_INSERT_PG, (operator_id, ts, import_id, *columns))
     return {str(r[0]) for r in rows}
+
+
+def lock_holdings(tx: Tx, operator_id: str, keys: Sequence[bytes]) -> dict[bytes, int]:
+    """The holders' slot counts with the operator, their rows locked until the transaction ends.
+
+    An upsert that changes nothing: it creates a missing row at 0 and takes the row lock, so a
+    concurrent activation or import of the same holder waits instead of counting past the cap.
+    """
+    if not keys:
+        return {}
+    ordered = sorted(set(keys))  # one lock order for every transaction: no deadlock
+    conflict = (
+        " ON CONFLICT (id_key, operator_id) DO UPDATE SET active = holdings.active "
+        "RETURNING id_key, active"
+    )
+    if not tx.sqlite:
+        rows = tx.all(
+            "INSERT INTO holdings (id_key, operator_id, active) "  # noqa: S608
+            "SELECT k, ?, 0 FROM unnest(?::bytea[]) AS u(k) ORDER BY k" + conflict,
+            (operator_id, ordered),
+        )
+    else:
+        params: list[Any] = []
+        for key in ordered:
+            params += (key, operator_id)
+        rows = tx.all(
+            "INSERT INTO holdings (id_key, operator_id, active) VALUES "  # noqa: S608
+            + ", ".join(["(?, ?, 0)"] * len(ordered))
+            + conflict,
+            params,
+        )
+    return {bytes(r[0]): int(r[1]) for r in rows}
 
 
 def add_holdings(tx: Tx, operator_id: str, counts: dict[bytes, int]) -> None:

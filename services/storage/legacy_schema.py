@@ -37,6 +37,8 @@ legacy_imports = Table(
     Column("committed_rows", BigInteger, nullable=False, server_default=text("0")),
     Column("imported_rows", BigInteger, nullable=False, server_default=text("0")),
     Column("failed_rows", BigInteger, nullable=False, server_default=text("0")),
+    # Documents the import took over the cap with grandfathered pre-policy cards.
+    Column("documents_over_cap", BigInteger, nullable=False, server_default=text("0")),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("operator_id", "import_id"),

@@ -8,17 +8,22 @@ from pathlib import Path
 import grpc
 import pytest
 
+from services.app import App
 from services.cli.main import build_parser
+from services.domain.pseudonym import Pseudonymizer
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import legacy_pb2 as lpb
 from services.proto.realname.v1 import legacy_pb2_grpc as lgrpc
 from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import verification_pb2 as vpb
+from services.proto.realname.v1.compliance_pb2 import GetComplianceReportRequest
+from services.proto.realname.v1.compliance_pb2_grpc import ComplianceServiceStub
+from services.storage.database import Database
 from tests.support.identities import iccid, msisdn, resident_id
 from tests.support.legacy_rows import file_id, good_rows, import_rows, stream, write_csv
 from tests.support.proofing import proofing_stub
 from tests.support.rpc import rich_error
-from tests.support.server import GrpcHarness
+from tests.support.server import GrpcHarness, start_harness
 
 OWNER_ID = resident_id(411)
 
@@ -92,7 +97,7 @@ def test_import_with_good_and_bad_rows_writes_the_error_file(
     assert errors[192][0] == "iccid"
     assert errors[193][0] == "status"
     assert errors[194][0] == "document.number"
-    assert errors[195] == ("row", "expected 3 or 5 columns, got 2")
+    assert errors[195] == ("row", "expected 3, 5 or 6 columns, got 2")
     assert errors[196] == ("msisdn", "already held by a live card")
     assert errors[197][0] == "msisdn"
     text = (tmp_path / "subscribers.csv.errors.csv").read_text()
@@ -119,18 +124,67 @@ def test_import_with_good_and_bad_rows_writes_the_error_file(
     assert again.legacy_import.imported_rows == 191
 
 
-def test_verified_rows_take_slots_beyond_the_cap(grpc_server: GrpcHarness) -> None:
+def test_pre_policy_verified_rows_take_slots_beyond_the_cap(grpc_server: GrpcHarness) -> None:
+    """Cards activated before the cap policy's start are grandfathered, flagged, not topped up."""
     owner = resident_id(412)
     rows = [
-        (msisdn("138", 8100 + i), iccid(8100 + i), "VERIFIED", "resident-id-card", owner)
+        (msisdn("138", 8100 + i), iccid(8100 + i), "VERIFIED", "resident-id-card", owner,
+         "2012-03-0" + str(i + 1))
         for i in range(7)
-    ]
+    ]  # fmt: skip
     reply = import_rows(grpc_server.channel("operator-cmcc"), rows, "a" * 64)
     assert reply.legacy_import.imported_rows == 7
+    assert reply.legacy_import.documents_over_cap == 1
     assert held(grpc_server, owner) == 7
     with pytest.raises(grpc.RpcError) as info:
         activate(grpc_server, 50, owner)
     assert rich_error(info.value).reason == "CARD_LIMIT_REACHED"
+    report = ComplianceServiceStub(grpc_server.channel("regulator")).GetComplianceReport(
+        GetComplianceReportRequest(operator="cmcc")
+    )
+    assert report.operators[0].documents_over_cap == 1
+    # A second import of further pre-policy cards does not count the document twice.
+    more = [(msisdn("138", 8110), iccid(8110), "VERIFIED", "resident-id-card", owner, "2013-01-01")]
+    again = import_rows(grpc_server.channel("operator-cmcc"), more, "c" * 64)
+    assert (again.legacy_import.imported_rows, again.legacy_import.documents_over_cap) == (1, 0)
+    assert held(grpc_server, owner) == 8
+
+
+def test_verified_rows_over_the_cap_need_a_pre_policy_date(grpc_server: GrpcHarness) -> None:
+    """Six VERIFIED rows for one document: the sixth needs an activation before the policy."""
+    owner = resident_id(414)
+    dates = ["", "2020-01-01", "2012-01-01", "", "2024-05-05", "", "2026-01-01", "2016-10-31"]
+    rows = [
+        (msisdn("138", 8300 + i), iccid(8300 + i), "VERIFIED", "resident-id-card", owner, day)
+        for i, day in enumerate(dates)
+    ]
+    reply = import_rows(grpc_server.channel("operator-cmcc"), rows, "d" * 64, batch=3)
+    state = reply.legacy_import
+    # Rows 1-5 fill the cap whatever their date; 6 (no date) and 7 (2026) are refused; 8 predates
+    # the default start (2016-11-01) and takes the document over the cap.
+    assert (state.imported_rows, state.failed_rows, state.documents_over_cap) == (6, 2, 1)
+    assert [(e.row, e.field) for e in reply.errors] == [(6, "activated_on"), (7, "activated_on")]
+    assert all("CARD_LIMIT_REACHED" in e.reason and owner not in e.reason for e in reply.errors)
+    assert held(grpc_server, owner) == 6
+    for refused in (msisdn("138", 8305), msisdn("138", 8306)):
+        with pytest.raises(grpc.RpcError) as info:
+            card(grpc_server, refused)
+        assert rich_error(info.value).code == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as info:
+        activate(grpc_server, 51, owner)
+    assert rich_error(info.value).reason == "CARD_LIMIT_REACHED"
+
+
+def test_a_bad_activation_date_is_a_row_error(grpc_server: GrpcHarness) -> None:
+    rows = [
+        (msisdn("138", 8400 + i), iccid(8400 + i), "UNVERIFIED", "", "", day)
+        for i, day in enumerate(["2012-02-30", "yesterday", "2999-01-01", "2012-02-28"])
+    ]
+    stub = legacy(grpc_server)
+    checked = stub.ImportLegacy(stream("e" * 64, lpb.IMPORT_MODE_VALIDATE, rows, max_bad_ratio=1))
+    assert [(e.row, e.field) for e in checked.errors] == [
+        (1, "activated_on"), (2, "activated_on"), (3, "activated_on"),
+    ]  # fmt: skip
 
 
 def test_rows_of_a_blocked_document_are_refused_and_counted(grpc_server: GrpcHarness) -> None:
@@ -321,3 +375,26 @@ def test_deadline_policy_set_and_get(grpc_server: GrpcHarness) -> None:
             lpb.GetDeadlinePolicyRequest()
         )
     assert rich_error(info.value).reason == "ROLE_NOT_ALLOWED"
+
+
+def test_the_cap_policy_start_is_configurable(
+    db: Database, pki_dir: Path, pseudonymizer: Pseudonymizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REALNAME_CAP_POLICY_START moves the day before which over-cap cards are grandfathered."""
+    monkeypatch.setenv("REALNAME_CAP_POLICY_START", "2010-01-01")
+    server = start_harness(db, pki_dir, pseudonymizer)
+    try:
+        owner = resident_id(415)
+        rows = [
+            (msisdn("138", 8500 + i), iccid(8500 + i), "VERIFIED", "resident-id-card", owner,
+             "2012-01-01" if i == 5 else "")
+            for i in range(6)
+        ]  # fmt: skip
+        reply = import_rows(server.channel("operator-cmcc"), rows, "f" * 64)
+        assert (reply.legacy_import.imported_rows, reply.legacy_import.failed_rows) == (5, 1)
+        assert "2010-01-01" in reply.errors[0].reason
+    finally:
+        server.close()
+    monkeypatch.setenv("REALNAME_CAP_POLICY_START", "1 May 2016")
+    with pytest.raises(ValueError, match="REALNAME_CAP_POLICY_START"):
+        App.build(db, pseudonymizer)

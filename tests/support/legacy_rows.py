@@ -28,10 +28,11 @@ def good_rows(count: int, *, start: int = 0, prefix: str = "138", status: str = 
 
 
 def write_csv(path: Path, rows: Sequence[Sequence[str]]) -> Path:
-    """Writes an import file with the standard header."""
+    """Writes an import file with the standard header (and activated_on if a row has one)."""
     with path.open("w", newline="") as out:
         writer = csv.writer(out)
-        writer.writerow(HEADER)
+        dated = any(len(r) == len(HEADER) + 1 for r in rows)
+        writer.writerow((*HEADER, "activated_on") if dated else HEADER)
         writer.writerows(rows)
     return path
 
@@ -41,10 +42,12 @@ def file_id(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def row_message(row: Row) -> lpb.LegacyRow:
-    """The protobuf row for a CSV row (document types by their CLI names)."""
+def row_message(row: Sequence[str]) -> lpb.LegacyRow:
+    """The protobuf row for a CSV row (document types by their CLI names; a 6th cell: the date)."""
     status = {"VERIFIED": lpb.LEGACY_STATUS_VERIFIED, "UNVERIFIED": lpb.LEGACY_STATUS_UNVERIFIED}
     message = lpb.LegacyRow(msisdn=row[0], iccid=row[1], status=status.get(row[2], 0))
+    if len(row) > 5:
+        message.activated_on = row[5]
     if row[3]:
         message.document.CopyFrom(
             cpb.Document(type=cpb.DOCUMENT_TYPE_RESIDENT_ID_CARD, number=row[4])
@@ -55,7 +58,7 @@ def row_message(row: Row) -> lpb.LegacyRow:
 def stream(
     import_id: str,
     mode: int,
-    rows: Sequence[Row],
+    rows: Sequence[Sequence[str]],
     *,
     first_row: int = 1,
     batch: int = 50,
@@ -74,7 +77,7 @@ def stream(
 
 
 def import_rows(
-    ch: grpc.Channel, rows: Sequence[Row], import_id: str, *, batch: int = 50
+    ch: grpc.Channel, rows: Sequence[Sequence[str]], import_id: str, *, batch: int = 50
 ) -> lpb.ImportLegacyResponse:
     """Validates then commits ``rows`` over gRPC; returns the commit's response."""
     stub = lgrpc.LegacyServiceStub(ch)

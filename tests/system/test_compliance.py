@@ -105,6 +105,7 @@ def test_figures_match_the_hand_computed_fixture(loaded: GrpcHarness) -> None:
         (1.0, "2027-06-30", False, 1),
     ]
     assert list(cmcc.documents_by_cards) == [1, 0, 1, 0, 1, 1]
+    assert (cmcc.documents_over_cap, vno1.documents_over_cap) == (1, 0)  # above card_limit 5
     assert dict(cmcc.cards_by_stage) == {
         "FULL": 4, "OUTGOING_BARRED": 1, "ALL_BARRED": 0, "SUSPENDED": 1, "PENDING_DELIVERY": 1,
     }  # fmt: skip

@@ -110,6 +110,7 @@ class OperatorCompliance(_message.Message):
     STORES_AUTHORIZED_FIELD_NUMBER: _builtins.int
     STORES_REVOKED_FIELD_NUMBER: _builtins.int
     ENFORCEMENT_ACTIONS_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_OVER_CAP_FIELD_NUMBER: _builtins.int
     operator: _builtins.str
     kind: _builtins.str
     """"basic" or "virtual"."""
@@ -126,6 +127,10 @@ class OperatorCompliance(_message.Message):
     stores_revoked: _builtins.int
     enforcement_actions: _builtins.int
     """Enforcement record: warnings, fines, suspensions."""
+    documents_over_cap: _builtins.int
+    """Documents holding more live cards with the operator than its cap (pre-policy legacy cards,
+    grandfathered): none of them can be given a new card.
+    """
     @_builtins.property
     def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateTarget]: ...
     @_builtins.property
@@ -156,10 +161,11 @@ class OperatorCompliance(_message.Message):
         stores_authorized: _builtins.int = ...,
         stores_revoked: _builtins.int = ...,
         enforcement_actions: _builtins.int = ...,
+        documents_over_cap: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents_flagged", b"agents_flagged", "agents_suspended", b"agents_suspended", "cards_by_stage", b"cards_by_stage", "disputes_opened", b"disputes_opened", "disputes_resolved", b"disputes_resolved", "documents_by_cards", b"documents_by_cards", "enforcement_actions", b"enforcement_actions", "kind", b"kind", "live_cards", b"live_cards", "operator", b"operator", "real_name_rate", b"real_name_rate", "stores_authorized", b"stores_authorized", "stores_revoked", b"stores_revoked", "targets", b"targets", "verified_cards", b"verified_cards"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents_flagged", b"agents_flagged", "agents_suspended", b"agents_suspended", "cards_by_stage", b"cards_by_stage", "disputes_opened", b"disputes_opened", "disputes_resolved", b"disputes_resolved", "documents_by_cards", b"documents_by_cards", "documents_over_cap", b"documents_over_cap", "enforcement_actions", b"enforcement_actions", "kind", b"kind", "live_cards", b"live_cards", "operator", b"operator", "real_name_rate", b"real_name_rate", "stores_authorized", b"stores_authorized", "stores_revoked", b"stores_revoked", "targets", b"targets", "verified_cards", b"verified_cards"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

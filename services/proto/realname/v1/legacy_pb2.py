@@ -27,51 +27,51 @@ from services.proto.realname.v1 import common_pb2 as realname_dot_v1_dot_common_
 from services.proto.realname.v1 import verification_pb2 as realname_dot_v1_dot_verification__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18realname/v1/legacy.proto\x12\x0brealname.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18realname/v1/common.proto\x1a\x1erealname/v1/verification.proto\"s\n\x0cImportHeader\x12\x11\n\timport_id\x18\x01 \x01(\t\x12%\n\x04mode\x18\x02 \x01(\x0e\x32\x17.realname.v1.ImportMode\x12\x12\n\ntotal_rows\x18\x03 \x01(\x04\x12\x15\n\rmax_bad_ratio\x18\x04 \x01(\x01\"~\n\tLegacyRow\x12\x0e\n\x06msisdn\x18\x01 \x01(\t\x12\r\n\x05iccid\x18\x02 \x01(\t\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.realname.v1.LegacyStatus\x12\'\n\x08\x64ocument\x18\x04 \x01(\x0b\x32\x15.realname.v1.Document\"I\n\x0eLegacyRowBatch\x12\x11\n\tfirst_row\x18\x01 \x01(\x04\x12$\n\x04rows\x18\x02 \x03(\x0b\x32\x16.realname.v1.LegacyRow\"x\n\x13ImportLegacyRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.realname.v1.ImportHeaderH\x00\x12,\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1b.realname.v1.LegacyRowBatchH\x00\x42\x06\n\x04part\"6\n\x08RowError\x12\x0b\n\x03row\x18\x01 \x01(\x04\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xfb\x01\n\x0cLegacyImport\x12\x11\n\timport_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.realname.v1.ImportState\x12\x12\n\ntotal_rows\x18\x03 \x01(\x04\x12\x10\n\x08\x62\x61\x64_rows\x18\x04 \x01(\x04\x12\x15\n\rmax_bad_ratio\x18\x05 \x01(\x01\x12\x16\n\x0e\x63ommitted_rows\x18\x06 \x01(\x04\x12\x15\n\rimported_rows\x18\x07 \x01(\x04\x12\x13\n\x0b\x66\x61iled_rows\x18\x08 \x01(\x04\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9f\x01\n\x14ImportLegacyResponse\x12\x30\n\rlegacy_import\x18\x01 \x01(\x0b\x32\x19.realname.v1.LegacyImport\x12%\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x15.realname.v1.RowError\x12\x18\n\x10\x65rrors_truncated\x18\x03 \x01(\x08\x12\x14\n\x0cskipped_rows\x18\x04 \x01(\x04\"%\n\x10GetImportRequest\x12\x11\n\timport_id\x18\x01 \x01(\t\"E\n\x11GetImportResponse\x12\x30\n\rlegacy_import\x18\x01 \x01(\x0b\x32\x19.realname.v1.LegacyImport\"k\n\x1b\x43ompleteRegistrationRequest\x12\x0e\n\x06msisdn\x18\x01 \x01(\t\x12\'\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x15.realname.v1.Document\x12\x13\n\x0bholder_name\x18\x03 \x01(\t\"?\n\x1c\x43ompleteRegistrationResponse\x12\x1f\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x11.realname.v1.Card\"\x80\x01\n\x0e\x44\x65\x61\x64linePolicy\x12\x10\n\x08\x64\x65\x61\x64line\x18\x01 \x01(\t\x12\x12\n\ngrace_days\x18\x02 \x01(\r\x12\x18\n\x10termination_days\x18\x03 \x01(\r\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x18SetDeadlinePolicyRequest\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.realname.v1.DeadlinePolicy\"H\n\x19SetDeadlinePolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.realname.v1.DeadlinePolicy\"\x1a\n\x18GetDeadlinePolicyRequest\"H\n\x19GetDeadlinePolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.realname.v1.DeadlinePolicy*[\n\nImportMode\x12\x1b\n\x17IMPORT_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14IMPORT_MODE_VALIDATE\x10\x01\x12\x16\n\x12IMPORT_MODE_COMMIT\x10\x02*\x99\x01\n\x0bImportState\x12\x1c\n\x18IMPORT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16IMPORT_STATE_VALIDATED\x10\x01\x12\x18\n\x14IMPORT_STATE_REFUSED\x10\x02\x12\x1a\n\x16IMPORT_STATE_IMPORTING\x10\x03\x12\x1a\n\x16IMPORT_STATE_COMPLETED\x10\x04*g\n\x0cLegacyStatus\x12\x1d\n\x19LEGACY_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16LEGACY_STATUS_VERIFIED\x10\x01\x12\x1c\n\x18LEGACY_STATUS_UNVERIFIED\x10\x02\x32\xe7\x03\n\rLegacyService\x12U\n\x0cImportLegacy\x12 .realname.v1.ImportLegacyRequest\x1a!.realname.v1.ImportLegacyResponse(\x01\x12J\n\tGetImport\x12\x1d.realname.v1.GetImportRequest\x1a\x1e.realname.v1.GetImportResponse\x12k\n\x14\x43ompleteRegistration\x12(.realname.v1.CompleteRegistrationRequest\x1a).realname.v1.CompleteRegistrationResponse\x12\x62\n\x11SetDeadlinePolicy\x12%.realname.v1.SetDeadlinePolicyRequest\x1a&.realname.v1.SetDeadlinePolicyResponse\x12\x62\n\x11GetDeadlinePolicy\x12%.realname.v1.GetDeadlinePolicyRequest\x1a&.realname.v1.GetDeadlinePolicyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18realname/v1/legacy.proto\x12\x0brealname.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18realname/v1/common.proto\x1a\x1erealname/v1/verification.proto\"s\n\x0cImportHeader\x12\x11\n\timport_id\x18\x01 \x01(\t\x12%\n\x04mode\x18\x02 \x01(\x0e\x32\x17.realname.v1.ImportMode\x12\x12\n\ntotal_rows\x18\x03 \x01(\x04\x12\x15\n\rmax_bad_ratio\x18\x04 \x01(\x01\"\x94\x01\n\tLegacyRow\x12\x0e\n\x06msisdn\x18\x01 \x01(\t\x12\r\n\x05iccid\x18\x02 \x01(\t\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.realname.v1.LegacyStatus\x12\'\n\x08\x64ocument\x18\x04 \x01(\x0b\x32\x15.realname.v1.Document\x12\x14\n\x0c\x61\x63tivated_on\x18\x05 \x01(\t\"I\n\x0eLegacyRowBatch\x12\x11\n\tfirst_row\x18\x01 \x01(\x04\x12$\n\x04rows\x18\x02 \x03(\x0b\x32\x16.realname.v1.LegacyRow\"x\n\x13ImportLegacyRequest\x12+\n\x06header\x18\x01 \x01(\x0b\x32\x19.realname.v1.ImportHeaderH\x00\x12,\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1b.realname.v1.LegacyRowBatchH\x00\x42\x06\n\x04part\"6\n\x08RowError\x12\x0b\n\x03row\x18\x01 \x01(\x04\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x97\x02\n\x0cLegacyImport\x12\x11\n\timport_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.realname.v1.ImportState\x12\x12\n\ntotal_rows\x18\x03 \x01(\x04\x12\x10\n\x08\x62\x61\x64_rows\x18\x04 \x01(\x04\x12\x15\n\rmax_bad_ratio\x18\x05 \x01(\x01\x12\x16\n\x0e\x63ommitted_rows\x18\x06 \x01(\x04\x12\x15\n\rimported_rows\x18\x07 \x01(\x04\x12\x13\n\x0b\x66\x61iled_rows\x18\x08 \x01(\x04\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x64ocuments_over_cap\x18\n \x01(\x04\"\x9f\x01\n\x14ImportLegacyResponse\x12\x30\n\rlegacy_import\x18\x01 \x01(\x0b\x32\x19.realname.v1.LegacyImport\x12%\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x15.realname.v1.RowError\x12\x18\n\x10\x65rrors_truncated\x18\x03 \x01(\x08\x12\x14\n\x0cskipped_rows\x18\x04 \x01(\x04\"%\n\x10GetImportRequest\x12\x11\n\timport_id\x18\x01 \x01(\t\"E\n\x11GetImportResponse\x12\x30\n\rlegacy_import\x18\x01 \x01(\x0b\x32\x19.realname.v1.LegacyImport\"k\n\x1b\x43ompleteRegistrationRequest\x12\x0e\n\x06msisdn\x18\x01 \x01(\t\x12\'\n\x08\x64ocument\x18\x02 \x01(\x0b\x32\x15.realname.v1.Document\x12\x13\n\x0bholder_name\x18\x03 \x01(\t\"?\n\x1c\x43ompleteRegistrationResponse\x12\x1f\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x11.realname.v1.Card\"\x80\x01\n\x0e\x44\x65\x61\x64linePolicy\x12\x10\n\x08\x64\x65\x61\x64line\x18\x01 \x01(\t\x12\x12\n\ngrace_days\x18\x02 \x01(\r\x12\x18\n\x10termination_days\x18\x03 \x01(\r\x12.\n\nupdated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x18SetDeadlinePolicyRequest\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.realname.v1.DeadlinePolicy\"H\n\x19SetDeadlinePolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.realname.v1.DeadlinePolicy\"\x1a\n\x18GetDeadlinePolicyRequest\"H\n\x19GetDeadlinePolicyResponse\x12+\n\x06policy\x18\x01 \x01(\x0b\x32\x1b.realname.v1.DeadlinePolicy*[\n\nImportMode\x12\x1b\n\x17IMPORT_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14IMPORT_MODE_VALIDATE\x10\x01\x12\x16\n\x12IMPORT_MODE_COMMIT\x10\x02*\x99\x01\n\x0bImportState\x12\x1c\n\x18IMPORT_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16IMPORT_STATE_VALIDATED\x10\x01\x12\x18\n\x14IMPORT_STATE_REFUSED\x10\x02\x12\x1a\n\x16IMPORT_STATE_IMPORTING\x10\x03\x12\x1a\n\x16IMPORT_STATE_COMPLETED\x10\x04*g\n\x0cLegacyStatus\x12\x1d\n\x19LEGACY_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16LEGACY_STATUS_VERIFIED\x10\x01\x12\x1c\n\x18LEGACY_STATUS_UNVERIFIED\x10\x02\x32\xe7\x03\n\rLegacyService\x12U\n\x0cImportLegacy\x12 .realname.v1.ImportLegacyRequest\x1a!.realname.v1.ImportLegacyResponse(\x01\x12J\n\tGetImport\x12\x1d.realname.v1.GetImportRequest\x1a\x1e.realname.v1.GetImportResponse\x12k\n\x14\x43ompleteRegistration\x12(.realname.v1.CompleteRegistrationRequest\x1a).realname.v1.CompleteRegistrationResponse\x12\x62\n\x11SetDeadlinePolicy\x12%.realname.v1.SetDeadlinePolicyRequest\x1a&.realname.v1.SetDeadlinePolicyResponse\x12\x62\n\x11GetDeadlinePolicy\x12%.realname.v1.GetDeadlinePolicyRequest\x1a&.realname.v1.GetDeadlinePolicyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'realname.v1.legacy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IMPORTMODE']._serialized_start=1710
-  _globals['_IMPORTMODE']._serialized_end=1801
-  _globals['_IMPORTSTATE']._serialized_start=1804
-  _globals['_IMPORTSTATE']._serialized_end=1957
-  _globals['_LEGACYSTATUS']._serialized_start=1959
-  _globals['_LEGACYSTATUS']._serialized_end=2062
+  _globals['_IMPORTMODE']._serialized_start=1761
+  _globals['_IMPORTMODE']._serialized_end=1852
+  _globals['_IMPORTSTATE']._serialized_start=1855
+  _globals['_IMPORTSTATE']._serialized_end=2008
+  _globals['_LEGACYSTATUS']._serialized_start=2010
+  _globals['_LEGACYSTATUS']._serialized_end=2113
   _globals['_IMPORTHEADER']._serialized_start=132
   _globals['_IMPORTHEADER']._serialized_end=247
-  _globals['_LEGACYROW']._serialized_start=249
-  _globals['_LEGACYROW']._serialized_end=375
-  _globals['_LEGACYROWBATCH']._serialized_start=377
-  _globals['_LEGACYROWBATCH']._serialized_end=450
-  _globals['_IMPORTLEGACYREQUEST']._serialized_start=452
-  _globals['_IMPORTLEGACYREQUEST']._serialized_end=572
-  _globals['_ROWERROR']._serialized_start=574
-  _globals['_ROWERROR']._serialized_end=628
-  _globals['_LEGACYIMPORT']._serialized_start=631
-  _globals['_LEGACYIMPORT']._serialized_end=882
-  _globals['_IMPORTLEGACYRESPONSE']._serialized_start=885
-  _globals['_IMPORTLEGACYRESPONSE']._serialized_end=1044
-  _globals['_GETIMPORTREQUEST']._serialized_start=1046
-  _globals['_GETIMPORTREQUEST']._serialized_end=1083
-  _globals['_GETIMPORTRESPONSE']._serialized_start=1085
-  _globals['_GETIMPORTRESPONSE']._serialized_end=1154
-  _globals['_COMPLETEREGISTRATIONREQUEST']._serialized_start=1156
-  _globals['_COMPLETEREGISTRATIONREQUEST']._serialized_end=1263
-  _globals['_COMPLETEREGISTRATIONRESPONSE']._serialized_start=1265
-  _globals['_COMPLETEREGISTRATIONRESPONSE']._serialized_end=1328
-  _globals['_DEADLINEPOLICY']._serialized_start=1331
-  _globals['_DEADLINEPOLICY']._serialized_end=1459
-  _globals['_SETDEADLINEPOLICYREQUEST']._serialized_start=1461
-  _globals['_SETDEADLINEPOLICYREQUEST']._serialized_end=1532
-  _globals['_SETDEADLINEPOLICYRESPONSE']._serialized_start=1534
-  _globals['_SETDEADLINEPOLICYRESPONSE']._serialized_end=1606
-  _globals['_GETDEADLINEPOLICYREQUEST']._serialized_start=1608
-  _globals['_GETDEADLINEPOLICYREQUEST']._serialized_end=1634
-  _globals['_GETDEADLINEPOLICYRESPONSE']._serialized_start=1636
-  _globals['_GETDEADLINEPOLICYRESPONSE']._serialized_end=1708
-  _globals['_LEGACYSERVICE']._serialized_start=2065
-  _globals['_LEGACYSERVICE']._serialized_end=2552
+  _globals['_LEGACYROW']._serialized_start=250
+  _globals['_LEGACYROW']._serialized_end=398
+  _globals['_LEGACYROWBATCH']._serialized_start=400
+  _globals['_LEGACYROWBATCH']._serialized_end=473
+  _globals['_IMPORTLEGACYREQUEST']._serialized_start=475
+  _globals['_IMPORTLEGACYREQUEST']._serialized_end=595
+  _globals['_ROWERROR']._serialized_start=597
+  _globals['_ROWERROR']._serialized_end=651
+  _globals['_LEGACYIMPORT']._serialized_start=654
+  _globals['_LEGACYIMPORT']._serialized_end=933
+  _globals['_IMPORTLEGACYRESPONSE']._serialized_start=936
+  _globals['_IMPORTLEGACYRESPONSE']._serialized_end=1095
+  _globals['_GETIMPORTREQUEST']._serialized_start=1097
+  _globals['_GETIMPORTREQUEST']._serialized_end=1134
+  _globals['_GETIMPORTRESPONSE']._serialized_start=1136
+  _globals['_GETIMPORTRESPONSE']._serialized_end=1205
+  _globals['_COMPLETEREGISTRATIONREQUEST']._serialized_start=1207
+  _globals['_COMPLETEREGISTRATIONREQUEST']._serialized_end=1314
+  _globals['_COMPLETEREGISTRATIONRESPONSE']._serialized_start=1316
+  _globals['_COMPLETEREGISTRATIONRESPONSE']._serialized_end=1379
+  _globals['_DEADLINEPOLICY']._serialized_start=1382
+  _globals['_DEADLINEPOLICY']._serialized_end=1510
+  _globals['_SETDEADLINEPOLICYREQUEST']._serialized_start=1512
+  _globals['_SETDEADLINEPOLICYREQUEST']._serialized_end=1583
+  _globals['_SETDEADLINEPOLICYRESPONSE']._serialized_start=1585
+  _globals['_SETDEADLINEPOLICYRESPONSE']._serialized_end=1657
+  _globals['_GETDEADLINEPOLICYREQUEST']._serialized_start=1659
+  _globals['_GETDEADLINEPOLICYREQUEST']._serialized_end=1685
+  _globals['_GETDEADLINEPOLICYRESPONSE']._serialized_start=1687
+  _globals['_GETDEADLINEPOLICYRESPONSE']._serialized_end=1759
+  _globals['_LEGACYSERVICE']._serialized_start=2116
+  _globals['_LEGACYSERVICE']._serialized_end=2603
 # @@protoc_insertion_point(module_scope)

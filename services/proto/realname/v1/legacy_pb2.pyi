@@ -139,9 +139,16 @@ class LegacyRow(_message.Message):
     ICCID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     DOCUMENT_FIELD_NUMBER: _builtins.int
+    ACTIVATED_ON_FIELD_NUMBER: _builtins.int
     msisdn: _builtins.str
     iccid: _builtins.str
     status: Global___LegacyStatus.ValueType
+    activated_on: _builtins.str
+    """Optional: the day the card was activated (YYYY-MM-DD, China Standard Time, not in the future).
+    A VERIFIED row that would put its document over the operator's cap is imported only when this
+    day is before the cap policy's start (REALNAME_CAP_POLICY_START); otherwise, or when the day is
+    missing, it is refused (RowError on activated_on, reason naming CARD_LIMIT_REACHED).
+    """
     @_builtins.property
     def document(self) -> _common_pb2.Document:
         """Optional: the holder's document, if the old records have it."""
@@ -153,10 +160,11 @@ class LegacyRow(_message.Message):
         iccid: _builtins.str = ...,
         status: Global___LegacyStatus.ValueType = ...,
         document: _common_pb2.Document | None = ...,
+        activated_on: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "iccid", b"iccid", "msisdn", b"msisdn", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activated_on", b"activated_on", "document", b"document", "iccid", b"iccid", "msisdn", b"msisdn", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -260,6 +268,7 @@ class LegacyImport(_message.Message):
     IMPORTED_ROWS_FIELD_NUMBER: _builtins.int
     FAILED_ROWS_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_OVER_CAP_FIELD_NUMBER: _builtins.int
     import_id: _builtins.str
     state: Global___ImportState.ValueType
     total_rows: _builtins.int
@@ -272,6 +281,10 @@ class LegacyImport(_message.Message):
     """Cards created so far."""
     failed_rows: _builtins.int
     """Rows refused while committing."""
+    documents_over_cap: _builtins.int
+    """Documents this import took over the operator's cap with pre-policy cards (grandfathered):
+    they keep their cards but get no new one until enough are given up.
+    """
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -286,10 +299,11 @@ class LegacyImport(_message.Message):
         imported_rows: _builtins.int = ...,
         failed_rows: _builtins.int = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        documents_over_cap: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bad_rows", b"bad_rows", "committed_rows", b"committed_rows", "failed_rows", b"failed_rows", "import_id", b"import_id", "imported_rows", b"imported_rows", "max_bad_ratio", b"max_bad_ratio", "state", b"state", "total_rows", b"total_rows", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bad_rows", b"bad_rows", "committed_rows", b"committed_rows", "documents_over_cap", b"documents_over_cap", "failed_rows", b"failed_rows", "import_id", b"import_id", "imported_rows", b"imported_rows", "max_bad_ratio", b"max_bad_ratio", "state", b"state", "total_rows", b"total_rows", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
