@@ -184,19 +184,32 @@ class CardDesk:
         if self._document_limiter is not None:
             self._document_limiter.check((operator_id, key))
 
+        probes = [list(guard.eligibility_probes(operator_id, document)) for guard in self._guards]
+        every_probe = [p for wanted in probes for p in wanted]
+
         def work(tx: Tx) -> Eligibility:
+            answer: Eligibility | None
             if card_type is CardType.INDUSTRY:
                 assert binding is not None, "validation requires a binding for industry cards"
                 answer = industry.eligibility(tx, operator_id, binding, key)
                 if answer is None:
                     raise self._unknown_operator(operator_id)
-                return answer
-            found = repo.holding(tx, key, operator_id)
-            if found is None:
-                raise self._unknown_operator(operator_id)
-            active, limit = found
-            eligible = active < limit
-            return Eligibility(eligible, active, limit, "" if eligible else CARD_LIMIT_REACHED)
+                answers = tx.probe_all(every_probe)
+            else:
+                # The guards' reads ride on the count's statement: one round trip, as before.
+                found = repo.holding(tx, key, operator_id, every_probe)
+                if found is None:
+                    raise self._unknown_operator(operator_id)
+                active, limit, answers = found
+                reason = "" if active < limit else CARD_LIMIT_REACHED
+                answer = Eligibility(active < limit, active, limit, reason)
+            # The guards' rules come first, as in an activation, which runs them before the cap.
+            for guard, wanted in zip(self._guards, probes, strict=True):
+                refusal = guard.eligibility(operator_id, document, answers[: len(wanted)])
+                answers = answers[len(wanted) :]
+                if refusal is not None:
+                    return Eligibility(False, answer.active_cards, answer.limit, refusal.reason)
+            return answer
 
         return self._db.run_tx(work, readonly=True)
 

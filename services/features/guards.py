@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.domain.cards import ActivateCard
+from services.domain.documents import Document
+from services.domain.errors import RealnameError
 from services.storage.rawsql import Probe, Tx
 
 
@@ -47,3 +49,17 @@ class ActivationGuard:
         self, tx: Tx, operator_id: str, card_id: int, cmd: ActivateCard, now: dt.datetime
     ) -> None:
         """Runs inside the activation transaction after the card and its slot are written."""
+
+    def eligibility_probes(self, operator_id: str, document: Document) -> Sequence[Probe]:
+        """The values ``eligibility`` needs, read in one statement with CheckEligibility's count."""
+        return ()
+
+    def eligibility(
+        self, operator_id: str, document: Document, answers: Sequence[Any]
+    ) -> RealnameError | None:
+        """CheckEligibility's side of ``check``: the refusal an activation would get, or None.
+
+        Only for rules that hold whatever the sale (no channel, name or attestation is known
+        then). ``answers`` holds the values of ``eligibility_probes``, in their order.
+        """
+        return None

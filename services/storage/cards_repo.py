@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from services.domain.cards import (
 )
 from services.domain.errors import ErrorKind, QuotaExceeded, QuotaViolation, RealnameError
 from services.storage import industry_repo
-from services.storage.rawsql import Tx
+from services.storage.rawsql import Probe, Tx
 
 _DEACTIVATED = CardState.DEACTIVATED.value
 # Interpolated into queries below: a constant, never input, hence the S608 exemptions.
@@ -99,14 +100,20 @@ def all_segments(tx: Tx) -> dict[str, str]:
     return {str(p): str(o) for p, o in tx.all("SELECT prefix, operator_id FROM number_segments")}
 
 
-def holding(tx: Tx, id_key: bytes, operator_id: str) -> tuple[int, int] | None:
-    """Returns (live cards, limit) of a document with an operator; None for an unknown operator."""
+def holding(
+    tx: Tx, id_key: bytes, operator_id: str, probes: Sequence[Probe] = ()
+) -> tuple[int, int, list[Any]] | None:
+    """Returns (live cards, limit, the probes' values) of a document with an operator.
+
+    None for an unknown operator. The probes are answered by the same statement.
+    """
+    extra = "".join(f", ({p.sql})" for p in probes)
     row = tx.one(
-        "SELECT o.card_limit, h.active FROM operators o "
+        f"SELECT o.card_limit, h.active{extra} FROM operators o "  # noqa: S608
         "LEFT JOIN holdings h ON h.operator_id = o.id AND h.id_key = ? WHERE o.id = ?",
-        (id_key, operator_id),
+        (*(param for p in probes for param in p.params), id_key, operator_id),
     )
-    return None if row is None else (int(row[1] or 0), int(row[0]))
+    return None if row is None else (int(row[1] or 0), int(row[0]), list(row[2:]))
 
 
 # One statement claims a slot: it creates the holding at 1 or raises it by one, but only while
