@@ -449,6 +449,12 @@ class CardDesk:
                         "the card is already registered under this document", reason=SAME_HOLDER
                     )
                 )
+            try:
+                # The activation rules about the holder (the minimum interval) hold for them too.
+                for guard in self._guards:
+                    guard.new_holder(tx, operator_id, cmd.new_document, now)
+            except RealnameError as refused:
+                raise _Refusal(refused) from None
             if repo.claim_slot(tx, key, operator_id) is None:
                 raise _Refusal(
                     QuotaExceeded(
@@ -472,6 +478,7 @@ class CardDesk:
                 new_key=key,
                 document_type=cmd.new_document.type,
                 document_masked=cmd.new_document.masked(),
+                now=now,
             ):
                 raise RetryTransaction
             if not repo.record_request(

@@ -50,6 +50,13 @@ class ActivationGuard:
     ) -> None:
         """Runs inside the activation transaction after the card and its slot are written."""
 
+    def new_holder(self, tx: Tx, operator_id: str, document: Document, now: dt.datetime) -> None:
+        """Runs in a transaction giving a live card to another holder (TransferCard), before it
+        moves: refuses, by raising, what ``check`` refuses an activation for that holder for.
+
+        Only for rules about the holder, not the sale (there is no channel, name or attestation).
+        """
+
     def eligibility_probes(self, operator_id: str, document: Document) -> Sequence[Probe]:
         """The values ``eligibility`` needs, read in one statement with CheckEligibility's count."""
         return ()

@@ -159,13 +159,21 @@ def change_holder(
     new_key: bytes,
     document_type: DocumentType,
     document_masked: str,
+    now: dt.datetime,
 ) -> bool:
-    """Moves an ACTIVE card from ``old_key`` to a new holder; False if it changed meanwhile."""
+    """Moves an ACTIVE card from ``old_key`` to a new holder; False if it changed meanwhile.
+
+    The card counts as activated for its new holder ``now``: the minimum interval between a
+    document's activations counts from it.
+    """
     changed = tx.execute(
-        "UPDATE cards SET id_key = ?, document_type = ?, document_masked = ? "
+        "UPDATE cards SET id_key = ?, document_type = ?, document_masked = ?, activated_at = ? "
         "WHERE id = ? AND id_key = ? AND state = ?",
-        (new_key, document_type.value, document_masked, card_id, old_key, CardState.ACTIVE.value),
-    )
+        (
+            new_key, document_type.value, document_masked, tx.timestamp(now), card_id, old_key,
+            CardState.ACTIVE.value,
+        ),
+    )  # fmt: skip
     return changed == 1
 
 
