@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from services.domain.cards import ActivateCard
 from services.domain.documents import Document
 from services.domain.errors import RealnameError
 from services.storage.rawsql import Probe, Tx
+
+HolderCheck = Callable[[str, Document, str | None], None]
+"""A check of a registering holder (operator id, document, name); refuses by raising."""
 
 
 class GuardAssumptionChanged(Exception):

@@ -33,6 +33,7 @@ from services.domain.errors import (
 from services.domain.numbers import iccid_problem
 from services.domain.pseudonym import Pseudonymizer
 from services.domain.records import ImportRecord, PolicyRecord
+from services.features.guards import HolderCheck
 from services.storage import cards_repo, legacy_repo
 from services.storage.database import Database, RetryTransaction
 from services.storage.legacy_repo import LegacyCard
@@ -276,10 +277,6 @@ def _conflict_errors(
 
 def _bad_rows(errors: list[RowError]) -> int:
     return len({e.row for e in errors})
-
-
-HolderCheck = Callable[[str, Document, str | None], None]
-"""A check of a registering holder (operator id, document, name); refuses by raising."""
 
 
 class LegacyDesk:

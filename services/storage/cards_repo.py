@@ -177,6 +177,16 @@ def change_holder(
     return changed == 1
 
 
+def lift_suspension(tx: Tx, card_id: int, suspension: str) -> bool:
+    """Returns a card SUSPENDED for ``suspension`` to ACTIVE; False if it is not suspended so."""
+    changed = tx.execute(
+        "UPDATE cards SET state = ?, suspension = NULL "
+        "WHERE id = ? AND state = ? AND suspension = ?",
+        (CardState.ACTIVE.value, card_id, CardState.SUSPENDED.value, suspension),
+    )
+    return changed == 1
+
+
 def live_card_conflict(tx: Tx, msisdn: str, iccid: str) -> str | None:
     """Returns "msisdn" or "iccid" if a live card already holds it, else None."""
     row = tx.one(
