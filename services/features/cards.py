@@ -133,6 +133,18 @@ def _refuse_untransferable(row: repo.CardRow) -> None:
         )
 
 
+def _wrong_state(card: Card, rule: str, reason: str) -> _Refusal:
+    """A recorded refusal of a card not in the state the operation needs (state in metadata)."""
+    shown = card.state.value + (f" ({card.suspension})" if card.suspension else "")
+    return _Refusal(
+        FailedPrecondition(
+            f"{rule}; this one is {shown}",
+            reason=reason,
+            metadata={"state": card.state.value, "suspension": card.suspension or ""},
+        )
+    )
+
+
 def _refuse_blocked(tx: Tx, id_key: bytes, masked: str) -> None:
     """Refuses (as a recorded outcome) to return a card to service under a blocked document."""
     reason = proofing_repo.is_blocked(tx, id_key)
@@ -580,14 +592,10 @@ class CardDesk:
                 card.state is not CardState.SUSPENDED
                 or card.suspension != Suspension.REVERIFICATION
             ):
-                raise _Refusal(
-                    FailedPrecondition(
-                        "only a card suspended for re-verification can be re-verified; this one "
-                        f"is {card.state.value}"
-                        + (f" ({card.suspension})" if card.suspension else ""),
-                        reason=NOT_SUSPENDED_FOR_REVERIFICATION,
-                        metadata={"state": card.state.value, "suspension": card.suspension or ""},
-                    )
+                raise _wrong_state(
+                    card,
+                    "only a card suspended for re-verification can be re-verified",
+                    NOT_SUSPENDED_FOR_REVERIFICATION,
                 )
             _refuse_blocked(tx, key, cmd.document.masked())
             if not repo.lift_suspension(tx, row.id, Suspension.REVERIFICATION):
@@ -633,14 +641,11 @@ class CardDesk:
                 card.state is CardState.SUSPENDED and card.suspension == Suspension.DEVICE_MISMATCH
             )
             if card.state is not CardState.ACTIVE and not mismatch:
-                raise _Refusal(
-                    FailedPrecondition(
-                        "only an ACTIVE card or one suspended for DEVICE_MISMATCH can be bound to "
-                        f"another device; this one is {card.state.value}"
-                        + (f" ({card.suspension})" if card.suspension else ""),
-                        reason=CARD_NOT_REBINDABLE,
-                        metadata={"state": card.state.value, "suspension": card.suspension or ""},
-                    )
+                raise _wrong_state(
+                    card,
+                    "only an ACTIVE card or one suspended for DEVICE_MISMATCH can be bound to "
+                    "another device",
+                    CARD_NOT_REBINDABLE,
                 )
             if mismatch and row.id_key is not None:
                 # Lifting the suspension puts the card in service: never under a blocked document.
