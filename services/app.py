@@ -156,7 +156,7 @@ class App:
         if self.agents is not None:
             bindings.append(agent_binding(self.agents))
         if self.enterprises is not None:
-            bindings.append(enterprise_binding(self.enterprises))
+            bindings.append(enterprise_binding(self.enterprises, self.cards))
         if self.network is not None:
             bindings.append(network_binding(self.network))
         if self.proofing is not None:

@@ -1,4 +1,4 @@
-"""`realname enterprise register|list` and `realname authorize-service CARD`.
+"""`realname enterprise register|list|rebind` and `realname authorize-service CARD`.
 
 Both are gRPC calls to the running server over mTLS as an operator (``--as``).
 ``authorize-service`` takes an MSISDN, or an ICCID (19-20 digits starting 89), and prints
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import uuid
 from typing import Final
 
 import grpc
@@ -26,6 +27,7 @@ from services.cli.common import (
     call_server,
     command_group,
     guard,
+    print_message,
 )
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import industry_pb2 as ipb
@@ -104,6 +106,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_rebind(args: argparse.Namespace) -> int:
+    """Bind an industry card to a new device, lifting a DEVICE_MISMATCH suspension."""
+    request = ipb.RebindDeviceRequest(
+        request_id=args.request_id or f"cli-rebind-{uuid.uuid4().hex}",
+        msisdn=args.msisdn,
+        imei=args.imei,
+    )
+
+    def call(channel: grpc.Channel) -> ipb.RebindDeviceResponse:
+        return igrpc.EnterpriseServiceStub(channel).RebindDevice(request, timeout=30)
+
+    print_message(call_server(args, call).card)
+    return EXIT_OK
+
+
 def cmd_authorize_service(args: argparse.Namespace) -> int:
     """Ask whether a card may use a service now; exit 0 when allowed, 3 when refused."""
     request = ipb.AuthorizeServiceRequest(
@@ -153,6 +170,14 @@ def register(sub: SubParsers) -> None:
     p = esub.add_parser("list", help="the calling operator's enterprises")
     add_client_arguments(p, "operator-cmcc")
     p.set_defaults(func=_guarded(cmd_list))
+    p = esub.add_parser(
+        "rebind", help="bind an industry card to a new device (lifts DEVICE_MISMATCH)"
+    )
+    add_client_arguments(p, "operator-cmcc")
+    p.add_argument("msisdn", help="the industry card's MSISDN")
+    p.add_argument("--imei", required=True, help="the new device's IMEI or IMEISV")
+    p.add_argument("--request-id", help="idempotency key for a retry (default: a fresh one)")
+    p.set_defaults(func=_guarded(cmd_rebind))
 
     p = sub.add_parser(
         "authorize-service", help="may a card use voice, SMS or data now? (exit 0 iff allowed)"

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from registry.clock import Clock, utc_now
 from services.domain.cards import ActivateCard, AgentSale
+from services.domain.documents import Document
 from services.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -436,21 +437,32 @@ class AgentGuard(ActivationGuard):
                     reason=AGENT_SUSPENDED,
                     metadata={"agent_id": agent_id},
                 )
+        if self.policy.min_interval:
+            self._refuse_too_soon(operator_id, cmd.document, tx.parse_timestamp(next(values)), now)
+
+    def new_holder(self, tx: Tx, operator_id: str, document: Document, now: dt.datetime) -> None:
+        """A transfer's new holder is held to the minimum interval like an activation's."""
+        if self.policy.min_interval:
+            last = repo.last_activation(tx, self._pseudo.document_key(document), operator_id)
+            self._refuse_too_soon(operator_id, document, last, now)
+
+    def _refuse_too_soon(
+        self, operator_id: str, document: Document, last: dt.datetime | None, now: dt.datetime
+    ) -> None:
+        """Refuses a card for a document that got one with the operator within the interval."""
         interval = self.policy.min_interval
-        if interval:
-            last = tx.parse_timestamp(next(values))
-            if last is not None and now - last < interval:
-                allowed = last + interval
-                raise FailedPrecondition(
-                    f"document {cmd.document.masked()} had a card activated with operator "
-                    f"{operator_id} less than {interval} ago",
-                    reason=ACTIVATION_INTERVAL,
-                    metadata={
-                        "operator": operator_id,
-                        "min_interval_seconds": str(int(interval.total_seconds())),
-                        "next_allowed_at": allowed.isoformat(timespec="seconds"),
-                    },
-                )
+        if last is not None and now - last < interval:
+            allowed = last + interval
+            raise FailedPrecondition(
+                f"document {document.masked()} had a card activated with operator "
+                f"{operator_id} less than {interval} ago",
+                reason=ACTIVATION_INTERVAL,
+                metadata={
+                    "operator": operator_id,
+                    "min_interval_seconds": str(int(interval.total_seconds())),
+                    "next_allowed_at": allowed.isoformat(timespec="seconds"),
+                },
+            )
 
     def activated(
         self, tx: Tx, operator_id: str, card_id: int, cmd: ActivateCard, now: dt.datetime

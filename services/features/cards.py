@@ -20,6 +20,7 @@ from services.domain.cards import (
     IndustryBinding,
     OnlineSale,
     SalesChannel,
+    Suspension,
 )
 from services.domain.documents import Document
 from services.domain.errors import (
@@ -35,9 +36,10 @@ from services.domain.errors import (
 from services.domain.pseudonym import Pseudonymizer
 from services.domain.ratelimit import RateLimiter
 from services.features import industry
-from services.features.guards import ActivationGuard, GuardAssumptionChanged
+from services.features.guards import ActivationGuard, GuardAssumptionChanged, HolderCheck
 from services.features.seller_checks import SELLER_NOT_AUTHORIZED, SellerCheck
 from services.storage import cards_repo as repo
+from services.storage import industry_repo, proofing_repo
 from services.storage.database import Database, RetryTransaction
 from services.storage.rawsql import Probe, Tx
 from services.storage.reference_cache import ReferenceCache
@@ -52,6 +54,11 @@ UNKNOWN_OPERATOR = "UNKNOWN_OPERATOR"
 REGISTRATION_INCOMPLETE = "REGISTRATION_INCOMPLETE"
 CARD_NOT_ACTIVE = "CARD_NOT_ACTIVE"
 SAME_HOLDER = "SAME_HOLDER"
+DOCUMENT_BLOCKED = "DOCUMENT_BLOCKED"
+NOT_THE_HOLDER = "NOT_THE_HOLDER"
+NOT_SUSPENDED_FOR_REVERIFICATION = "NOT_SUSPENDED_FOR_REVERIFICATION"
+NOT_AN_INDUSTRY_CARD = "NOT_AN_INDUSTRY_CARD"
+CARD_NOT_REBINDABLE = "CARD_NOT_REBINDABLE"
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,25 @@ class TransferCard:
     msisdn: str
     new_document: Document
     new_holder_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ReverifyHolder:
+    """A validated request to return a card suspended for re-verification to service."""
+
+    request_id: str
+    msisdn: str
+    document: Document
+    holder_name: str | None = None
+
+
+@dataclass(frozen=True)
+class RebindDevice:
+    """A validated request to bind an industry card to another device."""
+
+    request_id: str
+    msisdn: str
+    imei: str
 
 
 TransferCheck = Callable[[str, TransferCard], None]
@@ -107,6 +133,31 @@ def _refuse_untransferable(row: repo.CardRow) -> None:
         )
 
 
+def _wrong_state(card: Card, rule: str, reason: str) -> _Refusal:
+    """A recorded refusal of a card not in the state the operation needs (state in metadata)."""
+    shown = card.state.value + (f" ({card.suspension})" if card.suspension else "")
+    return _Refusal(
+        FailedPrecondition(
+            f"{rule}; this one is {shown}",
+            reason=reason,
+            metadata={"state": card.state.value, "suspension": card.suspension or ""},
+        )
+    )
+
+
+def _refuse_blocked(tx: Tx, id_key: bytes, masked: str) -> None:
+    """Refuses (as a recorded outcome) to return a card to service under a blocked document."""
+    reason = proofing_repo.is_blocked(tx, id_key)
+    if reason is not None:
+        raise _Refusal(
+            FailedPrecondition(
+                f"document {masked} is blocked ({reason.lower()})",
+                reason=DOCUMENT_BLOCKED,
+                metadata={"status": reason},
+            )
+        )
+
+
 class CardDesk:
     """Answers eligibility and records activations so the cap holds under any concurrency."""
 
@@ -126,6 +177,7 @@ class CardDesk:
         self._document_limiter = document_limiter
         self._guards = list(guards)
         self._transfer_checks: list[TransferCheck] = []
+        self._holder_checks: list[HolderCheck] = []
         self._pseudo = pseudonymizer
         self._clock = clock
         self._sellers = sellers
@@ -184,19 +236,32 @@ class CardDesk:
         if self._document_limiter is not None:
             self._document_limiter.check((operator_id, key))
 
+        probes = [list(guard.eligibility_probes(operator_id, document)) for guard in self._guards]
+        every_probe = [p for wanted in probes for p in wanted]
+
         def work(tx: Tx) -> Eligibility:
+            answer: Eligibility | None
             if card_type is CardType.INDUSTRY:
                 assert binding is not None, "validation requires a binding for industry cards"
                 answer = industry.eligibility(tx, operator_id, binding, key)
                 if answer is None:
                     raise self._unknown_operator(operator_id)
-                return answer
-            found = repo.holding(tx, key, operator_id)
-            if found is None:
-                raise self._unknown_operator(operator_id)
-            active, limit = found
-            eligible = active < limit
-            return Eligibility(eligible, active, limit, "" if eligible else CARD_LIMIT_REACHED)
+                answers = tx.probe_all(every_probe)
+            else:
+                # The guards' reads ride on the count's statement: one round trip, as before.
+                found = repo.holding(tx, key, operator_id, every_probe)
+                if found is None:
+                    raise self._unknown_operator(operator_id)
+                active, limit, answers = found
+                reason = "" if active < limit else CARD_LIMIT_REACHED
+                answer = Eligibility(active < limit, active, limit, reason)
+            # The guards' rules come first, as in an activation, which runs them before the cap.
+            for guard, wanted in zip(self._guards, probes, strict=True):
+                refusal = guard.eligibility(operator_id, document, answers[: len(wanted)])
+                answers = answers[len(wanted) :]
+                if refusal is not None:
+                    return Eligibility(False, answer.active_cards, answer.limit, refusal.reason)
+            return answer
 
         return self._db.run_tx(work, readonly=True)
 
@@ -436,6 +501,12 @@ class CardDesk:
                         "the card is already registered under this document", reason=SAME_HOLDER
                     )
                 )
+            try:
+                # The activation rules about the holder (the minimum interval) hold for them too.
+                for guard in self._guards:
+                    guard.new_holder(tx, operator_id, cmd.new_document, now)
+            except RealnameError as refused:
+                raise _Refusal(refused) from None
             if repo.claim_slot(tx, key, operator_id) is None:
                 raise _Refusal(
                     QuotaExceeded(
@@ -459,6 +530,7 @@ class CardDesk:
                 new_key=key,
                 document_type=cmd.new_document.type,
                 document_masked=cmd.new_document.masked(),
+                now=now,
             ):
                 raise RetryTransaction
             if not repo.record_request(
@@ -474,6 +546,138 @@ class CardDesk:
             return repo.card_by_id(tx, row.id)
 
         return self._decide(work, operator_id, cmd.request_id, "transfer", fingerprint)
+
+    def add_holder_check(self, check: HolderCheck) -> None:
+        """Adds a check of the holder run before ReverifyHolder's transaction.
+
+        Proofing wires its screen (blocklist, then the identity authority when the operator's
+        policy checks identities); a RealnameError it raises is returned as is (not recorded).
+        """
+        self._holder_checks.append(check)
+
+    def reverify(self, operator_id: str, cmd: ReverifyHolder) -> Card:
+        """Returns a card suspended for re-verification to ACTIVE once its holder passes again.
+
+        The holder checks run first; the transaction then requires the card's own document, the
+        REVERIFICATION suspension and a document no longer blocked, read with the card so an
+        unblock racing a block cannot put the card back in service. Idempotent by request id;
+        refusals in the transaction are recorded and replayed like a transfer's.
+        """
+        key = self._pseudo.document_key(cmd.document)
+        if self._document_limiter is not None:
+            self._document_limiter.check((operator_id, key))
+        fingerprint = self._pseudo.fingerprint(
+            "reverify", cmd.msisdn, str(cmd.document.type.value), cmd.document.number
+        )
+        for check in self._holder_checks:
+            check(operator_id, cmd.document, cmd.holder_name)
+
+        def work(tx: Tx) -> Card:
+            now = self._clock()
+            stored = self._replay(tx, operator_id, cmd.request_id, "reverify", fingerprint)
+            if stored is not None:
+                return stored
+            self._operator(tx, operator_id)
+            row = self._live_card(tx, operator_id, cmd.msisdn)
+            if row.id_key != key:
+                raise _Refusal(
+                    FailedPrecondition(
+                        f"card {mask_msisdn(cmd.msisdn)} is not registered under document "
+                        f"{cmd.document.masked()}",
+                        reason=NOT_THE_HOLDER,
+                    )
+                )
+            card = row.card
+            if (
+                card.state is not CardState.SUSPENDED
+                or card.suspension != Suspension.REVERIFICATION
+            ):
+                raise _wrong_state(
+                    card,
+                    "only a card suspended for re-verification can be re-verified",
+                    NOT_SUSPENDED_FOR_REVERIFICATION,
+                )
+            _refuse_blocked(tx, key, cmd.document.masked())
+            if not repo.lift_suspension(tx, row.id, Suspension.REVERIFICATION):
+                raise RetryTransaction
+            if not repo.record_request(
+                tx,
+                operator_id=operator_id,
+                request_id=cmd.request_id,
+                operation="reverify",
+                fingerprint=fingerprint,
+                now=now,
+                card_id=row.id,
+            ):
+                raise RetryTransaction  # a concurrent duplicate won: replay its outcome
+            return repo.card_by_id(tx, row.id)
+
+        return self._decide(work, operator_id, cmd.request_id, "reverify", fingerprint)
+
+    def rebind_device(self, operator_id: str, cmd: RebindDevice) -> Card:
+        """Binds a live industry card to another device, lifting a DEVICE_MISMATCH suspension.
+
+        Idempotent by request id; refusals are recorded and replayed.
+        """
+        fingerprint = self._pseudo.fingerprint("rebind", cmd.msisdn, cmd.imei)
+
+        def work(tx: Tx) -> Card:
+            now = self._clock()
+            stored = self._replay(tx, operator_id, cmd.request_id, "rebind", fingerprint)
+            if stored is not None:
+                return stored
+            self._operator(tx, operator_id)
+            row = self._live_card(tx, operator_id, cmd.msisdn)
+            card = row.card
+            if card.card_type is not CardType.INDUSTRY:
+                raise _Refusal(
+                    FailedPrecondition(
+                        f"card {mask_msisdn(cmd.msisdn)} is not an industry card: only industry "
+                        "cards are bound to a device",
+                        reason=NOT_AN_INDUSTRY_CARD,
+                    )
+                )
+            mismatch = (
+                card.state is CardState.SUSPENDED and card.suspension == Suspension.DEVICE_MISMATCH
+            )
+            if card.state is not CardState.ACTIVE and not mismatch:
+                raise _wrong_state(
+                    card,
+                    "only an ACTIVE card or one suspended for DEVICE_MISMATCH can be bound to "
+                    "another device",
+                    CARD_NOT_REBINDABLE,
+                )
+            if mismatch and row.id_key is not None:
+                # Lifting the suspension puts the card in service: never under a blocked document.
+                _refuse_blocked(tx, row.id_key, card.document_masked)
+            if not industry_repo.rebind_device(tx, row.id, cmd.imei, lift=mismatch):
+                raise RetryTransaction
+            if not repo.record_request(
+                tx,
+                operator_id=operator_id,
+                request_id=cmd.request_id,
+                operation="rebind",
+                fingerprint=fingerprint,
+                now=now,
+                card_id=row.id,
+            ):
+                raise RetryTransaction  # a concurrent duplicate won: replay its outcome
+            return repo.card_by_id(tx, row.id)
+
+        return self._decide(work, operator_id, cmd.request_id, "rebind", fingerprint)
+
+    @staticmethod
+    def _live_card(tx: Tx, operator_id: str, msisdn: str) -> repo.CardRow:
+        """The operator's live card with this number; a recorded NOT_FOUND refusal if none."""
+        row = repo.live_card_of_operator(tx, operator_id, msisdn)
+        if row is None:
+            raise _Refusal(
+                NotFound(
+                    f"operator {operator_id} has no live card {mask_msisdn(msisdn)}",
+                    reason="CARD_NOT_FOUND",
+                )
+            )
+        return row
 
     def get_card(self, operator_id: str, msisdn: str) -> Card:
         """Returns the operator's card with this MSISDN (live, else most recent)."""

@@ -11,7 +11,14 @@ from typing import Any
 
 from registry.clock import Clock, utc_now
 from services.domain.cards import ActivateCard
-from services.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from services.domain.documents import Document
+from services.domain.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    RealnameError,
+)
 from services.domain.records import ActionRow
 from services.features.guards import ActivationGuard
 from services.storage import cards_repo
@@ -188,8 +195,23 @@ class SuspensionGuard(ActivationGuard):
     ) -> None:
         """Raises FAILED_PRECONDITION while a suspension is in force."""
         if answers[0] is not None:
-            raise FailedPrecondition(
-                f"the regulator has suspended new-user activation by operator {operator_id}",
-                reason=OPERATOR_SUSPENDED_BY_REGULATOR,
-                metadata={"operator": operator_id},
-            )
+            raise _suspended(operator_id)
+
+    def eligibility_probes(self, operator_id: str, document: Document) -> Sequence[Probe]:
+        """Whether a suspension is in force."""
+        return (repo.suspension_probe(operator_id),)
+
+    def eligibility(
+        self, operator_id: str, document: Document, answers: Sequence[Any]
+    ) -> RealnameError | None:
+        """While a suspension is in force, no document is eligible with the operator."""
+        return None if answers[0] is None else _suspended(operator_id)
+
+
+def _suspended(operator_id: str) -> FailedPrecondition:
+    """The refusal of an activation (or eligibility) by a suspended operator."""
+    return FailedPrecondition(
+        f"the regulator has suspended new-user activation by operator {operator_id}",
+        reason=OPERATOR_SUSPENDED_BY_REGULATOR,
+        metadata={"operator": operator_id},
+    )

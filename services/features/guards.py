@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from services.domain.cards import ActivateCard
+from services.domain.documents import Document
+from services.domain.errors import RealnameError
 from services.storage.rawsql import Probe, Tx
+
+HolderCheck = Callable[[str, Document, str | None], None]
+"""A check of a registering holder (operator id, document, name); refuses by raising."""
 
 
 class GuardAssumptionChanged(Exception):
@@ -47,3 +52,24 @@ class ActivationGuard:
         self, tx: Tx, operator_id: str, card_id: int, cmd: ActivateCard, now: dt.datetime
     ) -> None:
         """Runs inside the activation transaction after the card and its slot are written."""
+
+    def new_holder(self, tx: Tx, operator_id: str, document: Document, now: dt.datetime) -> None:
+        """Runs in a transaction giving a live card to another holder (TransferCard), before it
+        moves: refuses, by raising, what ``check`` refuses an activation for that holder for.
+
+        Only for rules about the holder, not the sale (there is no channel, name or attestation).
+        """
+
+    def eligibility_probes(self, operator_id: str, document: Document) -> Sequence[Probe]:
+        """The values ``eligibility`` needs, read in one statement with CheckEligibility's count."""
+        return ()
+
+    def eligibility(
+        self, operator_id: str, document: Document, answers: Sequence[Any]
+    ) -> RealnameError | None:
+        """CheckEligibility's side of ``check``: the refusal an activation would get, or None.
+
+        Only for rules that hold whatever the sale (no channel, name or attestation is known
+        then). ``answers`` holds the values of ``eligibility_probes``, in their order.
+        """
+        return None

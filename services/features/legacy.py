@@ -35,6 +35,7 @@ from services.domain.errors import (
 from services.domain.numbers import iccid_problem
 from services.domain.pseudonym import Pseudonymizer
 from services.domain.records import ImportRecord, PolicyRecord
+from services.features.guards import HolderCheck
 from services.storage import cards_repo, legacy_repo, proofing_repo
 from services.storage.database import Database, RetryTransaction
 from services.storage.legacy_repo import LegacyCard
@@ -352,10 +353,6 @@ class _CapCheck:
             for key, n in inserted.items()
             if self.held.get(key, 0) <= self.limit < self.held.get(key, 0) + n
         )
-
-
-HolderCheck = Callable[[str, Document, str | None], None]
-"""A check of a registering holder (operator id, document, name); refuses by raising."""
 
 
 class LegacyDesk:

@@ -47,7 +47,7 @@ from services.domain.errors import (
 from services.domain.holder_names import HolderNames, card_context
 from services.domain.pseudonym import Pseudonymizer
 from services.domain.records import ReaderRow, SignalRow
-from services.features.cards import CardDesk
+from services.features.cards import DOCUMENT_BLOCKED, CardDesk
 from services.features.guards import ActivationGuard, GuardAssumptionChanged
 from services.runtime.identity_authority import (
     GuardedAuthority,
@@ -62,7 +62,6 @@ from services.storage.rawsql import Probe, Tx
 
 HOLDER_NAME_REQUIRED = "HOLDER_NAME_REQUIRED"
 IDENTITY_MISMATCH = "IDENTITY_MISMATCH"
-DOCUMENT_BLOCKED = "DOCUMENT_BLOCKED"
 ATTESTATION_MISSING = "ATTESTATION_MISSING"
 ATTESTATION_INVALID = "ATTESTATION_INVALID"
 READER_NOT_REGISTERED = "READER_NOT_REGISTERED"
@@ -692,4 +691,6 @@ def wire_proofing(
     cards.add_transfer_check(
         lambda operator_id, cmd: desk.screen(operator_id, cmd.new_document, cmd.new_holder_name)
     )
+    # A holder re-verified after a block is screened the same way.
+    cards.add_holder_check(desk.screen)
     return desk

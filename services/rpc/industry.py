@@ -9,6 +9,7 @@ from services.domain.errors import Violations
 from services.domain.numbers import iccid_problem
 from services.domain.principal import Role
 from services.domain.records import EnterpriseRow
+from services.features.cards import CardDesk, RebindDevice
 from services.features.industry import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -25,7 +26,7 @@ from services.features.service_authorization import (
 )
 from services.proto.realname.v1 import industry_pb2 as ipb
 from services.proto.realname.v1 import industry_pb2_grpc as igrpc
-from services.rpc.convert import timestamp
+from services.rpc.convert import card_message, timestamp
 from services.rpc.interceptor import current_principal
 from services.rpc.server import ServiceBinding
 
@@ -33,11 +34,11 @@ ENTERPRISE_SERVICE = ipb.DESCRIPTOR.services_by_name["EnterpriseService"].full_n
 NETWORK_SERVICE = ipb.DESCRIPTOR.services_by_name["NetworkService"].full_name
 
 
-def enterprise_binding(desk: EnterpriseDesk) -> ServiceBinding:
-    """The EnterpriseService binding: operators, on their own enterprises."""
+def enterprise_binding(desk: EnterpriseDesk, cards: CardDesk) -> ServiceBinding:
+    """The EnterpriseService binding: operators, on their own enterprises and industry cards."""
 
     def add(server: grpc.Server) -> None:
-        igrpc.add_EnterpriseServiceServicer_to_server(EnterpriseServicer(desk), server)
+        igrpc.add_EnterpriseServiceServicer_to_server(EnterpriseServicer(desk, cards), server)
 
     return ServiceBinding(ENTERPRISE_SERVICE, add, {ENTERPRISE_SERVICE: frozenset({Role.OPERATOR})})
 
@@ -80,8 +81,9 @@ def _credit_code(code: str) -> str:
 class EnterpriseServicer(igrpc.EnterpriseServiceServicer):
     """Exposes the enterprise desk to operators."""
 
-    def __init__(self, desk: EnterpriseDesk) -> None:
+    def __init__(self, desk: EnterpriseDesk, cards: CardDesk) -> None:
         self._desk = desk
+        self._cards = cards
 
     def RegisterEnterprise(
         self, request: ipb.RegisterEnterpriseRequest, context: grpc.ServicerContext
@@ -137,6 +139,23 @@ class EnterpriseServicer(igrpc.EnterpriseServiceServicer):
         assert code is not None
         row = self._desk.update_scenarios(current_principal().organisation, code, scenarios)
         return ipb.UpdateScenariosResponse(enterprise=enterprise_message(row))
+
+    def RebindDevice(
+        self, request: ipb.RebindDeviceRequest, context: grpc.ServicerContext
+    ) -> ipb.RebindDeviceResponse:
+        """Binds one of the caller's industry cards to another device."""
+        v = Violations()
+        rid = validation.check_request_id(v, request.request_id)
+        msisdn = validation.check_msisdn(v, request.msisdn)
+        imei = validation.check_imei(v, request.imei)
+        if imei is None and not request.imei:
+            v.add("imei", "give the new device's IMEI")
+        v.raise_if_any()
+        assert rid and msisdn and imei
+        card = self._cards.rebind_device(
+            current_principal().organisation, RebindDevice(rid, msisdn, imei)
+        )
+        return ipb.RebindDeviceResponse(card=card_message(card))
 
 
 class NetworkServicer(igrpc.NetworkServiceServicer):

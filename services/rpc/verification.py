@@ -7,7 +7,7 @@ import grpc
 from services.domain import validation
 from services.domain.errors import Violations
 from services.domain.holder_names import holder_name_problem
-from services.features.cards import CardDesk, TransferCard
+from services.features.cards import CardDesk, ReverifyHolder, TransferCard
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.proto.realname.v1 import verification_pb2_grpc as vgrpc
 from services.rpc.convert import card_message, channel_fields
@@ -124,6 +124,27 @@ class VerificationServicer(vgrpc.VerificationServiceServicer):
             current_principal().organisation, TransferCard(rid, msisdn, doc, name or None)
         )
         return vpb.TransferCardResponse(card=card_message(card))
+
+    def ReverifyHolder(
+        self, request: vpb.ReverifyHolderRequest, context: grpc.ServicerContext
+    ) -> vpb.ReverifyHolderResponse:
+        """Returns one of the caller's cards suspended for re-verification to service."""
+        v = Violations()
+        rid = validation.check_request_id(v, request.request_id)
+        msisdn = validation.check_msisdn(v, request.msisdn)
+        doc = validation.check_document(
+            v, request.document.type, request.document.number, self._registry.today()
+        )
+        name = request.holder_name
+        name_problem = holder_name_problem(name) if name else None
+        if name_problem is not None:
+            v.add("holder_name", name_problem)
+        v.raise_if_any()
+        assert rid and msisdn and doc
+        card = self._registry.reverify(
+            current_principal().organisation, ReverifyHolder(rid, msisdn, doc, name or None)
+        )
+        return vpb.ReverifyHolderResponse(card=card_message(card))
 
 
 def industry_fields(binding: vpb.IndustryBinding) -> tuple[str, str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from services.domain.cards import (
 )
 from services.domain.errors import ErrorKind, QuotaExceeded, QuotaViolation, RealnameError
 from services.storage import industry_repo
-from services.storage.rawsql import Tx
+from services.storage.rawsql import Probe, Tx
 
 _DEACTIVATED = CardState.DEACTIVATED.value
 # Interpolated into queries below: a constant, never input, hence the S608 exemptions.
@@ -99,14 +100,20 @@ def all_segments(tx: Tx) -> dict[str, str]:
     return {str(p): str(o) for p, o in tx.all("SELECT prefix, operator_id FROM number_segments")}
 
 
-def holding(tx: Tx, id_key: bytes, operator_id: str) -> tuple[int, int] | None:
-    """Returns (live cards, limit) of a document with an operator; None for an unknown operator."""
+def holding(
+    tx: Tx, id_key: bytes, operator_id: str, probes: Sequence[Probe] = ()
+) -> tuple[int, int, list[Any]] | None:
+    """Returns (live cards, limit, the probes' values) of a document with an operator.
+
+    None for an unknown operator. The probes are answered by the same statement.
+    """
+    extra = "".join(f", ({p.sql})" for p in probes)
     row = tx.one(
-        "SELECT o.card_limit, h.active FROM operators o "
+        f"SELECT o.card_limit, h.active{extra} FROM operators o "  # noqa: S608
         "LEFT JOIN holdings h ON h.operator_id = o.id AND h.id_key = ? WHERE o.id = ?",
-        (id_key, operator_id),
+        (*(param for p in probes for param in p.params), id_key, operator_id),
     )
-    return None if row is None else (int(row[1] or 0), int(row[0]))
+    return None if row is None else (int(row[1] or 0), int(row[0]), list(row[2:]))
 
 
 # One statement claims a slot: it creates the holding at 1 or raises it by one, but only while
@@ -152,12 +159,30 @@ def change_holder(
     new_key: bytes,
     document_type: DocumentType,
     document_masked: str,
+    now: dt.datetime,
 ) -> bool:
-    """Moves an ACTIVE card from ``old_key`` to a new holder; False if it changed meanwhile."""
+    """Moves an ACTIVE card from ``old_key`` to a new holder; False if it changed meanwhile.
+
+    The card counts as activated for its new holder ``now``: the minimum interval between a
+    document's activations counts from it.
+    """
     changed = tx.execute(
-        "UPDATE cards SET id_key = ?, document_type = ?, document_masked = ? "
+        "UPDATE cards SET id_key = ?, document_type = ?, document_masked = ?, activated_at = ? "
         "WHERE id = ? AND id_key = ? AND state = ?",
-        (new_key, document_type.value, document_masked, card_id, old_key, CardState.ACTIVE.value),
+        (
+            new_key, document_type.value, document_masked, tx.timestamp(now), card_id, old_key,
+            CardState.ACTIVE.value,
+        ),
+    )  # fmt: skip
+    return changed == 1
+
+
+def lift_suspension(tx: Tx, card_id: int, suspension: str) -> bool:
+    """Returns a card SUSPENDED for ``suspension`` to ACTIVE; False if it is not suspended so."""
+    changed = tx.execute(
+        "UPDATE cards SET state = ?, suspension = NULL "
+        "WHERE id = ? AND state = ? AND suspension = ?",
+        (CardState.ACTIVE.value, card_id, CardState.SUSPENDED.value, suspension),
     )
     return changed == 1
 

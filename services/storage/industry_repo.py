@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry.subscribers import DocumentType
-from services.domain.cards import CardState, CardType, ServiceStage
+from services.domain.cards import CardState, CardType, ServiceStage, Suspension
 from services.domain.records import EnterpriseRow, ScenarioRow
 from services.storage.rawsql import Tx
 
@@ -238,4 +238,22 @@ def suspend_for_device(tx: Tx, card_id: int, suspension: str) -> bool:
         "UPDATE cards SET state = ?, suspension = ? WHERE id = ? AND state = ?",
         (CardState.SUSPENDED.value, suspension, card_id, CardState.ACTIVE.value),
     )
+    return changed == 1
+
+
+def rebind_device(tx: Tx, card_id: int, imei: str, *, lift: bool) -> bool:
+    """Binds a card to ``imei``: an ACTIVE one, or with ``lift`` one SUSPENDED for
+    DEVICE_MISMATCH, made ACTIVE. False if the card is not in that state any more."""
+    if lift:
+        changed = tx.execute(
+            "UPDATE cards SET bound_imei = ?, state = ?, suspension = NULL "
+            "WHERE id = ? AND state = ? AND suspension = ?",
+            (imei, CardState.ACTIVE.value, card_id, CardState.SUSPENDED.value,
+             Suspension.DEVICE_MISMATCH),
+        )  # fmt: skip
+    else:
+        changed = tx.execute(
+            "UPDATE cards SET bound_imei = ? WHERE id = ? AND state = ?",
+            (imei, card_id, CardState.ACTIVE.value),
+        )
     return changed == 1

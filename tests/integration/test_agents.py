@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 from collections.abc import Callable, Iterator
@@ -326,6 +327,56 @@ def test_min_interval_refuses_a_second_activation_too_soon(start_server: StartSe
     seller.sell(5, "agent-1")  # another document is not held back
     # The interval is per operator: China Unicom may activate the same document.
     Seller(server, CUCC, "186").sell(4, "agent-1")
+
+
+def transfer_refusal(
+    server: GrpcHarness, card: vpb.Card, to: int, request_id: str
+) -> tuple[grpc.StatusCode, str | None, str] | None:
+    """TransferCard's refusal (code, reason, message), or None when the card moved."""
+    request = vpb.TransferCardRequest(
+        request_id=request_id,
+        msisdn=card.msisdn,
+        new_document=cpb.Document(type=cpb.DOCUMENT_TYPE_RESIDENT_ID_CARD, number=resident_id(to)),
+    )
+    try:
+        server.verification(CMCC).TransferCard(request, timeout=10)
+    except grpc.RpcError as refused:
+        err = rich_error(refused)
+        return err.code, err.reason, err.message
+    return None
+
+
+def test_min_interval_holds_for_a_transfers_new_holder(
+    start_server: StartServer, db: Database
+) -> None:
+    server = start_server(min_interval="7d")
+    seller = Seller(server)
+    card = seller.sell(4, "agent-1")
+    seller.sell(5, "agent-1")
+    # Document 5 just had a card activated: receiving one by transfer is refused alike.
+    for _ in range(2):  # the refusal is the request's recorded outcome
+        refusal = transfer_refusal(server, card, 5, "move-1")
+        assert refusal is not None
+        code, reason, message = refusal
+        assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ACTIVATION_INTERVAL")
+        assert resident_id(5) not in message
+    kept = server.verification(CMCC).GetCard(vpb.GetCardRequest(msisdn=card.msisdn)).card
+    assert kept.document_masked.endswith(resident_id(4)[-4:])
+    # A document without a recent card receives a card activated long ago, and the interval
+    # counts from the transfer: the card counts as activated for its new holder then.
+    month_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+
+    def backdate(tx: Tx) -> None:
+        tx.execute(
+            "UPDATE cards SET activated_at = ? WHERE msisdn = ?",
+            (tx.timestamp(month_ago), card.msisdn),
+        )
+
+    db.run_tx(backdate)
+    assert transfer_refusal(server, card, 6, "move-2") is None
+    moved = server.verification(CMCC).GetCard(vpb.GetCardRequest(msisdn=card.msisdn)).card
+    assert moved.activated_at.ToDatetime(dt.UTC) > month_ago + dt.timedelta(days=29)
+    assert seller.refused(6, "agent-1")[1] == "ACTIVATION_INTERVAL"
 
 
 def test_flag_agent_records_signals_from_other_features(

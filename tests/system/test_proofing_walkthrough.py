@@ -27,7 +27,8 @@ def test_readme_attested_activation_flow(served: tuple[Path, str]) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "loaded 1 identity records" in out
-    assert '"state": "CARD_STATE_ACTIVE"' in out
+    # Activated, then re-verified after the unblock.
+    assert out.count('"state": "CARD_STATE_ACTIVE"') == 2, out
     assert "FACE_MATCH_FAILED" in result.stderr and "refused: exit status" in out
     blocked = json.loads(next(line for line in out.splitlines() if '"cards_flagged"' in line))
     assert blocked["cards_flagged"] == 1

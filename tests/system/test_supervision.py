@@ -97,6 +97,28 @@ def test_suspended_operator_cannot_activate_until_lifted(served: GrpcHarness) ->
     assert rich_error(info.value).reason == "NOT_A_LIVE_SUSPENSION"
 
 
+def eligibility(server: GrpcHarness, principal: str, seq: int) -> vpb.CheckEligibilityResponse:
+    return server.verification(principal).CheckEligibility(
+        vpb.CheckEligibilityRequest(
+            document=cpb.Document(type=ID, number=resident_id(seq)),
+            card_type=cpb.CARD_TYPE_PERSONAL,
+        )
+    )
+
+
+def test_a_suspended_operator_is_answered_not_eligible(served: GrpcHarness) -> None:
+    activate(served, "operator-vno1", "1700", 1)
+    answer = record(served, "vno1", spb.ENFORCEMENT_KIND_SUSPEND_ACTIVATION, reason="audit")
+    # The answer an activation would get: not eligible, with the suspension as the reason.
+    suspended = eligibility(served, "operator-vno1", 1)
+    assert (suspended.eligible, suspended.reason) == (False, "OPERATOR_SUSPENDED_BY_REGULATOR")
+    assert (suspended.active_cards, suspended.limit) == (1, 5)
+    assert eligibility(served, "operator-cmcc", 1).eligible  # other operators are unaffected
+    regulator(served).LiftSuspension(spb.LiftSuspensionRequest(action_id=answer.action.action_id))
+    lifted = eligibility(served, "operator-vno1", 1)
+    assert (lifted.eligible, lifted.reason) == (True, "")
+
+
 def test_fines_are_validated_to_the_regulations_range(served: GrpcHarness) -> None:
     for amount in (9_999, 30_001, 0, -5):
         with pytest.raises(grpc.RpcError) as info:

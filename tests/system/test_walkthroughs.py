@@ -48,6 +48,8 @@ def test_readme_industry_flow_works(tmp_path: Path) -> None:
     assert "CARD_TYPE_INDUSTRY" in out and "CARD_STATE_SUSPENDED" in out, out
     assert "\nallowed\n" in out and "refused INDUSTRY_DATA_ONLY" in out, out
     assert "refused DEVICE_MISMATCH" in out and "authorize-service exit status 3" in out, out
+    # Re-bound: the card is ACTIVE on the new device, and data on it is allowed.
+    assert '"imei": "356938035643999"' in out and out.count("\nallowed\n") == 2, out
     assert '"reason":"RESALE_PROHIBITED"' in out and "transfer exit status" in out, out
     assert out.count("110105199003070017") == 0 and "11010519491231002X" not in out, out
     assert "11010519491231002X" not in server.log()

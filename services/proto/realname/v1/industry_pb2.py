@@ -24,45 +24,50 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from services.proto.realname.v1 import common_pb2 as realname_dot_v1_dot_common__pb2
+from services.proto.realname.v1 import verification_pb2 as realname_dot_v1_dot_verification__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1arealname/v1/industry.proto\x12\x0brealname.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18realname/v1/common.proto\"&\n\x08Scenario\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x61pns\x18\x02 \x03(\t\"\x99\x02\n\nEnterprise\x12\x13\n\x0b\x63redit_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12<\n\x19responsible_document_type\x18\x03 \x01(\x0e\x32\x19.realname.v1.DocumentType\x12#\n\x1bresponsible_document_masked\x18\x04 \x01(\t\x12(\n\tscenarios\x18\x05 \x03(\x0b\x32\x15.realname.v1.Scenario\x12\x12\n\ncard_quota\x18\x06 \x01(\x05\x12\x14\n\x0c\x61\x63tive_cards\x18\x07 \x01(\x05\x12\x31\n\rregistered_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaf\x01\n\x19RegisterEnterpriseRequest\x12\x13\n\x0b\x63redit_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x31\n\x12responsible_person\x18\x03 \x01(\x0b\x32\x15.realname.v1.Document\x12(\n\tscenarios\x18\x04 \x03(\x0b\x32\x15.realname.v1.Scenario\x12\x12\n\ncard_quota\x18\x05 \x01(\x05\"I\n\x1aRegisterEnterpriseResponse\x12+\n\nenterprise\x18\x01 \x01(\x0b\x32\x17.realname.v1.Enterprise\"+\n\x14GetEnterpriseRequest\x12\x13\n\x0b\x63redit_code\x18\x01 \x01(\t\"D\n\x15GetEnterpriseResponse\x12+\n\nenterprise\x18\x01 \x01(\x0b\x32\x17.realname.v1.Enterprise\"?\n\x16ListEnterprisesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x17ListEnterprisesResponse\x12,\n\x0b\x65nterprises\x18\x01 \x03(\x0b\x32\x17.realname.v1.Enterprise\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"W\n\x16UpdateScenariosRequest\x12\x13\n\x0b\x63redit_code\x18\x01 \x01(\t\x12(\n\tscenarios\x18\x02 \x03(\x0b\x32\x15.realname.v1.Scenario\"F\n\x17UpdateScenariosResponse\x12+\n\nenterprise\x18\x01 \x01(\x0b\x32\x17.realname.v1.Enterprise\"\xbc\x01\n\x17\x41uthorizeServiceRequest\x12\x10\n\x06msisdn\x18\x01 \x01(\tH\x00\x12\x0f\n\x05iccid\x18\x02 \x01(\tH\x00\x12)\n\x07service\x18\x03 \x01(\x0e\x32\x18.realname.v1.ServiceType\x12\x30\n\tdirection\x18\x04 \x01(\x0e\x32\x1d.realname.v1.SessionDirection\x12\x0c\n\x04imei\x18\x05 \x01(\t\x12\x0b\n\x03\x61pn\x18\x06 \x01(\tB\x06\n\x04\x63\x61rd\"K\n\x18\x41uthorizeServiceResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t*p\n\x0bServiceType\x12\x1c\n\x18SERVICE_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12SERVICE_TYPE_VOICE\x10\x01\x12\x14\n\x10SERVICE_TYPE_SMS\x10\x02\x12\x15\n\x11SERVICE_TYPE_DATA\x10\x03*u\n\x10SessionDirection\x12!\n\x1dSESSION_DIRECTION_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSESSION_DIRECTION_OUTGOING\x10\x01\x12\x1e\n\x1aSESSION_DIRECTION_INCOMING\x10\x02\x32\x8e\x03\n\x11\x45nterpriseService\x12\x65\n\x12RegisterEnterprise\x12&.realname.v1.RegisterEnterpriseRequest\x1a\'.realname.v1.RegisterEnterpriseResponse\x12V\n\rGetEnterprise\x12!.realname.v1.GetEnterpriseRequest\x1a\".realname.v1.GetEnterpriseResponse\x12\\\n\x0fListEnterprises\x12#.realname.v1.ListEnterprisesRequest\x1a$.realname.v1.ListEnterprisesResponse\x12\\\n\x0fUpdateScenarios\x12#.realname.v1.UpdateScenariosRequest\x1a$.realname.v1.UpdateScenariosResponse2q\n\x0eNetworkService\x12_\n\x10\x41uthorizeService\x12$.realname.v1.AuthorizeServiceRequest\x1a%.realname.v1.AuthorizeServiceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1arealname/v1/industry.proto\x12\x0brealname.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18realname/v1/common.proto\x1a\x1erealname/v1/verification.proto\"&\n\x08Scenario\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x61pns\x18\x02 \x03(\t\"\x99\x02\n\nEnterprise\x12\x13\n\x0b\x63redit_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12<\n\x19responsible_document_type\x18\x03 \x01(\x0e\x32\x19.realname.v1.DocumentType\x12#\n\x1bresponsible_document_masked\x18\x04 \x01(\t\x12(\n\tscenarios\x18\x05 \x03(\x0b\x32\x15.realname.v1.Scenario\x12\x12\n\ncard_quota\x18\x06 \x01(\x05\x12\x14\n\x0c\x61\x63tive_cards\x18\x07 \x01(\x05\x12\x31\n\rregistered_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaf\x01\n\x19RegisterEnterpriseRequest\x12\x13\n\x0b\x63redit_code\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x31\n\x12responsible_person\x18\x03 \x01(\x0b\x32\x15.realname.v1.Document\x12(\n\tscenarios\x18\x04 \x03(\x0b\x32\x15.realname.v1.Scenario\x12\x12\n\ncard_quota\x18\x05 \x01(\x05\"I\n\x1aRegisterEnterpriseResponse\x12+\n\nenterprise\x18\x01 \x01(\x0b\x32\x17.realname.v1.Enterprise\"+\n\x14GetEnterpriseRequest\x12\x13\n\x0b\x63redit_code\x18\x01 \x01(\t\"D\n\x15GetEnterpriseResponse\x12+\n\nenterprise\x18\x01 \x01(\x0b\x32\x17.realname.v1.Enterprise\"?\n\x16ListEnterprisesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"`\n\x17ListEnterprisesResponse\x12,\n\x0b\x65nterprises\x18\x01 \x03(\x0b\x32\x17.realname.v1.Enterprise\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"W\n\x16UpdateScenariosRequest\x12\x13\n\x0b\x63redit_code\x18\x01 \x01(\t\x12(\n\tscenarios\x18\x02 \x03(\x0b\x32\x15.realname.v1.Scenario\"F\n\x17UpdateScenariosResponse\x12+\n\nenterprise\x18\x01 \x01(\x0b\x32\x17.realname.v1.Enterprise\"G\n\x13RebindDeviceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06msisdn\x18\x02 \x01(\t\x12\x0c\n\x04imei\x18\x03 \x01(\t\"7\n\x14RebindDeviceResponse\x12\x1f\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x11.realname.v1.Card\"\xbc\x01\n\x17\x41uthorizeServiceRequest\x12\x10\n\x06msisdn\x18\x01 \x01(\tH\x00\x12\x0f\n\x05iccid\x18\x02 \x01(\tH\x00\x12)\n\x07service\x18\x03 \x01(\x0e\x32\x18.realname.v1.ServiceType\x12\x30\n\tdirection\x18\x04 \x01(\x0e\x32\x1d.realname.v1.SessionDirection\x12\x0c\n\x04imei\x18\x05 \x01(\t\x12\x0b\n\x03\x61pn\x18\x06 \x01(\tB\x06\n\x04\x63\x61rd\"K\n\x18\x41uthorizeServiceResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t*p\n\x0bServiceType\x12\x1c\n\x18SERVICE_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12SERVICE_TYPE_VOICE\x10\x01\x12\x14\n\x10SERVICE_TYPE_SMS\x10\x02\x12\x15\n\x11SERVICE_TYPE_DATA\x10\x03*u\n\x10SessionDirection\x12!\n\x1dSESSION_DIRECTION_UNSPECIFIED\x10\x00\x12\x1e\n\x1aSESSION_DIRECTION_OUTGOING\x10\x01\x12\x1e\n\x1aSESSION_DIRECTION_INCOMING\x10\x02\x32\xe3\x03\n\x11\x45nterpriseService\x12\x65\n\x12RegisterEnterprise\x12&.realname.v1.RegisterEnterpriseRequest\x1a\'.realname.v1.RegisterEnterpriseResponse\x12V\n\rGetEnterprise\x12!.realname.v1.GetEnterpriseRequest\x1a\".realname.v1.GetEnterpriseResponse\x12\\\n\x0fListEnterprises\x12#.realname.v1.ListEnterprisesRequest\x1a$.realname.v1.ListEnterprisesResponse\x12\\\n\x0fUpdateScenarios\x12#.realname.v1.UpdateScenariosRequest\x1a$.realname.v1.UpdateScenariosResponse\x12S\n\x0cRebindDevice\x12 .realname.v1.RebindDeviceRequest\x1a!.realname.v1.RebindDeviceResponse2q\n\x0eNetworkService\x12_\n\x10\x41uthorizeService\x12$.realname.v1.AuthorizeServiceRequest\x1a%.realname.v1.AuthorizeServiceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'realname.v1.industry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SERVICETYPE']._serialized_start=1386
-  _globals['_SERVICETYPE']._serialized_end=1498
-  _globals['_SESSIONDIRECTION']._serialized_start=1500
-  _globals['_SESSIONDIRECTION']._serialized_end=1617
-  _globals['_SCENARIO']._serialized_start=102
-  _globals['_SCENARIO']._serialized_end=140
-  _globals['_ENTERPRISE']._serialized_start=143
-  _globals['_ENTERPRISE']._serialized_end=424
-  _globals['_REGISTERENTERPRISEREQUEST']._serialized_start=427
-  _globals['_REGISTERENTERPRISEREQUEST']._serialized_end=602
-  _globals['_REGISTERENTERPRISERESPONSE']._serialized_start=604
-  _globals['_REGISTERENTERPRISERESPONSE']._serialized_end=677
-  _globals['_GETENTERPRISEREQUEST']._serialized_start=679
-  _globals['_GETENTERPRISEREQUEST']._serialized_end=722
-  _globals['_GETENTERPRISERESPONSE']._serialized_start=724
-  _globals['_GETENTERPRISERESPONSE']._serialized_end=792
-  _globals['_LISTENTERPRISESREQUEST']._serialized_start=794
-  _globals['_LISTENTERPRISESREQUEST']._serialized_end=857
-  _globals['_LISTENTERPRISESRESPONSE']._serialized_start=859
-  _globals['_LISTENTERPRISESRESPONSE']._serialized_end=955
-  _globals['_UPDATESCENARIOSREQUEST']._serialized_start=957
-  _globals['_UPDATESCENARIOSREQUEST']._serialized_end=1044
-  _globals['_UPDATESCENARIOSRESPONSE']._serialized_start=1046
-  _globals['_UPDATESCENARIOSRESPONSE']._serialized_end=1116
-  _globals['_AUTHORIZESERVICEREQUEST']._serialized_start=1119
-  _globals['_AUTHORIZESERVICEREQUEST']._serialized_end=1307
-  _globals['_AUTHORIZESERVICERESPONSE']._serialized_start=1309
-  _globals['_AUTHORIZESERVICERESPONSE']._serialized_end=1384
-  _globals['_ENTERPRISESERVICE']._serialized_start=1620
-  _globals['_ENTERPRISESERVICE']._serialized_end=2018
-  _globals['_NETWORKSERVICE']._serialized_start=2020
-  _globals['_NETWORKSERVICE']._serialized_end=2133
+  _globals['_SERVICETYPE']._serialized_start=1548
+  _globals['_SERVICETYPE']._serialized_end=1660
+  _globals['_SESSIONDIRECTION']._serialized_start=1662
+  _globals['_SESSIONDIRECTION']._serialized_end=1779
+  _globals['_SCENARIO']._serialized_start=134
+  _globals['_SCENARIO']._serialized_end=172
+  _globals['_ENTERPRISE']._serialized_start=175
+  _globals['_ENTERPRISE']._serialized_end=456
+  _globals['_REGISTERENTERPRISEREQUEST']._serialized_start=459
+  _globals['_REGISTERENTERPRISEREQUEST']._serialized_end=634
+  _globals['_REGISTERENTERPRISERESPONSE']._serialized_start=636
+  _globals['_REGISTERENTERPRISERESPONSE']._serialized_end=709
+  _globals['_GETENTERPRISEREQUEST']._serialized_start=711
+  _globals['_GETENTERPRISEREQUEST']._serialized_end=754
+  _globals['_GETENTERPRISERESPONSE']._serialized_start=756
+  _globals['_GETENTERPRISERESPONSE']._serialized_end=824
+  _globals['_LISTENTERPRISESREQUEST']._serialized_start=826
+  _globals['_LISTENTERPRISESREQUEST']._serialized_end=889
+  _globals['_LISTENTERPRISESRESPONSE']._serialized_start=891
+  _globals['_LISTENTERPRISESRESPONSE']._serialized_end=987
+  _globals['_UPDATESCENARIOSREQUEST']._serialized_start=989
+  _globals['_UPDATESCENARIOSREQUEST']._serialized_end=1076
+  _globals['_UPDATESCENARIOSRESPONSE']._serialized_start=1078
+  _globals['_UPDATESCENARIOSRESPONSE']._serialized_end=1148
+  _globals['_REBINDDEVICEREQUEST']._serialized_start=1150
+  _globals['_REBINDDEVICEREQUEST']._serialized_end=1221
+  _globals['_REBINDDEVICERESPONSE']._serialized_start=1223
+  _globals['_REBINDDEVICERESPONSE']._serialized_end=1278
+  _globals['_AUTHORIZESERVICEREQUEST']._serialized_start=1281
+  _globals['_AUTHORIZESERVICEREQUEST']._serialized_end=1469
+  _globals['_AUTHORIZESERVICERESPONSE']._serialized_start=1471
+  _globals['_AUTHORIZESERVICERESPONSE']._serialized_end=1546
+  _globals['_ENTERPRISESERVICE']._serialized_start=1782
+  _globals['_ENTERPRISESERVICE']._serialized_end=2265
+  _globals['_NETWORKSERVICE']._serialized_start=2267
+  _globals['_NETWORKSERVICE']._serialized_end=2380
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from services.proto.realname.v1 import common_pb2 as _common_pb2
+from services.proto.realname.v1 import verification_pb2 as _verification_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -321,6 +322,54 @@ class UpdateScenariosResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateScenariosResponse: _TypeAlias = UpdateScenariosResponse  # noqa: Y015
+
+@_typing.final
+class RebindDeviceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MSISDN_FIELD_NUMBER: _builtins.int
+    IMEI_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client-chosen idempotency key (1-64 characters of [A-Za-z0-9._:-])."""
+    msisdn: _builtins.str
+    """The industry card's number."""
+    imei: _builtins.str
+    """The new device's IMEI (14 or 15 digits) or IMEISV (16 digits)."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        msisdn: _builtins.str = ...,
+        imei: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["imei", b"imei", "msisdn", b"msisdn", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebindDeviceRequest: _TypeAlias = RebindDeviceRequest  # noqa: Y015
+
+@_typing.final
+class RebindDeviceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def card(self) -> _verification_pb2.Card: ...
+    def __init__(
+        self,
+        *,
+        card: _verification_pb2.Card | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RebindDeviceResponse: _TypeAlias = RebindDeviceResponse  # noqa: Y015
 
 @_typing.final
 class AuthorizeServiceRequest(_message.Message):

@@ -61,6 +61,11 @@ class EnterpriseServiceStub:
                 request_serializer=realname_dot_v1_dot_industry__pb2.UpdateScenariosRequest.SerializeToString,
                 response_deserializer=realname_dot_v1_dot_industry__pb2.UpdateScenariosResponse.FromString,
                 _registered_method=True)
+        self.RebindDevice = channel.unary_unary(
+                '/realname.v1.EnterpriseService/RebindDevice',
+                request_serializer=realname_dot_v1_dot_industry__pb2.RebindDeviceRequest.SerializeToString,
+                response_deserializer=realname_dot_v1_dot_industry__pb2.RebindDeviceResponse.FromString,
+                _registered_method=True)
 
 
 class EnterpriseServiceServicer:
@@ -102,6 +107,17 @@ class EnterpriseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RebindDevice(self, request, context):
+        """Binds one of the caller's live industry cards to a device (the enterprise replaced it) and
+        lifts a DEVICE_MISMATCH suspension: the card is ACTIVE again, bound to the new IMEI. A card
+        that is not an industry card (NOT_AN_INDUSTRY_CARD), suspended for another reason or not
+        delivered yet (CARD_NOT_REBINDABLE), or whose responsible person's document is blocked
+        (DOCUMENT_BLOCKED) is refused with FAILED_PRECONDITION. Idempotent by request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EnterpriseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -124,6 +140,11 @@ def add_EnterpriseServiceServicer_to_server(servicer, server):
                     servicer.UpdateScenarios,
                     request_deserializer=realname_dot_v1_dot_industry__pb2.UpdateScenariosRequest.FromString,
                     response_serializer=realname_dot_v1_dot_industry__pb2.UpdateScenariosResponse.SerializeToString,
+            ),
+            'RebindDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.RebindDevice,
+                    request_deserializer=realname_dot_v1_dot_industry__pb2.RebindDeviceRequest.FromString,
+                    response_serializer=realname_dot_v1_dot_industry__pb2.RebindDeviceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -241,6 +262,33 @@ class EnterpriseService:
             '/realname.v1.EnterpriseService/UpdateScenarios',
             realname_dot_v1_dot_industry__pb2.UpdateScenariosRequest.SerializeToString,
             realname_dot_v1_dot_industry__pb2.UpdateScenariosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebindDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/realname.v1.EnterpriseService/RebindDevice',
+            realname_dot_v1_dot_industry__pb2.RebindDeviceRequest.SerializeToString,
+            realname_dot_v1_dot_industry__pb2.RebindDeviceResponse.FromString,
             options,
             channel_credentials,
             insecure,

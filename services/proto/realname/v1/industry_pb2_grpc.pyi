@@ -50,6 +50,13 @@ class EnterpriseServiceStub:
     """Replaces an enterprise's declared scenarios; a scenario with live cards cannot be dropped
     (FAILED_PRECONDITION, reason SCENARIO_IN_USE).
     """
+    RebindDevice: _grpc.UnaryUnaryMultiCallable[_industry_pb2.RebindDeviceRequest, _industry_pb2.RebindDeviceResponse]
+    """Binds one of the caller's live industry cards to a device (the enterprise replaced it) and
+    lifts a DEVICE_MISMATCH suspension: the card is ACTIVE again, bound to the new IMEI. A card
+    that is not an industry card (NOT_AN_INDUSTRY_CARD), suspended for another reason or not
+    delivered yet (CARD_NOT_REBINDABLE), or whose responsible person's document is blocked
+    (DOCUMENT_BLOCKED) is refused with FAILED_PRECONDITION. Idempotent by request_id.
+    """
 
 @_typing.type_check_only
 class EnterpriseServiceAsyncStub(EnterpriseServiceStub):
@@ -72,6 +79,13 @@ class EnterpriseServiceAsyncStub(EnterpriseServiceStub):
     UpdateScenarios: _aio.UnaryUnaryMultiCallable[_industry_pb2.UpdateScenariosRequest, _industry_pb2.UpdateScenariosResponse]  # type: ignore[assignment]
     """Replaces an enterprise's declared scenarios; a scenario with live cards cannot be dropped
     (FAILED_PRECONDITION, reason SCENARIO_IN_USE).
+    """
+    RebindDevice: _aio.UnaryUnaryMultiCallable[_industry_pb2.RebindDeviceRequest, _industry_pb2.RebindDeviceResponse]  # type: ignore[assignment]
+    """Binds one of the caller's live industry cards to a device (the enterprise replaced it) and
+    lifts a DEVICE_MISMATCH suspension: the card is ACTIVE again, bound to the new IMEI. A card
+    that is not an industry card (NOT_AN_INDUSTRY_CARD), suspended for another reason or not
+    delivered yet (CARD_NOT_REBINDABLE), or whose responsible person's document is blocked
+    (DOCUMENT_BLOCKED) is refused with FAILED_PRECONDITION. Idempotent by request_id.
     """
 
 class EnterpriseServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -116,6 +130,19 @@ class EnterpriseServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_industry_pb2.UpdateScenariosResponse, _abc.Awaitable[_industry_pb2.UpdateScenariosResponse]]:
         """Replaces an enterprise's declared scenarios; a scenario with live cards cannot be dropped
         (FAILED_PRECONDITION, reason SCENARIO_IN_USE).
+        """
+
+    @_abc_1.abstractmethod
+    def RebindDevice(
+        self,
+        request: _industry_pb2.RebindDeviceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_industry_pb2.RebindDeviceResponse, _abc.Awaitable[_industry_pb2.RebindDeviceResponse]]:
+        """Binds one of the caller's live industry cards to a device (the enterprise replaced it) and
+        lifts a DEVICE_MISMATCH suspension: the card is ACTIVE again, bound to the new IMEI. A card
+        that is not an industry card (NOT_AN_INDUSTRY_CARD), suspended for another reason or not
+        delivered yet (CARD_NOT_REBINDABLE), or whose responsible person's document is blocked
+        (DOCUMENT_BLOCKED) is refused with FAILED_PRECONDITION. Idempotent by request_id.
         """
 
 def add_EnterpriseServiceServicer_to_server(servicer: EnterpriseServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -326,7 +326,10 @@ class CheckEligibilityResponse(_message.Message):
     limit: _builtins.int
     """The calling operator's cap per document."""
     reason: _builtins.str
-    """Machine-readable reason when not eligible (e.g. CARD_LIMIT_REACHED); empty when eligible."""
+    """Machine-readable reason when not eligible (e.g. CARD_LIMIT_REACHED, or
+    OPERATOR_SUSPENDED_BY_REGULATOR while the regulator suspends the operator's activations);
+    empty when eligible.
+    """
     def __init__(
         self,
         *,
@@ -595,3 +598,60 @@ class TransferCardResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TransferCardResponse: _TypeAlias = TransferCardResponse  # noqa: Y015
+
+@_typing.final
+class ReverifyHolderRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MSISDN_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    HOLDER_NAME_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Client-chosen idempotency key (1-64 characters of [A-Za-z0-9._:-])."""
+    msisdn: _builtins.str
+    holder_name: _builtins.str
+    """The holder's name, as on the document: required when the operator's proofing policy checks
+    identities. Never stored or returned.
+    """
+    @_builtins.property
+    def document(self) -> _common_pb2.Document:
+        """The holder's identity document: the one the card is registered under (else
+        FAILED_PRECONDITION, NOT_THE_HOLDER).
+        """
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        msisdn: _builtins.str = ...,
+        document: _common_pb2.Document | None = ...,
+        holder_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "holder_name", b"holder_name", "msisdn", b"msisdn", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReverifyHolderRequest: _TypeAlias = ReverifyHolderRequest  # noqa: Y015
+
+@_typing.final
+class ReverifyHolderResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def card(self) -> Global___Card: ...
+    def __init__(
+        self,
+        *,
+        card: Global___Card | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReverifyHolderResponse: _TypeAlias = ReverifyHolderResponse  # noqa: Y015

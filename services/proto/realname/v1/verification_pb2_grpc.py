@@ -68,6 +68,11 @@ class VerificationServiceStub:
                 request_serializer=realname_dot_v1_dot_verification__pb2.TransferCardRequest.SerializeToString,
                 response_deserializer=realname_dot_v1_dot_verification__pb2.TransferCardResponse.FromString,
                 _registered_method=True)
+        self.ReverifyHolder = channel.unary_unary(
+                '/realname.v1.VerificationService/ReverifyHolder',
+                request_serializer=realname_dot_v1_dot_verification__pb2.ReverifyHolderRequest.SerializeToString,
+                response_deserializer=realname_dot_v1_dot_verification__pb2.ReverifyHolderResponse.FromString,
+                _registered_method=True)
 
 
 class VerificationServiceServicer:
@@ -121,6 +126,18 @@ class VerificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReverifyHolder(self, request, context):
+        """Returns a card SUSPENDED for REVERIFICATION (its document was blocked) to ACTIVE once its
+        holder is verified again: the document presented is the card's, it is no longer blocked
+        (DOCUMENT_BLOCKED) and, when the operator's proofing policy checks identities, the identity
+        authority matches the name (HOLDER_NAME_REQUIRED, IDENTITY_MISMATCH). Any other card is
+        refused with FAILED_PRECONDITION, reason NOT_SUSPENDED_FOR_REVERIFICATION (metadata: state,
+        suspension). Idempotent by request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VerificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +170,11 @@ def add_VerificationServiceServicer_to_server(servicer, server):
                     servicer.TransferCard,
                     request_deserializer=realname_dot_v1_dot_verification__pb2.TransferCardRequest.FromString,
                     response_serializer=realname_dot_v1_dot_verification__pb2.TransferCardResponse.SerializeToString,
+            ),
+            'ReverifyHolder': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReverifyHolder,
+                    request_deserializer=realname_dot_v1_dot_verification__pb2.ReverifyHolderRequest.FromString,
+                    response_serializer=realname_dot_v1_dot_verification__pb2.ReverifyHolderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -321,6 +343,33 @@ class VerificationService:
             '/realname.v1.VerificationService/TransferCard',
             realname_dot_v1_dot_verification__pb2.TransferCardRequest.SerializeToString,
             realname_dot_v1_dot_verification__pb2.TransferCardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReverifyHolder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/realname.v1.VerificationService/ReverifyHolder',
+            realname_dot_v1_dot_verification__pb2.ReverifyHolderRequest.SerializeToString,
+            realname_dot_v1_dot_verification__pb2.ReverifyHolderResponse.FromString,
             options,
             channel_credentials,
             insecure,

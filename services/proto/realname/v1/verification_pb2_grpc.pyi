@@ -52,6 +52,14 @@ class VerificationServiceStub:
     holder's slot is freed). Industry cards may not be resold (RESALE_PROHIBITED). Idempotent
     by request_id.
     """
+    ReverifyHolder: _grpc.UnaryUnaryMultiCallable[_verification_pb2.ReverifyHolderRequest, _verification_pb2.ReverifyHolderResponse]
+    """Returns a card SUSPENDED for REVERIFICATION (its document was blocked) to ACTIVE once its
+    holder is verified again: the document presented is the card's, it is no longer blocked
+    (DOCUMENT_BLOCKED) and, when the operator's proofing policy checks identities, the identity
+    authority matches the name (HOLDER_NAME_REQUIRED, IDENTITY_MISMATCH). Any other card is
+    refused with FAILED_PRECONDITION, reason NOT_SUSPENDED_FOR_REVERIFICATION (metadata: state,
+    suspension). Idempotent by request_id.
+    """
 
 @_typing.type_check_only
 class VerificationServiceAsyncStub(VerificationServiceStub):
@@ -76,6 +84,14 @@ class VerificationServiceAsyncStub(VerificationServiceStub):
     """Moves a live, verified personal card to a new holder, within the new holder's cap (the old
     holder's slot is freed). Industry cards may not be resold (RESALE_PROHIBITED). Idempotent
     by request_id.
+    """
+    ReverifyHolder: _aio.UnaryUnaryMultiCallable[_verification_pb2.ReverifyHolderRequest, _verification_pb2.ReverifyHolderResponse]  # type: ignore[assignment]
+    """Returns a card SUSPENDED for REVERIFICATION (its document was blocked) to ACTIVE once its
+    holder is verified again: the document presented is the card's, it is no longer blocked
+    (DOCUMENT_BLOCKED) and, when the operator's proofing policy checks identities, the identity
+    authority matches the name (HOLDER_NAME_REQUIRED, IDENTITY_MISMATCH). Any other card is
+    refused with FAILED_PRECONDITION, reason NOT_SUSPENDED_FOR_REVERIFICATION (metadata: state,
+    suspension). Idempotent by request_id.
     """
 
 class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -134,6 +150,20 @@ class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
         """Moves a live, verified personal card to a new holder, within the new holder's cap (the old
         holder's slot is freed). Industry cards may not be resold (RESALE_PROHIBITED). Idempotent
         by request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def ReverifyHolder(
+        self,
+        request: _verification_pb2.ReverifyHolderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_verification_pb2.ReverifyHolderResponse, _abc.Awaitable[_verification_pb2.ReverifyHolderResponse]]:
+        """Returns a card SUSPENDED for REVERIFICATION (its document was blocked) to ACTIVE once its
+        holder is verified again: the document presented is the card's, it is no longer blocked
+        (DOCUMENT_BLOCKED) and, when the operator's proofing policy checks identities, the identity
+        authority matches the name (HOLDER_NAME_REQUIRED, IDENTITY_MISMATCH). Any other card is
+        refused with FAILED_PRECONDITION, reason NOT_SUSPENDED_FOR_REVERIFICATION (metadata: state,
+        suspension). Idempotent by request_id.
         """
 
 def add_VerificationServiceServicer_to_server(servicer: VerificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
