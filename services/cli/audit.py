@@ -21,9 +21,14 @@ from services.cli.common import (
 from services.domain.errors import RealnameError, Violations
 from services.domain.pseudonym import PepperError
 from services.domain.validation import check_document
-from services.features.audit_trail import AuditTrail
+from services.features.audit_trail import AuditTrail, VerifyReport
 from services.features.transparency import TransparencyLog
-from services.runtime.config import add_data_dir_argument, env_default
+from services.runtime.config import (
+    ConfigError,
+    add_data_dir_argument,
+    audit_anchor_seconds,
+    env_default,
+)
 from services.runtime.key_files import load_pepper
 from services.storage.database import Database
 
@@ -53,32 +58,64 @@ def _sequence(args: argparse.Namespace, db: Database) -> str:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Recompute the chain; exit 1 and list the problems when anything was tampered with."""
+    try:
+        window = dt.timedelta(seconds=audit_anchor_seconds())
+    except ConfigError as exc:
+        print(f"realname audit verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     db, trail = _trail(args)
     try:
-        report = trail.verify(_retention(args))
+        report = trail.verify(_retention(args), window)
     finally:
         db.dispose()
     summary = (
         f"{report.checked} records from {report.base_id + 1} to {report.head_id}, "
         f"{report.anchors_checked} log anchors, {report.prunes_checked} logged prunes"
     )
-    if report.ok:
-        print(f"audit trail intact: {summary}")
-        return EXIT_OK
-    print(f"audit trail TAMPERED: {summary}", file=sys.stderr)
+    out = sys.stdout if report.ok else sys.stderr
+    print(f"audit trail {'intact' if report.ok else 'TAMPERED'}: {summary}", file=out)
     for problem in report.problems:
-        print(f"  {problem}", file=sys.stderr)
-    return EXIT_INCONSISTENT
+        print(f"  {problem}", file=out)
+    print(_tail_line(report, window), file=out)
+    if report.unsequenced:
+        print(f"  {report.unsequenced} audit log entries wait for the sequencer", file=out)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_INCONSISTENT
+
+
+def _tail_line(report: VerifyReport, window: dt.timedelta) -> str:
+    """The unanchored tail and the window: what verify cannot vouch for."""
+    seconds = f"{window.total_seconds():g} s"
+    anchor = (
+        "no anchor yet"
+        if report.anchored_at is None
+        else f"the last anchor is of head {report.anchored_id} at {_when(report.anchored_at)}"
+    )
+    tail = report.tail
+    if tail is None:
+        return f"unanchored tail: none ({anchor}); anchor window {seconds}"
+    return (
+        f"unanchored tail: records {tail.first_id}..{tail.last_id} ({tail.records} records, "
+        f"{_when(tail.first_at)} to {_when(tail.last_at)}; {anchor}); anchor window {seconds}: "
+        "until the next anchor these can be removed without verify noticing "
+        "(`realname audit anchor` anchors now)"
+    )
+
+
+def _when(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def cmd_anchor(args: argparse.Namespace) -> int:
-    """Anchor the current head into the transparency log now."""
+    """Anchor the current head into the transparency log now, and sequence the log."""
     db, trail = _trail(args)
     try:
         head = trail.anchor()
+        where = "" if head is None else f"; {_sequence(args, db)}"
     finally:
         db.dispose()
-    print("nothing new to anchor" if head is None else f"anchored head {head}")
+    print("nothing new to anchor" if head is None else f"anchored head {head}{where}")
     return EXIT_OK
 
 

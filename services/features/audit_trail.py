@@ -30,6 +30,21 @@ ANCHOR_LABEL_PREFIX = "realname-audit:"
 _QUEUE_SLACK = dt.timedelta(minutes=10)
 
 
+@dataclass(frozen=True)
+class UnanchoredTail:
+    """Records after the last anchored head: removing them leaves nothing for verify to see."""
+
+    first_id: int
+    last_id: int
+    first_at: dt.datetime
+    last_at: dt.datetime
+
+    @property
+    def records(self) -> int:
+        """How many records the tail holds."""
+        return self.last_id - self.first_id + 1
+
+
 @dataclass
 class VerifyReport:
     """What ``verify`` checked and every problem it found."""
@@ -40,7 +55,11 @@ class VerifyReport:
     base_id: int = 0
     prunes_checked: int = 0
     unsequenced: int = 0
+    anchored_id: int = 0
+    anchored_at: dt.datetime | None = None
+    tail: UnanchoredTail | None = None
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -227,12 +246,19 @@ class AuditTrail:
 
         return self._db.run_tx(work)
 
-    def verify(self, retention: dt.timedelta | None = None) -> VerifyReport:
+    def verify(
+        self,
+        retention: dt.timedelta | None = None,
+        anchor_window: dt.timedelta | None = None,
+    ) -> VerifyReport:
         """Recomputes the chain from its base and checks it against the head and the log.
 
         Only entries the log has sequenced count (a pending one is not public yet). The base
         must be the one the last logged prune recorded, and no logged prune may have deleted
         records younger than its retention, or than ``retention`` (the policy) when given.
+        The records after the last anchor are reported as the unanchored tail (nothing can
+        show they were truncated); with ``anchor_window``, a tail older than the window is
+        warned about: anchoring has stopped and the tail keeps growing.
         """
         report = VerifyReport()
 
@@ -275,6 +301,9 @@ class AuditTrail:
                         f"record {anchored_id} differs from the head anchored in the log"
                     )
             _check_prunes(report, head, logged, retention)
+            _find_tail(tx, report, head, logged)
+            if anchor_window is not None:
+                _warn_stale_tail(report, self._clock(), anchor_window)
 
         self._db.run_tx(work, readonly=True)
         return report
@@ -353,6 +382,31 @@ def _logged_audit_entries(tx: Tx) -> _LoggedAudit:
             found.anchors.append((head_id, entry.digest, entry.time))
     found.prunes.sort(key=lambda item: item[0].through_id)
     return found
+
+
+def _find_tail(tx: Tx, report: VerifyReport, head: repo.ChainState, logged: _LoggedAudit) -> None:
+    """Notes the last anchor within the trail and the records after it."""
+    for anchored_id, _, anchored_at in logged.anchors:
+        if report.anchored_id < anchored_id <= head.head_id:
+            report.anchored_id, report.anchored_at = anchored_id, anchored_at
+    after = max(report.anchored_id, head.base_id)
+    if head.head_id <= after:
+        return
+    first = repo.records_after(tx, after, 1)
+    last = repo.records_after(tx, head.head_id - 1, 1)
+    if first and last:  # else the chain is broken and verify has said so
+        report.tail = UnanchoredTail(first[0][0].id, last[0][0].id, first[0][0].at, last[0][0].at)
+
+
+def _warn_stale_tail(report: VerifyReport, now: dt.datetime, window: dt.timedelta) -> None:
+    """Warns when the tail is older than the window: anchoring stopped, so the tail grows."""
+    tail = report.tail
+    if tail is not None and now - tail.first_at > window + _QUEUE_SLACK:
+        report.warnings.append(
+            f"records since {tail.first_at.isoformat(timespec='seconds')} are unanchored, "
+            f"longer than the anchor window of {window.total_seconds():g} s: "
+            "is `realname serve` anchoring?"
+        )
 
 
 def _check_prunes(

@@ -191,6 +191,40 @@ def test_only_sequenced_log_entries_count(
 RETENTION = dt.timedelta(days=1095)
 
 
+def test_verify_reports_the_unanchored_tail_and_a_stale_one(
+    logged: GrpcHarness, db: Database, transparency: TransparencyLog
+) -> None:
+    """What comes after the last anchor is named (ids, times), since its removal leaves no trace."""
+    run_traffic(logged)
+    trail = trail_of(logged)
+    anchored = trail.anchor()
+    assert anchored is not None
+    transparency.sequencer.integrate_now()
+    assert trail.verify().tail is None  # the anchor covers every record
+    before = dt.datetime.now(dt.UTC)
+    for _ in range(3):
+        logged.verification().GetCard(vpb.GetCardRequest(msisdn=msisdn("139", 10)))
+    trail.flush()
+    report = trail.verify(anchor_window=dt.timedelta(seconds=60))
+    assert report.ok and report.anchored_id == anchored and not report.warnings
+    assert report.tail is not None
+    assert (report.tail.first_id, report.tail.records) == (anchored + 1, 3)
+    assert before - dt.timedelta(seconds=1) <= report.tail.first_at <= report.tail.last_at
+    # An hour later with no new anchor the tail is older than the window: anchoring stopped.
+    later = AuditTrail(db, lambda: dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    stale = later.verify(anchor_window=dt.timedelta(seconds=60))
+    assert stale.ok and any("longer than the anchor window of 60 s" in w for w in stale.warnings)
+    # The limit the window names: removing the tail leaves a trail that verifies.
+    tamper(
+        db,
+        f"DELETE FROM audit_records WHERE id > {anchored}",
+        f"UPDATE audit_state SET head_id = {anchored}, head_chain = "
+        f"(SELECT chain FROM audit_records WHERE id = {anchored})",
+    )
+    truncated = trail.verify()
+    assert truncated.ok and truncated.tail is None
+
+
 def back_date(db: Database, through: int) -> None:
     """Makes records 1..through older than the retention (a fresh trail has no old records)."""
     long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=4000)
@@ -342,6 +376,20 @@ def test_audit_cli_prune_is_logged_and_a_fake_one_is_not(
     ok = realname("audit", "verify")
     assert ok.returncode == 0, ok.stderr
     assert "1 logged prunes" in ok.stdout
+    assert "unanchored tail: records 3.." in ok.stdout and "no anchor yet" in ok.stdout
+    anchored = realname("audit", "anchor")
+    assert "; logged (tree size" in anchored.stdout, anchored.stdout  # sequenced: it counts now
+    head = anchored.stdout.split()[2].rstrip(";")
+    env["REALNAME_AUDIT_ANCHOR_SECONDS"] = "5"
+    covered = realname("audit", "verify")
+    assert covered.returncode == 0, covered.stderr
+    assert f"unanchored tail: none (the last anchor is of head {head} at " in covered.stdout
+    assert "anchor window 5 s" in covered.stdout
+    env["REALNAME_AUDIT_ANCHOR_SECONDS"] = "0"
+    refused = realname("audit", "verify")
+    assert refused.returncode == 2
+    assert "REALNAME_AUDIT_ANCHOR_SECONDS must be a number of seconds from 1" in refused.stderr
+    del env["REALNAME_AUDIT_ANCHOR_SECONDS"]
     tamper(
         db,
         "UPDATE audit_state SET base_id=4, base_chain=(SELECT chain FROM audit_records WHERE id=4)",
