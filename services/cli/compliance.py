@@ -30,11 +30,13 @@ def report_rows(report: Report) -> list[dict[str, Any]]:
             "kind": f.kind,
             "live_cards": f.live_cards,
             "verified_cards": f.verified_cards,
-            "real_name_rate": round(f.real_name_rate, 4),
+            # None (JSON null, "no data" in the table) when the operator has no live cards.
+            "real_name_rate": None if f.real_name_rate is None else round(f.real_name_rate, 4),
         }
         for target in report.targets:
+            met = f.meets(target)
             row[f"target_{target.rate:.0%}_by_{target.due}"] = (
-                "met" if f.shortfall(target) == 0 else f"short {f.shortfall(target)}"
+                "no data" if met is None else "met" if met else f"short {f.shortfall(target)}"
             )
         for held, count in enumerate(f.documents_by_cards, start=1):
             row[f"documents_{held if held <= 5 else '6+'}_cards"] = count
@@ -83,11 +85,15 @@ def cmd_report_compliance(args: argparse.Namespace) -> int:
         columns = ["operator", "kind", "live_cards", "verified_cards", "real_name_rate"]
         columns += [c for c in (rows[0] if rows else {}) if c.startswith("target_")]
         columns += ["disputes_opened", "agents_flagged", "stores_authorized"]
-        widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+        widths = {c: max(len(c), *(len(_shown(r[c])) for r in rows)) for c in columns}
         print("  ".join(c.ljust(widths[c]) for c in columns))
         for r in rows:
-            print("  ".join(str(r[c]).ljust(widths[c]) for c in columns))
+            print("  ".join(_shown(r[c]).ljust(widths[c]) for c in columns))
     return EXIT_OK
+
+
+def _shown(value: object) -> str:
+    return "no data" if value is None else str(value)
 
 
 def register(subparsers: SubParsers) -> None:

@@ -54,6 +54,7 @@ from services.runtime.config import (
     ConfigError,
     Settings,
     add_data_dir_argument,
+    audit_anchor_seconds,
     env_default,
     rate_limit_argument,
     validate,
@@ -147,6 +148,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         validate(settings)
         delivery_config()  # refuses bad REALNAME_DELIVERY_* before anything starts
         agent_policy()  # refuses bad REALNAME_AGENT_* likewise
+        audit_anchor_seconds()  # and a bad REALNAME_AUDIT_ANCHOR_SECONDS
         pseudonymizer = load_pepper(settings.pepper_path)
     except (ConfigError, PepperError) as exc:
         print(f"realname serve: {exc}", file=sys.stderr)
@@ -212,9 +214,7 @@ def _serve_process(
     delivery_expirer.start()
     assert app.audit is not None
     app.audit.start()
-    audit_anchorer = app.audit_anchorer(
-        float(env_default("REALNAME_AUDIT_ANCHOR_SECONDS", "60") or "60")
-    )
+    audit_anchorer = app.audit_anchorer(audit_anchor_seconds())
     audit_anchorer.start()
     compliance_snapshots = app.compliance_snapshotter()
     compliance_snapshots.start()

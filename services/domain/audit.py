@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import hashlib
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -55,6 +56,49 @@ class AuditRecord:
 def chain_next(previous: bytes, record: AuditRecord) -> bytes:
     """The chain value after ``record``, given the value before it."""
     return hashlib.sha256(_DOMAIN + previous + record.encode()).digest()
+
+
+PRUNE_LABEL_PREFIX = "realname-audit-prune:"
+"""Labels of the log entries that record a prune (the entry's digest is the new base's chain)."""
+
+_PRUNE_LABEL = re.compile(r"(\d+)-(\d+):keep=(\d+)s:newest=(\d+)ms")
+
+
+@dataclass(frozen=True)
+class PruneEvent:
+    """A prune as the transparency log records it: the range deleted, the new base, the policy.
+
+    ``newest_at`` is the time of the last deleted record and ``retention`` the period the prune
+    kept, so anyone reading the log can check that nothing younger than the retention went.
+    """
+
+    first_id: int
+    through_id: int
+    base_chain: bytes
+    retention: dt.timedelta
+    newest_at: dt.datetime
+
+    def label(self) -> str:
+        """The log entry's label: the range, the retention and the newest deleted record."""
+        ms = int(self.newest_at.timestamp() * 1000)
+        keep = int(self.retention.total_seconds())
+        return f"{PRUNE_LABEL_PREFIX}{self.first_id}-{self.through_id}:keep={keep}s:newest={ms}ms"
+
+    @classmethod
+    def parse(cls, label: str, digest: bytes) -> PruneEvent | None:
+        """The prune a log entry's label and digest record; None for any other label."""
+        if not label.startswith(PRUNE_LABEL_PREFIX):
+            return None
+        found = _PRUNE_LABEL.fullmatch(label[len(PRUNE_LABEL_PREFIX) :])
+        if found is None:
+            return None
+        first, through, keep, ms = (int(g) for g in found.groups())
+        newest = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+        return cls(first, through, digest, dt.timedelta(seconds=keep), newest)
+
+    def younger_than_retention(self, pruned_at: dt.datetime) -> bool:
+        """Whether the newest record this prune says it deleted was within its own retention."""
+        return self.newest_at > pruned_at - self.retention
 
 
 @dataclass

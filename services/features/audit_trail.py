@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from registry.clock import Clock, utc_now
 from registry.log.entries import AuditDigest, decode_entry
 from registry.log.storage import PENDING_INSERT_SQL, pending_row
-from services.domain.audit import AuditContext, AuditRecord, chain_next
+from services.domain.audit import GENESIS, AuditContext, AuditRecord, PruneEvent, chain_next
 from services.domain.errors import Unavailable
 from services.storage import audit_repo as repo
 from services.storage.database import Database
@@ -25,6 +25,25 @@ log = logging.getLogger(__name__)
 ANCHOR_LABEL_PREFIX = "realname-audit:"
 """Labels of the audit-digest log entries: the prefix, then the anchored head id."""
 
+# How long a record can wait in the writer's queue before its append commits: a record chained
+# after an anchored head is taken to be at most this much older than the anchor.
+_QUEUE_SLACK = dt.timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class UnanchoredTail:
+    """Records after the last anchored head: removing them leaves nothing for verify to see."""
+
+    first_id: int
+    last_id: int
+    first_at: dt.datetime
+    last_at: dt.datetime
+
+    @property
+    def records(self) -> int:
+        """How many records the tail holds."""
+        return self.last_id - self.first_id + 1
+
 
 @dataclass
 class VerifyReport:
@@ -34,7 +53,13 @@ class VerifyReport:
     anchors_checked: int = 0
     head_id: int = 0
     base_id: int = 0
+    prunes_checked: int = 0
+    unsequenced: int = 0
+    anchored_id: int = 0
+    anchored_at: dt.datetime | None = None
+    tail: UnanchoredTail | None = None
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -221,8 +246,20 @@ class AuditTrail:
 
         return self._db.run_tx(work)
 
-    def verify(self) -> VerifyReport:
-        """Recomputes the chain from its base and checks it against the head and the log."""
+    def verify(
+        self,
+        retention: dt.timedelta | None = None,
+        anchor_window: dt.timedelta | None = None,
+    ) -> VerifyReport:
+        """Recomputes the chain from its base and checks it against the head and the log.
+
+        Only entries the log has sequenced count (a pending one is not public yet). The base
+        must be the one the last logged prune recorded, and no logged prune may have deleted
+        records younger than its retention, or than ``retention`` (the policy) when given.
+        The records after the last anchor are reported as the unanchored tail (nothing can
+        show they were truncated); with ``anchor_window``, a tail older than the window is
+        warned about: anchoring has stopped and the tail keeps growing.
+        """
         report = VerifyReport()
 
         def work(tx: Tx) -> None:
@@ -249,7 +286,9 @@ class AuditTrail:
                 )
             elif chain != head.head_chain:
                 report.problems.append("the last record does not match the recorded head")
-            for anchored_id, digest in _anchored_heads(tx):
+            logged = _logged_audit_entries(tx)
+            report.unsequenced = logged.unsequenced
+            for anchored_id, digest, _ in logged.anchors:
                 if anchored_id <= head.base_id:
                     continue  # pruned by retention
                 report.anchors_checked += 1
@@ -261,20 +300,33 @@ class AuditTrail:
                     report.problems.append(
                         f"record {anchored_id} differs from the head anchored in the log"
                     )
+            _check_prunes(report, head, logged, retention)
+            _find_tail(tx, report, head, logged)
+            if anchor_window is not None:
+                _warn_stale_tail(report, self._clock(), anchor_window)
 
         self._db.run_tx(work, readonly=True)
         return report
 
-    def prune(self, before: dt.datetime) -> int:
-        """Deletes records older than ``before``; what remains still verifies from the new base."""
+    def prune(self, retention: dt.timedelta) -> int:
+        """Deletes records older than ``retention`` and logs the prune; the rest still verifies.
+
+        The prune's log entry (range, new base, retention) is appended in the same transaction
+        as the delete, so a base no logged prune explains is a deletion ``verify`` reports.
+        """
+        now = self._clock()
 
         def work(tx: Tx) -> int:
             head = repo.state(tx, lock=True)
-            through = repo.last_id_before(tx, before)
+            through = repo.last_id_before(tx, now - retention)
             if through is None or through <= head.base_id:
                 return 0
-            chain = repo.chain_at(tx, through)
-            assert chain is not None, "a record below the first kept one exists"
+            found = repo.records_after(tx, through - 1, 1)
+            assert found and found[0][0].id == through, "a record below the first kept one exists"
+            ((newest, chain),) = found
+            event = PruneEvent(head.base_id + 1, through, chain, retention, newest.at)
+            params, _ = pending_row(AuditDigest(time=now, label=event.label(), digest=chain))
+            tx.execute(PENDING_INSERT_SQL, params)
             return repo.prune_through(tx, through, chain)
 
         return self._db.run_tx(work)
@@ -296,15 +348,119 @@ class AuditTrail:
         )
 
 
-def _anchored_heads(tx: Tx) -> list[tuple[int, bytes]]:
-    """The (head id, chain) pairs anchored in the log: sequenced and pending entries."""
+@dataclass
+class _LoggedAudit:
+    """The audit trail's entries in the log: anchors and prunes, each with its entry time."""
+
+    anchors: list[tuple[int, bytes, dt.datetime]] = field(default_factory=list)
+    prunes: list[tuple[PruneEvent, dt.datetime]] = field(default_factory=list)
+    pending_prunes: list[PruneEvent] = field(default_factory=list)
+    unsequenced: int = 0
+
+
+def _logged_audit_entries(tx: Tx) -> _LoggedAudit:
+    """Reads the audit entries of the log: sequenced ones count, pending ones are only noted."""
+    found = _LoggedAudit()
     rows = tx.all(
-        "SELECT entry FROM log_entries WHERE certificate_sha256 IS NULL "
-        "UNION ALL SELECT entry FROM log_pending WHERE certificate_sha256 IS NULL"
+        "SELECT entry, 1 FROM log_entries WHERE certificate_sha256 IS NULL "
+        "UNION ALL SELECT entry, 0 FROM log_pending WHERE certificate_sha256 IS NULL"
     )
-    heads = []
-    for (data,) in rows:
+    for data, sequenced in rows:
         entry = decode_entry(bytes(data))
-        if isinstance(entry, AuditDigest) and entry.label.startswith(ANCHOR_LABEL_PREFIX):
-            heads.append((int(entry.label[len(ANCHOR_LABEL_PREFIX) :]), entry.digest))
-    return heads
+        if not isinstance(entry, AuditDigest):
+            continue
+        prune = PruneEvent.parse(entry.label, entry.digest)
+        anchor = entry.label.startswith(ANCHOR_LABEL_PREFIX)
+        if not sequenced:
+            found.unsequenced += int(anchor or prune is not None)
+            if prune is not None:
+                found.pending_prunes.append(prune)
+        elif prune is not None:
+            found.prunes.append((prune, entry.time))
+        elif anchor:
+            head_id = int(entry.label[len(ANCHOR_LABEL_PREFIX) :])
+            found.anchors.append((head_id, entry.digest, entry.time))
+    found.prunes.sort(key=lambda item: item[0].through_id)
+    return found
+
+
+def _find_tail(tx: Tx, report: VerifyReport, head: repo.ChainState, logged: _LoggedAudit) -> None:
+    """Notes the last anchor within the trail and the records after it."""
+    for anchored_id, _, anchored_at in logged.anchors:
+        if report.anchored_id < anchored_id <= head.head_id:
+            report.anchored_id, report.anchored_at = anchored_id, anchored_at
+    after = max(report.anchored_id, head.base_id)
+    if head.head_id <= after:
+        return
+    first = repo.records_after(tx, after, 1)
+    last = repo.records_after(tx, head.head_id - 1, 1)
+    if first and last:  # else the chain is broken and verify has said so
+        report.tail = UnanchoredTail(first[0][0].id, last[0][0].id, first[0][0].at, last[0][0].at)
+
+
+def _warn_stale_tail(report: VerifyReport, now: dt.datetime, window: dt.timedelta) -> None:
+    """Warns when the tail is older than the window: anchoring stopped, so the tail grows."""
+    tail = report.tail
+    if tail is not None and now - tail.first_at > window + _QUEUE_SLACK:
+        report.warnings.append(
+            f"records since {tail.first_at.isoformat(timespec='seconds')} are unanchored, "
+            f"longer than the anchor window of {window.total_seconds():g} s: "
+            "is `realname serve` anchoring?"
+        )
+
+
+def _check_prunes(
+    report: VerifyReport,
+    head: repo.ChainState,
+    logged: _LoggedAudit,
+    retention: dt.timedelta | None,
+) -> None:
+    """Checks the trail's base against the logged prunes, and each prune against its policy."""
+    last = logged.prunes[-1][0] if logged.prunes else None
+    if head.base_id == 0 and head.base_chain != GENESIS:
+        report.problems.append("the chain's base was changed though nothing was pruned")
+    elif head.base_id > 0 and (last is None or last.through_id != head.base_id):
+        pending = any(p.through_id == head.base_id for p in logged.pending_prunes)
+        report.problems.append(
+            f"records 1..{head.base_id} are gone and no logged prune explains base "
+            f"{head.base_id}"
+            + (" (its prune entry is not sequenced yet: run `realname log integrate`)"
+               if pending else "")
+        )  # fmt: skip
+    elif last is not None and last.base_chain != head.base_chain:
+        report.problems.append(f"base {head.base_id} differs from the chain its prune logged")
+    if last is not None and last.through_id > head.base_id:
+        report.problems.append(
+            f"the log records a prune through {last.through_id}, past the base {head.base_id}"
+        )
+    next_first = 1
+    for event, at in logged.prunes:
+        report.prunes_checked += 1
+        if event.first_id != next_first:
+            report.problems.append(
+                f"records {next_first}..{event.first_id - 1} left the trail with no logged prune"
+            )
+        next_first = event.through_id + 1
+        if event.younger_than_retention(at):
+            report.problems.append(
+                f"the prune through {event.through_id} deleted records younger than its retention"
+            )
+        if retention is not None and event.retention < retention:
+            report.problems.append(
+                f"the prune through {event.through_id} kept {_days(event.retention)}, less "
+                f"than the retention of {_days(retention)}"
+            )
+        # A record chained after an anchored head was appended after that anchor: if the
+        # anchor is younger than the retention, so is every record the prune deleted past it.
+        for anchored_id, _, anchored_at in logged.anchors:
+            if anchored_id < event.through_id and anchored_at - _QUEUE_SLACK > at - event.retention:
+                report.problems.append(
+                    f"the prune through {event.through_id} deleted record {anchored_id + 1}, "
+                    f"appended after the anchor of {anchored_at.isoformat(timespec='seconds')}, "
+                    "younger than the retention"
+                )
+                break
+
+
+def _days(period: dt.timedelta) -> str:
+    return f"{period.total_seconds() / 86400:g} days"

@@ -59,14 +59,23 @@ class OperatorFigures:
     enforcement_actions: int = 0
 
     @property
-    def real_name_rate(self) -> float:
-        """Verified live cards over live cards (1 with no cards: nothing is unverified)."""
-        return 1.0 if self.live_cards == 0 else self.verified_cards / self.live_cards
+    def real_name_rate(self) -> float | None:
+        """Verified live cards over live cards; None with no cards (no data, not 100 %)."""
+        return rate_of(self.live_cards, self.verified_cards)
+
+    def meets(self, target: Target) -> bool | None:
+        """Whether the rate meets ``target`` now; None with no cards (nothing to judge)."""
+        return None if self.live_cards == 0 else self.shortfall(target) == 0
 
     def shortfall(self, target: Target) -> int:
         """Verified cards missing to meet ``target`` now."""
         needed = math.ceil(target.rate * self.live_cards - 1e-9)
         return max(0, needed - self.verified_cards)
+
+
+def rate_of(live: int, verified: int) -> float | None:
+    """Verified over live cards; None when there are no live cards."""
+    return None if live == 0 else verified / live
 
 
 @dataclass
@@ -91,7 +100,7 @@ class Report:
     targets: list[Target]
     operators: list[OperatorFigures]
     provinces: list[ProvinceFigures]
-    history: list[tuple[str, str, float]]
+    history: list[tuple[str, str, float | None]]
 
 
 class ComplianceDesk:
@@ -139,7 +148,7 @@ class ComplianceDesk:
                 if op in figures:
                     figures[op].enforcement_actions = count
             history = [
-                (day, op, 1.0 if live == 0 else verified / live)
+                (day, op, rate_of(live, verified))
                 for day, op, live, verified in repo.snapshots(tx, operator_id)
             ]
             return Report(

@@ -52,6 +52,23 @@ class Standing:
     suspensions: int
     activation_suspended: bool
     ca_revoked: bool
+    # The recorded kind of each action that also revoked the operator's CA.
+    revoking_kinds: tuple[str, ...] = ()
+
+    @property
+    def ca_revocations(self) -> int:
+        """Actions that revoked the operator's authorization CA."""
+        return len(self.revoking_kinds)
+
+    def by_own_kind(self) -> dict[str, int]:
+        """Each action once, under its own kind: an action that revoked the CA counts as a CA
+        revocation whatever kind it was recorded with (a revocation is not a warning)."""
+        return {
+            "warnings": self.warnings - self.revoking_kinds.count("WARNING"),
+            "fines": self.fines - self.revoking_kinds.count("FINE"),
+            "suspensions": self.suspensions - self.revoking_kinds.count("SUSPEND_ACTIVATION"),
+            "ca_revocations": self.ca_revocations,
+        }
 
     @property
     def licence_status(self) -> str:
@@ -175,6 +192,7 @@ def _standing(tx: Tx, operator_id: str, kind: str) -> Standing:
             r.kind == "SUSPEND_ACTIVATION" and r.lifted_at is None for r in rows
         ),
         ca_revoked=any(r.ca_revoked for r in rows),
+        revoking_kinds=tuple(r.kind for r in rows if r.ca_revoked),
     )
 
 

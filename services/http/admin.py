@@ -29,9 +29,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from registry.pki.regions import PROVINCES
 from services.domain.errors import Unavailable
 from services.domain.principal import Role
-from services.features.compliance import ComplianceDesk, Report
+from services.features.compliance import STAGES, ComplianceDesk, Report
 from services.features.enforcement import EnforcementDesk, Standing
 from services.http.mtls_protocol import ClientCertH11Protocol, request_principal
 from services.rpc.server import TlsFiles
@@ -39,8 +40,10 @@ from services.runtime.workers import reuse_port_socket
 
 log = logging.getLogger("realname.admin")
 
-# China Standard Time: the day a snapshot is filed under (as ComplianceDesk.snapshot does).
+# China Standard Time: the day a snapshot is filed under (as ComplianceDesk.snapshot does), and
+# the time the page shows (no daylight saving: a fixed offset).
 REPORTING_OFFSET: Final = dt.timedelta(hours=8)
+REPORTING_ZONE: Final = "Asia/Shanghai"
 
 SECURITY_HEADERS: Final = {
     # plotly.js injects <style> elements, hence 'unsafe-inline' for styles only.
@@ -63,10 +66,14 @@ _MEDIA_TYPES: Final = {
 }
 
 Endpoint = Callable[[Request], Response]
+_ACTION_KINDS: Final = ("warnings", "fines", "suspensions", "ca_revocations")
 
 
 def dashboard_data(report: Report, standings: list[Standing], now: dt.datetime) -> dict[str, Any]:
-    """The JSON the dashboard draws: per-operator figures, targets and rate history."""
+    """The JSON the dashboard draws: per-operator figures, targets, rate history, provinces.
+
+    Days and times are China Standard Time; a rate is null (no data) for no live cards.
+    """
     today = (now + REPORTING_OFFSET).date().isoformat()
     by_operator = {s.operator: s for s in standings}
     history: dict[str, list[dict[str, Any]]] = {f.operator: [] for f in report.operators}
@@ -76,6 +83,7 @@ def dashboard_data(report: Report, standings: list[Standing], now: dt.datetime) 
     operators: list[dict[str, Any]] = []
     for f in report.operators:
         standing = by_operator.get(f.operator)
+        drawn = standing.by_own_kind() if standing else dict.fromkeys(_ACTION_KINDS, 0)
         points = sorted(history[f.operator], key=lambda p: str(p["day"]))
         points.append({"day": today, "rate": f.real_name_rate})
         operators.append(
@@ -89,7 +97,7 @@ def dashboard_data(report: Report, standings: list[Standing], now: dt.datetime) 
                     {
                         "rate": t.rate,
                         "due": t.due.isoformat(),
-                        "met": f.shortfall(t) == 0,
+                        "met": f.meets(t),
                         "shortfall_cards": f.shortfall(t),
                     }
                     for t in report.targets
@@ -99,11 +107,12 @@ def dashboard_data(report: Report, standings: list[Standing], now: dt.datetime) 
                 "agents_flagged": f.agents_flagged,
                 "agents_suspended": f.agents_suspended,
                 "enforcement_actions": f.enforcement_actions,
-                "warnings": standing.warnings if standing else 0,
-                "fines": standing.fines if standing else 0,
+                # Each action once under its own kind (a CA revocation is not a warning).
+                **drawn,
                 "fines_total_yuan": standing.fines_total_yuan if standing else 0,
-                "suspensions": standing.suspensions if standing else 0,
                 "licence_status": standing.licence_status if standing else "GOOD",
+                "documents_by_cards": list(f.documents_by_cards),
+                "cards_by_stage": {stage: f.cards_by_stage.get(stage, 0) for stage in STAGES},
                 "history": points,
             }
         )
@@ -112,10 +121,23 @@ def dashboard_data(report: Report, standings: list[Standing], now: dt.datetime) 
         first = ((now + REPORTING_OFFSET).date() - dt.timedelta(days=1)).isoformat()
     return {
         "computed_at": report.computed_at.isoformat(),
+        "time_zone": REPORTING_ZONE,
+        "utc_offset_minutes": int(REPORTING_OFFSET.total_seconds() // 60),
         "day": today,
         "first_day": first,
         "targets": [{"rate": t.rate, "due": t.due.isoformat()} for t in report.targets],
         "operators": operators,
+        "stages": list(STAGES),
+        "provinces": [
+            {
+                "province": p.province,
+                "name": PROVINCES.get(p.province, "other documents"),
+                "live_cards": p.live_cards,
+                "verified_cards": p.verified_cards,
+                "real_name_rate": p.real_name_rate,
+            }
+            for p in report.provinces
+        ],
     }
 
 

@@ -84,6 +84,27 @@ def env_default(name: str, fallback: str | None = None) -> str | None:
     return os.environ.get(name, fallback)
 
 
+DEFAULT_AUDIT_ANCHOR_SECONDS = 60.0
+# Each anchor is one log entry when records arrived since the last: a second is as often as a
+# log that witnesses and monitors follow should take them, a day the longest window worth having.
+AUDIT_ANCHOR_SECONDS_RANGE = (1.0, 86400.0)
+
+
+def audit_anchor_seconds() -> float:
+    """The audit anchor window from ``REALNAME_AUDIT_ANCHOR_SECONDS``; ConfigError if unusable."""
+    text = env_default("REALNAME_AUDIT_ANCHOR_SECONDS") or str(DEFAULT_AUDIT_ANCHOR_SECONDS)
+    low, high = AUDIT_ANCHOR_SECONDS_RANGE
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not low <= seconds <= high:  # NaN fails every comparison
+        raise ConfigError(
+            f"REALNAME_AUDIT_ANCHOR_SECONDS must be a number of seconds from {low:g} to {high:g}"
+        )
+    return seconds
+
+
 def rate_limit_argument(text: str) -> RateLimit | None:
     """Parses a ``--rate-*`` flag or REALNAME_RATE_* value: ``rate/burst`` or ``off``."""
     try:

@@ -142,12 +142,6 @@ def last_id_before(tx: Tx, cutoff: dt.datetime) -> int | None:
     return first_kept - 1
 
 
-def chain_at(tx: Tx, record_id: int) -> bytes | None:
-    """The stored chain value of one record."""
-    row = tx.one("SELECT chain FROM audit_records WHERE id = ?", (record_id,))
-    return None if row is None else bytes(row[0])
-
-
 def prune_through(tx: Tx, record_id: int, chain: bytes) -> int:
     """Deletes records up to ``record_id`` and makes it the chain's base; returns rows deleted."""
     deleted = tx.execute("DELETE FROM audit_records WHERE id <= ?", (record_id,))

@@ -115,9 +115,10 @@ def test_figures_match_the_hand_computed_fixture(loaded: GrpcHarness) -> None:
     assert vno1.real_name_rate == pytest.approx(1 / 3)
     assert vno1.cards_by_stage["ALL_BARRED"] == 2 and vno1.enforcement_actions == 1
     assert list(vno1.documents_by_cards) == [1, 0, 0, 0, 0, 0]
-    # An operator with no cards is fully compliant: there is nothing unverified.
-    assert ops["ctcc"].live_cards == 0 and ops["ctcc"].real_name_rate == 1.0
-    assert all(t.met for t in ops["ctcc"].targets)
+    # An operator with no cards has no rate (no data, not 100 %); nothing is short.
+    assert ops["ctcc"].live_cards == 0 and not ops["ctcc"].HasField("real_name_rate")
+    assert all(t.met and t.shortfall_cards == 0 for t in ops["ctcc"].targets)
+    assert cmcc.HasField("real_name_rate")
     provinces = {p.province: (p.live_cards, p.verified_cards) for p in report.provinces}
     assert provinces == {"11": (5, 5), "35": (1, 1), "other": (4, 1)}
 
@@ -167,6 +168,8 @@ def test_report_cli_prints_table_csv_and_json(
     assert cmcc["live_cards"] == 7 and cmcc["real_name_rate"] == round(6 / 7, 4)
     assert cmcc["target_95%_by_2026-12-31"] == "short 1"
     assert cmcc["documents_6+_cards"] == 1
+    ctcc = next(r for r in data["operators"] if r["operator"] == "ctcc")
+    assert ctcc["real_name_rate"] is None and ctcc["target_95%_by_2026-12-31"] == "no data"
     assert {"province": "35", "live_cards": 1, "verified_cards": 1, "real_name_rate": 1.0} in (
         data["provinces"]
     )
@@ -174,4 +177,6 @@ def test_report_cli_prints_table_csv_and_json(
     assert csv_lines[0].startswith("operator,kind,live_cards") and len(csv_lines) == 6
     table = report("table").splitlines()
     assert table[0].split()[:3] == ["operator", "kind", "live_cards"]
+    ctcc_line = next(line for line in table if line.startswith("ctcc"))
+    assert ctcc_line.split()[4:6] == ["no", "data"]
     assert any(line.split()[:4] == ["cmcc", "basic", "7", "6"] for line in table)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from services.features.compliance import ComplianceDesk
 from services.features.enforcement import EnforcementDesk, EnforcementKind
@@ -51,14 +51,43 @@ TODAY = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=8)).date()
 SNAPSHOT_DAYS = (TODAY - dt.timedelta(days=10), TODAY - dt.timedelta(days=5))
 OPERATORS = ["cmcc", "ctcc", "cucc", "vno1", "vno2"]
 TARGETS = [(0.95, "2026-12-31"), (1.0, "2027-06-30")]
-# Real-name rate of each operator on each snapshot day and now (see load()).
-RATES = {
+# Real-name rate of each operator on each snapshot day and now (see load()); None: no cards.
+RATES: dict[str, list[float | None]] = {
     "cmcc": [6 / 7, 9 / 10, 9 / 10],
-    "ctcc": [1.0, 1.0, 1.0],
-    "cucc": [1.0, 1.0, 1.0],
+    "ctcc": [None, None, None],
+    "cucc": [None, 1.0, 1.0],
     "vno1": [1 / 3, 3 / 5, 3 / 5],
-    "vno2": [1.0, 1.0, 1.0],
+    "vno2": [None, None, None],
 }
+# The fixture's figures plus the activations (each a new Beijing document, one card):
+# documents by cards held (1..5, 6+), live cards by stage, and cards by province of the document.
+DOCUMENTS_BY_CARDS = {
+    "cmcc": [4, 0, 1, 0, 1, 1],
+    "ctcc": [0] * 6,
+    "cucc": [1, 0, 0, 0, 0, 0],
+    "vno1": [3, 0, 0, 0, 0, 0],
+    "vno2": [0] * 6,
+}
+STAGES = ["FULL", "OUTGOING_BARRED", "ALL_BARRED", "SUSPENDED", "PENDING_DELIVERY"]
+CARDS_BY_STAGE = {  # per stage, the operators in OPERATORS order
+    "FULL": [7, 0, 1, 3, 0],
+    "OUTGOING_BARRED": [1, 0, 0, 0, 0],
+    "ALL_BARRED": [0, 0, 0, 2, 0],
+    "SUSPENDED": [1, 0, 0, 0, 0],
+    "PENDING_DELIVERY": [1, 0, 0, 0, 0],
+}
+PROVINCES = [("11", "Beijing", 11, 11, 1.0), ("35", "Fujian", 1, 1, 1.0),
+             ("other", "other documents", 4, 1, 0.25)]  # fmt: skip
+FINES_YUAN = [20_000, 0, 0, 0, 0]
+
+
+def same_rates(got: list[float | None], want: list[float | None]) -> bool:
+    return len(got) == len(want) and all(
+        g is None if w is None else g is not None and abs(g - w) < 1e-9
+        for g, w in zip(got, want, strict=True)
+    )
+
+
 DASHBOARD_PATHS = (
     "/",
     "/regulator/",
@@ -122,6 +151,10 @@ def load(server: ServerProcess, db: Database, pki_dir: Path) -> None:
     enforcement = EnforcementDesk(db)
     enforcement.record("regulator", "cmcc", EnforcementKind.FINE, 20_000, "unverified sales")
     enforcement.record("regulator", "vno1", EnforcementKind.SUSPEND_ACTIVATION, 0, "low rate")
+    # A CA revocation (as `enforce record --kind warning --revoke-ca` records it): its own kind.
+    enforcement.record(
+        "regulator", "vno2", EnforcementKind.WARNING, 0, "licence withdrawn", ca_revoked=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +237,7 @@ def test_the_json_behind_the_charts_has_the_loaded_figures(dashboard: Dashboard)
     for operator, rates in RATES.items():
         history = ops[operator]["history"]
         assert [p["day"] for p in history] == days
-        assert [p["rate"] for p in history] == pytest.approx(rates)
+        assert same_rates([p["rate"] for p in history], rates), operator
     # ceil(0.95 x 10) = 10 verified cards needed, 9 there; vno1 needs 5, has 3.
     assert [(t["met"], t["shortfall_cards"]) for t in ops["cmcc"]["targets"]] == [
         (False, 1),
@@ -220,6 +253,23 @@ def test_the_json_behind_the_charts_has_the_loaded_figures(dashboard: Dashboard)
         "ON_RECORD",
     )
     assert ops["ctcc"]["licence_status"] == "GOOD"
+    # An operator without cards has no rate (not 100 %) and meets no target: there is no data.
+    for empty in ("ctcc", "vno2"):
+        assert ops[empty]["real_name_rate"] is None
+        assert [t["met"] for t in ops[empty]["targets"]] == [None, None]
+    # A CA revocation is its own kind, not a warning.
+    assert (ops["vno2"]["ca_revocations"], ops["vno2"]["warnings"]) == (1, 0)
+    assert ops["vno2"]["licence_status"] == "CA_REVOKED"
+    assert (data["time_zone"], data["utc_offset_minutes"]) == ("Asia/Shanghai", 480)
+    assert data["stages"] == STAGES
+    for i, operator in enumerate(OPERATORS):
+        assert ops[operator]["documents_by_cards"] == DOCUMENTS_BY_CARDS[operator]
+        assert ops[operator]["fines_total_yuan"] == FINES_YUAN[i]
+        assert {k: v[i] for k, v in CARDS_BY_STAGE.items()} == ops[operator]["cards_by_stage"]
+    assert [
+        (p["province"], p["name"], p["live_cards"], p["verified_cards"], p["real_name_rate"])
+        for p in data["provinces"]
+    ] == PROVINCES
 
 
 def drawn_scatter(page: Page) -> list[dict[str, Any]]:
@@ -271,20 +321,70 @@ def x_tick_centres(page: Page, chart: str) -> dict[str, float]:
     return ticks
 
 
+def plotted(page: Page, chart: str) -> list[dict[str, Any]]:
+    """The traces plotly was handed for a chart (names, x and y), as the page holds them."""
+    traces: list[dict[str, Any]] = page.evaluate(
+        """(chart) => document.getElementById(chart).data.map((t) => ({
+          name: t.name, x: Array.from(t.x), y: Array.from(t.y)}))""",
+        chart,
+    )
+    return traces
+
+
+def legend(page: Page, chart: str) -> list[str]:
+    names: list[str] = page.evaluate(
+        """(chart) => Array.from(
+          document.querySelectorAll(`#${chart} .legend .traces .legendtext`))
+          .map((t) => t.textContent)""",
+        chart,
+    )
+    return names
+
+
 def centre_x(box: dict[str, float]) -> float:
     return box["x"] + box["width"] / 2
+
+
+def regulator_context(browser: Browser, dashboard: Dashboard) -> BrowserContext:
+    cert, key = client_files(dashboard.pki_dir, "regulator")
+    # The dev CA is not in chromium's trust store; the client certificate is what is tested.
+    return browser.new_context(
+        client_certificates=[{"origin": dashboard.url, "certPath": str(cert), "keyPath": str(key)}],
+        ignore_https_errors=True,
+        viewport={"width": 1400, "height": 1000},
+    )
+
+
+def test_the_header_and_the_chart_read_one_calendar_across_utc_midnight(
+    dashboard: Dashboard, browser: Browser
+) -> None:
+    """18:30 UTC on 2 December is 02:30 on 3 December in China: header and chart say the 3rd."""
+    data = figures(dashboard)
+    data.update(computed_at="2026-12-02T18:30:00+00:00", day="2026-12-03", first_day="2026-12-01")
+    for op in data["operators"]:
+        op["history"] = [{"day": "2026-12-01", "rate": 0.5}, {"day": "2026-12-03", "rate": 0.9}]
+    context = regulator_context(browser, dashboard)
+    page = context.new_page()
+    page.route(
+        "**/regulator/api/compliance",
+        lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps(data)
+        ),
+    )
+    page.goto(dashboard.url + "/regulator/", timeout=180_000)
+    page.wait_for_selector("body[data-ready]", timeout=180_000)
+    assert page.get_attribute("body", "data-ready") == "true", page.inner_text("#error")
+    assert page.inner_text("#computed-at") == "2026-12-03 02:30"
+    assert page.inner_text("#time-zone").startswith("China Standard Time")
+    assert plotted(page, "rate-chart")[0]["x"][-1] == "2026-12-03"
+    assert "2026-12-03" in x_tick_centres(page, "rate-chart")
+    context.close()
 
 
 def test_the_dashboard_draws_its_charts_in_a_real_browser(
     dashboard: Dashboard, browser: Browser
 ) -> None:
-    cert, key = client_files(dashboard.pki_dir, "regulator")
-    # The dev CA is not in chromium's trust store; the client certificate is what is tested.
-    context = browser.new_context(
-        client_certificates=[{"origin": dashboard.url, "certPath": str(cert), "keyPath": str(key)}],
-        ignore_https_errors=True,
-        viewport={"width": 1400, "height": 1000},
-    )
+    context = regulator_context(browser, dashboard)
     page = context.new_page()
     problems: list[str] = []
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
@@ -305,10 +405,11 @@ def test_the_dashboard_draws_its_charts_in_a_real_browser(
         "target 95.0 % by 2026-12-31", "target 100.0 % by 2027-06-30",
     ]  # fmt: skip
     operator_traces = dict(zip(OPERATORS, traces, strict=False))
-    for operator in OPERATORS:
-        assert len(operator_traces[operator]["points"]) == 3, operator
+    for operator, rates in RATES.items():  # no marker on a day without cards
+        drawn = len(operator_traces[operator]["points"])
+        assert drawn == sum(r is not None for r in rates), operator
     # Screen y is linear in the rate: fix the scale from two points, check every other marker.
-    top = operator_traces["ctcc"]["points"][0][1]  # rate 1.0
+    top = operator_traces["cucc"]["points"][0][1]  # rate 1.0
     low = operator_traces["vno1"]["points"][0][1]  # rate 1/3, the lowest
     per_unit = (low - top) / (1 - 1 / 3)
     assert per_unit > 100  # a real chart, not a collapsed one
@@ -318,9 +419,10 @@ def test_the_dashboard_draws_its_charts_in_a_real_browser(
 
     for operator, rates in RATES.items():
         points = operator_traces[operator]["points"]
-        assert [p[1] for p in points] == pytest.approx([y_of(r) for r in rates], abs=1.5)
+        known = [r for r in rates if r is not None]
+        assert [p[1] for p in points] == pytest.approx([y_of(r) for r in known], abs=1.5)
         xs = [p[0] for p in points]
-        assert xs == sorted(xs) and xs[0] < xs[1] < xs[2], operator  # days left to right
+        assert xs == sorted(set(xs)), operator  # days left to right
     for (rate, _due), trace in zip(TARGETS, traces[len(OPERATORS) :], strict=True):
         assert trace["points"] == []
         assert trace["line"].startswith("M")
@@ -328,11 +430,17 @@ def test_the_dashboard_draws_its_charts_in_a_real_browser(
         assert box["height"] < 1.5  # a level line
         assert box["y"] == pytest.approx(y_of(rate), abs=1.5)
 
-    # Violations: stacked warnings, fines and suspensions; the fine on cmcc, the rest on vno1.
+    # Violations: stacked warnings, fines, suspensions and CA revocations; the fine on cmcc, the
+    # CA revocation (recorded as a warning) on vno2 under its own kind, the rest on vno1.
     violations = drawn_bars(page, "violations-chart")
-    assert [len(trace) for trace in violations] == [1, 1, 1]
+    assert [len(trace) for trace in violations] == [1, 1, 1, 1]
+    assert legend(page, "violations-chart") == [
+        "warnings", "fines", "activation suspensions", "CA revocations",
+    ]  # fmt: skip
     ticks = x_tick_centres(page, "violations-chart")
-    warning, fine, suspension = (trace[0] for trace in violations)
+    warning, fine, suspension, revocation = (trace[0] for trace in violations)
+    assert centre_x(revocation) == pytest.approx(ticks["vno2"], abs=2)
+    assert revocation["height"] == pytest.approx(warning["height"], abs=1)
     assert centre_x(fine) == pytest.approx(ticks["cmcc"], abs=2)
     assert centre_x(warning) == pytest.approx(ticks["vno1"], abs=2)
     assert centre_x(suspension) == pytest.approx(ticks["vno1"], abs=2)
@@ -348,14 +456,54 @@ def test_the_dashboard_draws_its_charts_in_a_real_browser(
     assert centre_x(opened) < ticks["cmcc"] < centre_x(resolved)
     assert opened["height"] == pytest.approx(2 * resolved["height"], abs=1.5)
 
-    # The table of current figures.
+    # The table of current figures; an operator without cards has no data, not 100 % and met.
     rows = page.locator("#figures tbody tr")
     assert rows.count() == len(OPERATORS)
     cmcc = page.locator("#figures tr[data-operator=cmcc] td").all_inner_texts()
     assert cmcc[:5] == ["cmcc", "basic", "10", "9", "90.0 %"]
     assert "1 short" in cmcc[5] and cmcc[6] == "2 / 1" and cmcc[-1] == "ON_RECORD"
+    assert cmcc[-2] == "20,000"  # fines imposed, yuan
     vno1 = page.locator("#figures tr[data-operator=vno1] td").all_inner_texts()
     assert vno1[4] == "60.0 %" and vno1[8] == "2" and vno1[-1] == "SUSPENDED"
+    for empty in ("ctcc", "vno2"):
+        row = page.locator(f"#figures tr[data-operator={empty}] td").all_inner_texts()
+        assert row[2:6] == ["0", "0", "no data", "no data"], empty
+    vno2 = page.locator("#figures tr[data-operator=vno2] td").all_inner_texts()
+    assert vno2[-1] == "CA_REVOKED"
+
+    # The header's time and the chart's days are one calendar: China Standard Time.
+    data = figures(dashboard)
+    header = page.inner_text("#computed-at")
+    assert header.split()[0] == data["day"] == plotted(page, "rate-chart")[0]["x"][-1]
+    assert "China Standard Time" in page.inner_text("header")
+
+    # What a supervisor asks next: documents by cards held, cards by stage, fines, provinces.
+    documents = plotted(page, "documents-chart")
+    assert [t["name"] for t in documents] == OPERATORS
+    assert [t["y"] for t in documents] == [DOCUMENTS_BY_CARDS[op] for op in OPERATORS]
+    assert [len(t) for t in drawn_bars(page, "documents-chart")] == [4, 0, 1, 1, 0]
+    cmcc_bars = drawn_bars(page, "documents-chart")[0]  # 1, 3, 5 and 6+ cards: 4, 1, 1, 1
+    assert cmcc_bars[0]["height"] == pytest.approx(4 * cmcc_bars[1]["height"], abs=1.5)
+    stages = plotted(page, "stages-chart")
+    assert [t["name"] for t in stages] == STAGES
+    assert [t["y"] for t in stages] == [CARDS_BY_STAGE[stage] for stage in STAGES]
+    assert [len(t) for t in drawn_bars(page, "stages-chart")] == [3, 1, 1, 1, 1]
+    fines = plotted(page, "fines-chart")
+    assert [t["y"] for t in fines] == [FINES_YUAN]
+    (fine_bar,) = drawn_bars(page, "fines-chart")[0]
+    assert centre_x(fine_bar) == pytest.approx(x_tick_centres(page, "fines-chart")["cmcc"], abs=2)
+    provinces = plotted(page, "provinces-chart")
+    assert provinces[0]["x"] == [name for _, name, *_ in PROVINCES]
+    assert provinces[0]["y"] == [rate for *_, rate in PROVINCES]
+    province_rows = [
+        page.locator(f"#provinces tr[data-province='{code}'] td").all_inner_texts()
+        for code, *_ in PROVINCES
+    ]
+    assert province_rows == [
+        ["Beijing (11)", "11", "11", "100.0 %"],
+        ["Fujian (35)", "1", "1", "100.0 %"],
+        ["other documents", "4", "1", "25.0 %"],
+    ]
 
     assert problems == []  # no script error, no content-security-policy violation
     assert requested and all(url.startswith(dashboard.url + "/") for url in requested)

@@ -10,7 +10,7 @@ import pytest
 
 from registry.subscribers import DocumentType
 from services.domain import retry_budget
-from services.domain.audit import GENESIS, AuditRecord, chain_next
+from services.domain.audit import GENESIS, AuditRecord, PruneEvent, chain_next
 from services.domain.cards import AgentSale, CardType, OnlineSale
 from services.domain.errors import InvalidArgument
 from services.domain.validation import activate_command
@@ -92,6 +92,16 @@ def test_dropping_a_record_breaks_every_later_chain_value() -> None:
     full = chain_next(chain_next(chain_next(GENESIS, RECORD), second), third)
     assert chain_next(chain_next(GENESIS, RECORD), third) != full
     assert chain_next(chain_next(GENESIS, second), third) != full
+
+
+def test_a_prune_event_reads_back_from_its_label_and_knows_its_retention() -> None:
+    newest = dt.datetime(2023, 1, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
+    event = PruneEvent(1, 18, bytes(range(32)), dt.timedelta(days=1095), newest)
+    assert PruneEvent.parse(event.label(), event.base_chain) == event
+    assert PruneEvent.parse("realname-audit:18", event.base_chain) is None
+    assert PruneEvent.parse(event.label() + "x", event.base_chain) is None
+    assert not event.younger_than_retention(newest + dt.timedelta(days=1096))
+    assert event.younger_than_retention(newest + dt.timedelta(minutes=5))
 
 
 def test_without_a_deadline_retries_stop_at_the_fixed_budget() -> None:

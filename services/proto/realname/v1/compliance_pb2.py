@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crealname/v1/compliance.proto\x12\x0brealname.v1\x1a\x1fgoogle/protobuf/timestamp.proto\".\n\x1aGetComplianceReportRequest\x12\x10\n\x08operator\x18\x01 \x01(\t\"M\n\nRateTarget\x12\x0c\n\x04rate\x18\x01 \x01(\x01\x12\x0b\n\x03\x64ue\x18\x02 \x01(\t\x12\x0b\n\x03met\x18\x03 \x01(\x08\x12\x17\n\x0fshortfall_cards\x18\x04 \x01(\x03\"\x90\x04\n\x12OperatorCompliance\x12\x10\n\x08operator\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nlive_cards\x18\x03 \x01(\x03\x12\x16\n\x0everified_cards\x18\x04 \x01(\x03\x12\x16\n\x0ereal_name_rate\x18\x05 \x01(\x01\x12(\n\x07targets\x18\x06 \x03(\x0b\x32\x17.realname.v1.RateTarget\x12\x1a\n\x12\x64ocuments_by_cards\x18\x07 \x03(\x03\x12I\n\x0e\x63\x61rds_by_stage\x18\x08 \x03(\x0b\x32\x31.realname.v1.OperatorCompliance.CardsByStageEntry\x12\x17\n\x0f\x64isputes_opened\x18\t \x01(\x03\x12\x19\n\x11\x64isputes_resolved\x18\n \x01(\x03\x12\x16\n\x0e\x61gents_flagged\x18\x0b \x01(\x03\x12\x18\n\x10\x61gents_suspended\x18\x0c \x01(\x03\x12\x19\n\x11stores_authorized\x18\r \x01(\x03\x12\x16\n\x0estores_revoked\x18\x0e \x01(\x03\x12\x1b\n\x13\x65nforcement_actions\x18\x0f \x01(\x03\x12\x1a\n\x12\x64ocuments_over_cap\x18\x10 \x01(\x03\x1a\x33\n\x11\x43\x61rdsByStageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"j\n\x12ProvinceCompliance\x12\x10\n\x08province\x18\x01 \x01(\t\x12\x12\n\nlive_cards\x18\x02 \x01(\x03\x12\x16\n\x0everified_cards\x18\x03 \x01(\x03\x12\x16\n\x0ereal_name_rate\x18\x04 \x01(\x01\"C\n\nRateSample\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x16\n\x0ereal_name_rate\x18\x03 \x01(\x01\"\xe0\x01\n\x1bGetComplianceReportResponse\x12/\n\x0b\x63omputed_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\toperators\x18\x02 \x03(\x0b\x32\x1f.realname.v1.OperatorCompliance\x12\x32\n\tprovinces\x18\x03 \x03(\x0b\x32\x1f.realname.v1.ProvinceCompliance\x12(\n\x07history\x18\x04 \x03(\x0b\x32\x17.realname.v1.RateSample2}\n\x11\x43omplianceService\x12h\n\x13GetComplianceReport\x12\'.realname.v1.GetComplianceReportRequest\x1a(.realname.v1.GetComplianceReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crealname/v1/compliance.proto\x12\x0brealname.v1\x1a\x1fgoogle/protobuf/timestamp.proto\".\n\x1aGetComplianceReportRequest\x12\x10\n\x08operator\x18\x01 \x01(\t\"M\n\nRateTarget\x12\x0c\n\x04rate\x18\x01 \x01(\x01\x12\x0b\n\x03\x64ue\x18\x02 \x01(\t\x12\x0b\n\x03met\x18\x03 \x01(\x08\x12\x17\n\x0fshortfall_cards\x18\x04 \x01(\x03\"\xa8\x04\n\x12OperatorCompliance\x12\x10\n\x08operator\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nlive_cards\x18\x03 \x01(\x03\x12\x16\n\x0everified_cards\x18\x04 \x01(\x03\x12\x1b\n\x0ereal_name_rate\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12(\n\x07targets\x18\x06 \x03(\x0b\x32\x17.realname.v1.RateTarget\x12\x1a\n\x12\x64ocuments_by_cards\x18\x07 \x03(\x03\x12I\n\x0e\x63\x61rds_by_stage\x18\x08 \x03(\x0b\x32\x31.realname.v1.OperatorCompliance.CardsByStageEntry\x12\x17\n\x0f\x64isputes_opened\x18\t \x01(\x03\x12\x19\n\x11\x64isputes_resolved\x18\n \x01(\x03\x12\x16\n\x0e\x61gents_flagged\x18\x0b \x01(\x03\x12\x18\n\x10\x61gents_suspended\x18\x0c \x01(\x03\x12\x19\n\x11stores_authorized\x18\r \x01(\x03\x12\x16\n\x0estores_revoked\x18\x0e \x01(\x03\x12\x1b\n\x13\x65nforcement_actions\x18\x0f \x01(\x03\x12\x1a\n\x12\x64ocuments_over_cap\x18\x10 \x01(\x03\x1a\x33\n\x11\x43\x61rdsByStageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x42\x11\n\x0f_real_name_rate\"j\n\x12ProvinceCompliance\x12\x10\n\x08province\x18\x01 \x01(\t\x12\x12\n\nlive_cards\x18\x02 \x01(\x03\x12\x16\n\x0everified_cards\x18\x03 \x01(\x03\x12\x16\n\x0ereal_name_rate\x18\x04 \x01(\x01\"[\n\nRateSample\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\t\x12\x1b\n\x0ereal_name_rate\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x11\n\x0f_real_name_rate\"\xe0\x01\n\x1bGetComplianceReportResponse\x12/\n\x0b\x63omputed_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\toperators\x18\x02 \x03(\x0b\x32\x1f.realname.v1.OperatorCompliance\x12\x32\n\tprovinces\x18\x03 \x03(\x0b\x32\x1f.realname.v1.ProvinceCompliance\x12(\n\x07history\x18\x04 \x03(\x0b\x32\x17.realname.v1.RateSample2}\n\x11\x43omplianceService\x12h\n\x13GetComplianceReport\x12\'.realname.v1.GetComplianceReportRequest\x1a(.realname.v1.GetComplianceReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,15 +39,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RATETARGET']._serialized_start=126
   _globals['_RATETARGET']._serialized_end=203
   _globals['_OPERATORCOMPLIANCE']._serialized_start=206
-  _globals['_OPERATORCOMPLIANCE']._serialized_end=734
-  _globals['_OPERATORCOMPLIANCE_CARDSBYSTAGEENTRY']._serialized_start=683
-  _globals['_OPERATORCOMPLIANCE_CARDSBYSTAGEENTRY']._serialized_end=734
-  _globals['_PROVINCECOMPLIANCE']._serialized_start=736
-  _globals['_PROVINCECOMPLIANCE']._serialized_end=842
-  _globals['_RATESAMPLE']._serialized_start=844
-  _globals['_RATESAMPLE']._serialized_end=911
-  _globals['_GETCOMPLIANCEREPORTRESPONSE']._serialized_start=914
-  _globals['_GETCOMPLIANCEREPORTRESPONSE']._serialized_end=1138
-  _globals['_COMPLIANCESERVICE']._serialized_start=1140
-  _globals['_COMPLIANCESERVICE']._serialized_end=1265
+  _globals['_OPERATORCOMPLIANCE']._serialized_end=758
+  _globals['_OPERATORCOMPLIANCE_CARDSBYSTAGEENTRY']._serialized_start=688
+  _globals['_OPERATORCOMPLIANCE_CARDSBYSTAGEENTRY']._serialized_end=739
+  _globals['_PROVINCECOMPLIANCE']._serialized_start=760
+  _globals['_PROVINCECOMPLIANCE']._serialized_end=866
+  _globals['_RATESAMPLE']._serialized_start=868
+  _globals['_RATESAMPLE']._serialized_end=959
+  _globals['_GETCOMPLIANCEREPORTRESPONSE']._serialized_start=962
+  _globals['_GETCOMPLIANCEREPORTRESPONSE']._serialized_end=1186
+  _globals['_COMPLIANCESERVICE']._serialized_start=1188
+  _globals['_COMPLIANCESERVICE']._serialized_end=1313
 # @@protoc_insertion_point(module_scope)

@@ -52,7 +52,9 @@ class RateTarget(_message.Message):
     rate: _builtins.float
     due: _builtins.str
     met: _builtins.bool
-    """Whether the operator's current rate meets it."""
+    """Whether the operator's current rate meets it (true with no live cards: nothing is short;
+    real_name_rate unset says there is no data).
+    """
     shortfall_cards: _builtins.int
     """Verified cards still missing to meet it now."""
     def __init__(
@@ -118,7 +120,7 @@ class OperatorCompliance(_message.Message):
     """Live cards (active, pending delivery or suspended)."""
     verified_cards: _builtins.int
     real_name_rate: _builtins.float
-    """verified_cards / live_cards (1 when there are none)."""
+    """verified_cards / live_cards; unset when there are no live cards (no data, not 100 %)."""
     disputes_opened: _builtins.int
     disputes_resolved: _builtins.int
     agents_flagged: _builtins.int
@@ -150,7 +152,7 @@ class OperatorCompliance(_message.Message):
         kind: _builtins.str = ...,
         live_cards: _builtins.int = ...,
         verified_cards: _builtins.int = ...,
-        real_name_rate: _builtins.float = ...,
+        real_name_rate: _builtins.float | None = ...,
         targets: _abc.Iterable[Global___RateTarget] | None = ...,
         documents_by_cards: _abc.Iterable[_builtins.int] | None = ...,
         cards_by_stage: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
@@ -163,11 +165,13 @@ class OperatorCompliance(_message.Message):
         enforcement_actions: _builtins.int = ...,
         documents_over_cap: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_real_name_rate", b"_real_name_rate", "real_name_rate", b"real_name_rate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents_flagged", b"agents_flagged", "agents_suspended", b"agents_suspended", "cards_by_stage", b"cards_by_stage", "disputes_opened", b"disputes_opened", "disputes_resolved", b"disputes_resolved", "documents_by_cards", b"documents_by_cards", "documents_over_cap", b"documents_over_cap", "enforcement_actions", b"enforcement_actions", "kind", b"kind", "live_cards", b"live_cards", "operator", b"operator", "real_name_rate", b"real_name_rate", "stores_authorized", b"stores_authorized", "stores_revoked", b"stores_revoked", "targets", b"targets", "verified_cards", b"verified_cards"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_real_name_rate", b"_real_name_rate", "agents_flagged", b"agents_flagged", "agents_suspended", b"agents_suspended", "cards_by_stage", b"cards_by_stage", "disputes_opened", b"disputes_opened", "disputes_resolved", b"disputes_resolved", "documents_by_cards", b"documents_by_cards", "documents_over_cap", b"documents_over_cap", "enforcement_actions", b"enforcement_actions", "kind", b"kind", "live_cards", b"live_cards", "operator", b"operator", "real_name_rate", b"real_name_rate", "stores_authorized", b"stores_authorized", "stores_revoked", b"stores_revoked", "targets", b"targets", "verified_cards", b"verified_cards"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__real_name_rate: _TypeAlias = _typing.Literal["real_name_rate"]  # noqa: Y015
+    _WhichOneofArgType__real_name_rate: _TypeAlias = _typing.Literal["_real_name_rate", b"_real_name_rate"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__real_name_rate) -> _WhichOneofReturnType__real_name_rate | None: ...
 
 Global___OperatorCompliance: _TypeAlias = OperatorCompliance  # noqa: Y015
 
@@ -212,18 +216,21 @@ class RateSample(_message.Message):
     day: _builtins.str
     operator: _builtins.str
     real_name_rate: _builtins.float
+    """Unset on a day the operator had no live cards."""
     def __init__(
         self,
         *,
         day: _builtins.str = ...,
         operator: _builtins.str = ...,
-        real_name_rate: _builtins.float = ...,
+        real_name_rate: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_real_name_rate", b"_real_name_rate", "real_name_rate", b"real_name_rate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "operator", b"operator", "real_name_rate", b"real_name_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_real_name_rate", b"_real_name_rate", "day", b"day", "operator", b"operator", "real_name_rate", b"real_name_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__real_name_rate: _TypeAlias = _typing.Literal["real_name_rate"]  # noqa: Y015
+    _WhichOneofArgType__real_name_rate: _TypeAlias = _typing.Literal["_real_name_rate", b"_real_name_rate"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__real_name_rate) -> _WhichOneofReturnType__real_name_rate | None: ...
 
 Global___RateSample: _TypeAlias = RateSample  # noqa: Y015
 
