@@ -1,12 +1,21 @@
-"""Offline shipment-token verification rate, next to the raw cost of its signature checks.
+"""Offline shipment-token verification rate, next to the raw cost of the checks it needs; and
+what one guess at a token's recipient commitment costs.
 
-Target (issue 5): offline verifications/s >= 0.6 of the rate the signature checks they need
-allow, measured in the same run. Those checks are ECDSA P-256 for the token and for the chain
-(store certificate by operator CA, operator CA by root: three per token, the CRLs being verified
-once per bundle) and Ed25519 for the checkpoint, so the limit is ``1 / (3 t_ecdsa + t_ed25519)``.
+Target (issue 5): offline verifications/s >= 0.6 of the rate the checks they need allow,
+measured in the same run. Those checks are ECDSA P-256 for the token and for the chain (store
+certificate by operator CA, operator CA by root: three per token, the CRLs being verified once
+per bundle), Ed25519 for the checkpoint, and, since token version 2 (issue 14), one Argon2id
+recipient commitment of the presented document, so the limit is
+``1 / (3 t_ecdsa + t_ed25519 + t_commitment)``; the commitment is by design the largest term.
 The checkpoint (log signature and witness cosignature), the CRLs and every inclusion proof are
-verified once per bundle and cached, so a token actually costs three ECDSA checks; the ratio to
-that stricter ``1 / (3 t_ecdsa)`` limit is printed too.
+verified once per bundle and cached, so a token actually costs three ECDSA checks and one
+commitment; the ratio to that stricter limit is printed too.
+
+Guess cost (issue 14 item 3): someone holding a token who knows the recipient's region and birth
+year has about 71,667 candidate numbers to try. The bench times one guess with the token's
+commitment (``commit`` at ``DEFAULT_PARAMS``, fresh candidates) against one with version 1's
+single salted SHA-256 (re-implemented here, the code no longer has it), and the whole search with
+each, in the same run; the ratio is the factor the memory-hard hash adds.
 
 Each verification takes the token bytes of one of many distinct stores (so nothing per store is
 cached), with a bundle loaded from JSON as a courier app would, a 5,000-entry operator CRL and a
@@ -19,7 +28,9 @@ Run: ``.venv/bin/python -m bench.bench_delivery [--seconds S] [--stores N] [--js
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
+import hashlib
 import json
 import statistics
 import time
@@ -34,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from registry.checkpoint import Checkpoint, sign_checkpoint
 from registry.delivery.bundle import DeliveryBundle, LoggedCertificate
 from registry.delivery.checks import Reason
+from registry.delivery.commitment import DEFAULT_PARAMS, FLOOR, commit, new_salt
 from registry.delivery.offline import OfflineVerifier, prepare, verify_offline
 from registry.delivery.token import (
     MAX_TOKEN_SIZE,
@@ -61,6 +73,9 @@ ORIGIN = "realname.bench/log"
 COURIER = "sf-express"
 NUMBER = "11010519491231002X"
 ICCID = "89860012345678901238"
+SEARCH_SPACE = 71_667
+"""Candidate numbers once region and birth year are known (issue 14's count)."""
+V1_LABEL = b"realname/delivery/recipient-commitment/v1\x00"
 
 
 def _setup(
@@ -76,6 +91,20 @@ def _setup(
         tree.append(Issuance(epoch, filler, 1 + index, b"\x30\x00").encode())
     entries: list[tuple[int, bytes]] = []
     tokens: list[bytes] = []
+    # One recipient commitment for every store's token: each costs an Argon2id (tens of ms),
+    # and the verification below recomputes it from the presented document anyway.
+    recipient = new_shipment(
+        order_id="TB-template",
+        waybill="SF0",
+        courier=COURIER,
+        iccid=ICCID,
+        msisdn="13812341234",
+        operator="cmcc",
+        store_serial=1,
+        document_type=DocumentType.RESIDENT_ID_CARD,
+        document_number=NUMBER,
+        issued_at=now - dt.timedelta(hours=2),
+    )
     for index in range(stores):
         key = generate_private_key()
         csr = (
@@ -98,17 +127,11 @@ def _setup(
         store, serial = store_of_certificate(der, "cmcc")
         entry = Issuance(now - dt.timedelta(days=1), store, serial, der).encode()
         entries.append((tree.append(entry), entry))
-        fields = new_shipment(
+        fields = dataclasses.replace(
+            recipient,
             order_id=f"TB-2025060100{index:06d}",
             waybill=f"SF{index:013d}",
-            courier=COURIER,
-            iccid=ICCID,
-            msisdn="13812341234",
-            operator="cmcc",
             store_serial=serial,
-            document_type=DocumentType.RESIDENT_ID_CARD,
-            document_number=NUMBER,
-            issued_at=now - dt.timedelta(hours=2),
         )
         tokens.append(sign_shipment(fields, key, certificate=certificate))
     log_signer = Ed25519Signer(ORIGIN, Ed25519PrivateKey.generate())
@@ -159,10 +182,55 @@ def _batch_seconds(operation: Callable[[int], object], first: int, size: int) ->
     return time.thread_time() - start
 
 
+def _candidates(count: int) -> list[str]:
+    """Distinct resident-ID-shaped numbers, as a guesser would try them."""
+    return [f"110105{19490101 + index % 365:08d}{index % 1000:03d}X" for index in range(count)]
+
+
+def _v1_commit(number: str, salt: bytes) -> bytes:
+    """Token version 1's commitment: one SHA-256 over label, salt, type and number."""
+    return hashlib.sha256(V1_LABEL + salt + b"\x01" + number.encode()).digest()
+
+
+def guess_cost(rounds: int = 20) -> dict[str, float]:
+    """Seconds one guess costs with the current commitment and with version 1's, and the ratio."""
+    salt = new_salt()
+    candidates = _candidates(max(rounds, 1000))
+    argon: list[float] = []
+    wall: list[float] = []
+    for number in candidates[:rounds]:
+        start, start_wall = time.thread_time(), time.perf_counter()
+        commit(DocumentType.RESIDENT_ID_CARD, number, salt, DEFAULT_PARAMS)
+        argon.append(time.thread_time() - start)
+        wall.append(time.perf_counter() - start_wall)
+    sha: list[float] = []
+    for _ in range(rounds):
+        start = time.thread_time()
+        for number in candidates:
+            _v1_commit(number, salt)
+        sha.append((time.thread_time() - start) / len(candidates))
+    per_guess, per_sha = statistics.median(argon), statistics.median(sha)
+    return {
+        "guess_ms": per_guess * 1000,
+        "guess_ms_min": min(argon) * 1000,
+        "guess_ms_wall_median": statistics.median(wall) * 1000,
+        "guess_us_v1_sha256": per_sha * 1e6,
+        "guess_cost_ratio": per_guess / per_sha,
+        "search_s": SEARCH_SPACE * per_guess,
+        "search_s_v1_sha256": SEARCH_SPACE * per_sha,
+        "search_space": float(SEARCH_SPACE),
+        "kdf_memory_kib": float(DEFAULT_PARAMS.memory_kib),
+        "kdf_iterations": float(DEFAULT_PARAMS.iterations),
+        "kdf_parallelism": float(DEFAULT_PARAMS.parallelism),
+        "floor_memory_kib": float(FLOOR.memory_kib),
+        "floor_iterations": float(FLOOR.iterations),
+    }
+
+
 def run(
     seconds: float = 8.0, stores: int = 300, revoked: int = 5000, log_size: int = 100_000
 ) -> dict[str, float]:
-    """Measure and return the figures (rates per second, ratios to the two limits, sizes)."""
+    """Measure and return the figures (rates per second, ratios to the limits, sizes, guesses)."""
     bundle, tokens, now, prepare_seconds = _setup(stores, revoked, log_size)
     verifier = prepare(bundle)
     count = len(tokens)
@@ -194,6 +262,9 @@ def run(
         if not log_verifier.verify(note_text, log_signature.data):
             raise RuntimeError("checkpoint signature does not verify")
 
+    def raw_commitment(_: int) -> None:
+        commit(DocumentType.RESIDENT_ID_CARD, NUMBER, sample.fields.salt, sample.fields.kdf)
+
     def verify(index: int) -> None:
         verdict = verify_offline(
             tokens[index % count],
@@ -208,31 +279,38 @@ def run(
 
     verify(0)  # warm up: builds the x509.verification verifier for this second
     batch = 50
+    # A verification now costs one Argon2id (tens of ms): small batches of those.
+    slow_batch = 4
     ecdsa_times: list[float] = []
     ed_times: list[float] = []
+    commitment_times: list[float] = []
     verify_times: list[float] = []
     deadline = time.monotonic() + seconds
     position = 0
     while time.monotonic() < deadline or len(verify_times) < 5:
         ecdsa_times.append(_batch_seconds(raw_ecdsa, 0, batch) / batch)
         ed_times.append(_batch_seconds(raw_ed25519, 0, batch) / batch)
-        verify_times.append(_batch_seconds(verify, position, batch) / batch)
-        position = (position + batch) % count
+        commitment_times.append(_batch_seconds(raw_commitment, 0, slow_batch) / slow_batch)
+        verify_times.append(_batch_seconds(verify, position, slow_batch) / slow_batch)
+        position = (position + slow_batch) % count
     ecdsa, ed, per_token = min(ecdsa_times), min(ed_times), min(verify_times)
+    hashed = min(commitment_times)
     ecdsa_median, ed_median = statistics.median(ecdsa_times), statistics.median(ed_times)
+    hashed_median = statistics.median(commitment_times)
     median = statistics.median(verify_times)
-    limit = 1 / (3 * ecdsa + ed)
-    strict_limit = 1 / (3 * ecdsa)
+    limit = 1 / (3 * ecdsa + ed + hashed)
+    strict_limit = 1 / (3 * ecdsa + hashed)
     sizes = [len(token) for token in tokens]
     return {
         "verifications_per_s": 1 / per_token,
         "verifications_per_s_median": 1 / median,
         "raw_ecdsa_p256_verify_per_s": 1 / ecdsa,
         "raw_ed25519_verify_per_s": 1 / ed,
-        "limit_3_ecdsa_1_ed25519_per_s": limit,
+        "raw_commitment_per_s": 1 / hashed,
+        "limit_3_ecdsa_1_ed25519_1_commitment_per_s": limit,
         "ratio_to_limit": (1 / per_token) / limit,
-        "ratio_median": (1 / median) * (3 * ecdsa_median + ed_median),
-        "limit_3_ecdsa_per_s": strict_limit,
+        "ratio_median": (1 / median) * (3 * ecdsa_median + ed_median + hashed_median),
+        "limit_3_ecdsa_1_commitment_per_s": strict_limit,
         "ratio_to_3_ecdsa_limit": (1 / per_token) / strict_limit,
         "token_bytes_typical": float(statistics.median(sizes)),
         "token_text_chars_typical": float(len(encode_text(tokens[0]))),
@@ -242,6 +320,7 @@ def run(
         "stores": float(stores),
         "log_size": float(log_size),
         "revoked_serials_in_crl": float(revoked),
+        **guess_cost(),
     }
 
 
@@ -261,15 +340,16 @@ def main() -> None:
     print(f"  verifications/s                      {figures['verifications_per_s']:10.0f}")
     print(f"  raw ECDSA P-256 verify/s             {figures['raw_ecdsa_p256_verify_per_s']:10.0f}")
     print(f"  raw Ed25519 verify/s                 {figures['raw_ed25519_verify_per_s']:10.0f}")
-    print(
-        f"  limit, 3 ECDSA + 1 Ed25519 (/s)      {figures['limit_3_ecdsa_1_ed25519_per_s']:10.0f}"
-    )
+    print(f"  raw recipient commitment/s           {figures['raw_commitment_per_s']:10.1f}")
+    limit = figures["limit_3_ecdsa_1_ed25519_1_commitment_per_s"]
+    print(f"  limit, 3 ECDSA + Ed25519 + commitment {limit:9.1f}/s")
     print(
         f"  ratio to limit                       {figures['ratio_to_limit']:10.2f}"
         "  (target >= 0.60)"
     )
     print(f"  ratio of medians                     {figures['ratio_median']:10.2f}")
-    print(f"  ratio to 3-ECDSA limit (checkpoint cached) {figures['ratio_to_3_ecdsa_limit']:4.2f}")
+    strict = figures["ratio_to_3_ecdsa_limit"]
+    print(f"  ratio to 3 ECDSA + commitment (checkpoint cached) {strict:4.2f}")
     print(
         f"  token size                           {figures['token_bytes_typical']:10.0f} bytes"
         f" typical, {figures['token_bytes_max']:.0f} max (budget 1200);"
@@ -279,6 +359,23 @@ def main() -> None:
         f"  bundle: {figures['stores']:.0f} stores, {figures['bundle_json_bytes'] / 1024:.0f} KiB"
         f" JSON, prepared once in {figures['bundle_prepare_ms']:.0f} ms"
         f" (log of {figures['log_size']:.0f}, CRL of {figures['revoked_serials_in_crl']:.0f})"
+    )
+    print(
+        "recipient commitment guess cost (argon2id"
+        f" m={figures['kdf_memory_kib']:.0f} KiB t={figures['kdf_iterations']:.0f}"
+        f" p={figures['kdf_parallelism']:.0f}; floor m={figures['floor_memory_kib']:.0f}"
+        f" t={figures['floor_iterations']:.0f})"
+    )
+    print(
+        f"  per guess, token v2 (Argon2id)       {figures['guess_ms']:10.1f} ms CPU median"
+        f" (min {figures['guess_ms_min']:.1f}, wall {figures['guess_ms_wall_median']:.1f})"
+    )
+    print(f"  per guess, token v1 (one SHA-256)    {figures['guess_us_v1_sha256']:10.2f} us")
+    print(f"  ratio v2 / v1                        {figures['guess_cost_ratio']:10.0f}x")
+    print(
+        f"  search of {figures['search_space']:.0f} candidates (region + birth year):"
+        f" {figures['search_s']:.0f} s of one core with v2 vs"
+        f" {figures['search_s_v1_sha256']:.3f} s with v1"
     )
 
 

@@ -4,7 +4,7 @@ Pure library (no database, no network, no ``services/``); the service side build
 ``DeliveryService``, ``realname bundle export``, ``realname courier verify`` and
 ``realname store sign-shipment`` on it. The modules:
 
-* :mod:`~registry.delivery.commitment` — the salted recipient commitment, document types;
+* :mod:`~registry.delivery.commitment` — the salted, memory-hard recipient commitment;
 * :mod:`~registry.delivery.token` — the signed, versioned binary token and its QR text form;
 * :mod:`~registry.delivery.base45` — RFC 9285 base45;
 * :mod:`~registry.delivery.bundle` — the courier's offline bundle (PKI, checkpoint, proofs);
@@ -26,8 +26,9 @@ from registry.delivery.checks import (
     ShipmentState,
     check_delivery,
     judge_seller,
+    presented_commitment,
 )
-from registry.delivery.commitment import commit, matches
+from registry.delivery.commitment import DEFAULT_PARAMS, FLOOR, KdfParams, commit, matches
 from registry.delivery.errors import DeliveryError, TokenDecodeError
 from registry.delivery.offline import (
     OfflineVerdict,
@@ -51,12 +52,15 @@ from registry.subscribers import DocumentType, normalise_number
 __all__ = [
     "CHECK_ORDER",
     "DEFAULT_MAX_AGE",
+    "DEFAULT_PARAMS",
+    "FLOOR",
     "Confirmation",
     "ConfirmationQueue",
     "DeliveryBundle",
     "DeliveryError",
     "DeliveryVerdict",
     "DocumentType",
+    "KdfParams",
     "LoggedCertificate",
     "OfflineVerdict",
     "OfflineVerifier",
@@ -80,6 +84,7 @@ __all__ = [
     "new_confirmation",
     "new_shipment",
     "normalise_number",
+    "presented_commitment",
     "sign_shipment",
     "verify_offline",
     "verify_token_signature",

@@ -171,6 +171,8 @@ class DeliveryVerdict:
 
     ``stale_bundle`` is set by the offline verifier when it answered from a stale bundle under the
     "warn" policy; the reason is then the one a fresh bundle with the same content would give.
+    ``presented_commitment`` is set once the recipient check ran: the presented document's
+    commitment, computed once (a memory-hard hash) for whoever records the handover.
     """
 
     reason: Reason
@@ -179,6 +181,7 @@ class DeliveryVerdict:
     token: ShipmentToken | None = None
     seller: pki.Verdict | None = None
     stale_bundle: bool = False
+    presented_commitment: bytes | None = None
 
     @property
     def ok(self) -> bool:
@@ -216,12 +219,12 @@ def judge_seller(
     return SellerJudgement(None, verdict.detail, verdict)
 
 
-def _recipient_matches(token: ShipmentToken, presented: Presented) -> bool:
-    fields = token.fields
+def presented_commitment(token: ShipmentToken, presented: Presented) -> bytes:
+    """Return the presented document's commitment under the token's salt and KDF parameters."""
     if isinstance(presented, PresentedCommitment):
-        return hmac.compare_digest(presented.commitment, fields.commitment)
-    computed = commit(presented.doc_type, presented.number, fields.salt)
-    return hmac.compare_digest(computed, fields.commitment)
+        return presented.commitment
+    fields = token.fields
+    return commit(presented.doc_type, presented.number, fields.salt, fields.kdf)
 
 
 def check_delivery(
@@ -284,8 +287,9 @@ def check_delivery(
             return verdict(
                 Reason.LOCKED, "shipment locked after repeated recipient mismatches", seller
             )
-    if not _recipient_matches(decoded, presented):
-        return verdict(
-            Reason.RECIPIENT_MISMATCH, "presented document is not the recipient's", seller
-        )
-    return verdict(Reason.OK, "seller authorized and logged; recipient matches", seller)
+    proof = presented_commitment(decoded, presented)
+    if not hmac.compare_digest(proof, fields.commitment):
+        reason, detail = Reason.RECIPIENT_MISMATCH, "presented document is not the recipient's"
+    else:
+        reason, detail = Reason.OK, "seller authorized and logged; recipient matches"
+    return DeliveryVerdict(reason, detail, moment, decoded, seller, presented_commitment=proof)

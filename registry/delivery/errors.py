@@ -45,6 +45,10 @@ class MalformedFieldError(TokenDecodeError):
     """Raised when a field is not UTF-8 or breaks its syntax, or the signature is non-canonical."""
 
 
+class WeakCommitmentError(TokenDecodeError):
+    """Raised when a token's commitment parameters are under the floor or past a ceiling."""
+
+
 class TextFormError(TokenDecodeError):
     """Raised when a token's text (QR) form has the wrong prefix or is not strict base45."""
 

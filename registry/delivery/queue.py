@@ -16,8 +16,8 @@ tombstone, is harmless because the server side is idempotent. Lines::
     {"v":1,"type":"synced","id":"<32 hex>","synced_at":"2025-06-01T12:00:00Z"}
 
 No document number is written. The presented document is kept as its commitment under the
-token's salt, which is all the server needs to re-check the match (equal to the token's
-commitment iff the documents match) and is no more revealing than the token itself.
+token's salt and KDF parameters, which is all the server needs to re-check the match (equal to
+the token's commitment iff the documents match) and is no more revealing than the token itself.
 
 Crash tolerance: a line is written with one ``write`` and then fsynced; a crash can leave only the
 last line torn (no newline). Readers ignore a torn last line (it was never acknowledged), and the
@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import fcntl
+import hashlib
 import hmac
 import json
 import os
@@ -44,8 +45,19 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from registry.delivery.commitment import COMMITMENT_SIZE, commit, document_type
-from registry.delivery.errors import DeliveryError, QueueCorruptError, QueueError, TokenDecodeError
-from registry.delivery.token import ShipmentToken, decode_token
+from registry.delivery.errors import (
+    DeliveryError,
+    QueueCorruptError,
+    QueueError,
+    TokenDecodeError,
+    UnsupportedVersionError,
+)
+from registry.delivery.token import (
+    OBSOLETE_VERSIONS,
+    SIGNATURE_SIZE,
+    ShipmentToken,
+    decode_token,
+)
 from registry.subscribers import DocumentType
 
 QUEUE_VERSION: Final = 1
@@ -102,6 +114,12 @@ class Confirmation:
         )
         try:
             digest = decode_token(self.token).digest
+        except UnsupportedVersionError:
+            if not self.token or self.token[0] not in OBSOLETE_VERSIONS:
+                raise QueueError("queued token has an unknown version") from None
+            # Queued before an upgrade: keep it, so that sync sends it and reports the server's
+            # refusal (with its reason) instead of the whole queue failing to read.
+            digest = hashlib.sha256(self.token[:-SIGNATURE_SIZE]).digest()
         except TokenDecodeError as error:
             raise QueueError(f"queued token does not decode: {error}") from None
         if digest != self.token_digest:
@@ -167,19 +185,20 @@ def new_confirmation(
     offline_reason: str,
     stale_bundle: bool = False,
 ) -> Confirmation:
-    """Build a confirmation: commit the presented document under the token's salt, drop the number.
+    """Build a confirmation: commit the presented document as the token says, drop the number.
 
     ``offline_reason`` is the offline verdict's reason at the door, kept for the record.
     """
     decoded = token if isinstance(token, ShipmentToken) else decode_token(token)
-    presented = commit(presented_doc_type, presented_number, decoded.fields.salt)
+    fields = decoded.fields
+    presented = commit(presented_doc_type, presented_number, fields.salt, fields.kdf)
     return Confirmation(
         id=secrets.token_hex(16),
         token=decoded.encoded,
         token_digest=decoded.digest,
         document_type=document_type(presented_doc_type),
         presented_commitment=presented,
-        recipient_match=hmac.compare_digest(presented, decoded.fields.commitment),
+        recipient_match=hmac.compare_digest(presented, fields.commitment),
         offline_reason=offline_reason,
         stale_bundle=stale_bundle,
         courier_staff_id=courier_staff_id,

@@ -1,10 +1,10 @@
 """Shipment token: what a store signs onto a parcel so a courier can check seller and recipient.
 
-Binary encoding, version 1. Big-endian; in the notation of RFC 8446 section 3 (``<a..b>`` is a
+Binary encoding, version 2. Big-endian; in the notation of RFC 8446 section 3 (``<a..b>`` is a
 one-byte length prefix followed by that many bytes)::
 
     struct {
-        uint8  version = 1;
+        uint8  version = 2;
         opaque order_id<1..64>;       /* UTF-8, printable, no surrounding blanks */
         opaque waybill<1..40>;        /* printable ASCII, no spaces */
         opaque courier<1..32>;        /* courier company id, [a-z0-9][a-z0-9._-]* */
@@ -14,12 +14,16 @@ one-byte length prefix followed by that many bytes)::
         opaque store_serial<1..20>;   /* store certificate serial, minimal big-endian, > 0 */
         uint64 issued_at;             /* Unix seconds */
         uint64 expires_at;            /* Unix seconds, > issued_at */
+        uint8  kdf;                   /* recipient commitment KDF: 1 = Argon2id */
+        uint32 kdf_memory_kib;        /* its memory, KiB */
+        uint8  kdf_iterations;        /* its passes */
+        uint8  kdf_parallelism;       /* its lanes */
         opaque salt[16];              /* recipient commitment salt */
         opaque commitment[32];        /* registry.delivery.commitment.commit(...) */
         opaque signature[64];         /* ECDSA P-256 / SHA-256, raw r || s, low-S */
     } ShipmentToken;
 
-The signature is over ``"realname/delivery/shipment-token/v1" || 0x00 || body``, where ``body``
+The signature is over ``"realname/delivery/shipment-token/v2" || 0x00 || body``, where ``body``
 is every byte before the signature (version included): the label keeps a store key's signature
 on a token from meaning anything in another protocol. Raw ``r || s`` rather than DER keeps the
 signature a fixed 64 bytes (as JWS ES256 and COSE do); ``s`` is normalised to the lower half of
@@ -27,11 +31,22 @@ the group order when signing and a high ``s`` is refused when decoding, so a tok
 one valid encoding and cannot be re-spelled into a second valid token. Signing is deterministic
 (RFC 6979): the same fields give the same token, and a store's weak RNG cannot leak its key.
 
-Sizes: a typical token is 234 bytes (355 characters of text form), the largest possible 339
+The KDF parameters are in the token so that they can be raised without a new format; the
+decoder refuses a token whose parameters are under the floor, or past what a verifier should
+compute, with :class:`~registry.delivery.errors.WeakCommitmentError`
+(:func:`registry.delivery.commitment.check_params`).
+
+Version 1 (the same fields without the KDF ones, the commitment a single SHA-256 that a token
+holder could reverse by guessing in under a second) is refused with a reason that says so:
+tokens live at most :data:`DEFAULT_VALIDITY`, and a store re-signs a parcel's token for the same
+card.
+
+Sizes: a typical token is 241 bytes (365 characters of text form), the largest possible 346
 (:data:`MAX_TOKEN_SIZE`), within the 1,200-byte budget with room for later fields; the
 certificate chain is not in the token (the courier's bundle holds it).
 
-Text form, for the QR code: :data:`TEXT_PREFIX` then base45 (RFC 9285), as EU Digital COVID
+Text form, for the QR code: :data:`TEXT_PREFIX` (which names the text form, not the binary
+version: the version is the token's first byte) then base45 (RFC 9285), as EU Digital COVID
 Certificates did. The base45 alphabet is the QR alphanumeric set, where two bytes take three
 characters at 5.5 bits each (16.5 bits); base64 would force byte mode at 8 bits a character
 (21.3 bits for two bytes), 29 % more data bits and a larger symbol. base64url would be the choice
@@ -62,7 +77,16 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from registry.delivery.base45 import Base45Error, b45decode, b45encode
-from registry.delivery.commitment import COMMITMENT_SIZE, SALT_SIZE, commit, new_salt
+from registry.delivery.commitment import (
+    COMMITMENT_SIZE,
+    DEFAULT_PARAMS,
+    SALT_SIZE,
+    Kdf,
+    KdfParams,
+    check_params,
+    commit,
+    new_salt,
+)
 from registry.delivery.errors import (
     InvalidShipmentError,
     MalformedFieldError,
@@ -72,16 +96,20 @@ from registry.delivery.errors import (
     TrailingBytesError,
     TruncatedTokenError,
     UnsupportedVersionError,
+    WeakCommitmentError,
 )
 from registry.pki.errors import InvalidOperatorError, UnsupportedKeyError
 from registry.pki.keys import require_p256_public_key
 from registry.pki.operators import validate_operator_id
 from registry.subscribers import DocumentType, mask_msisdn
 
-TOKEN_VERSION: Final = 1
+TOKEN_VERSION: Final = 2
 """The encoding version written, and the only one accepted."""
 
-SIGNING_LABEL: Final = b"realname/delivery/shipment-token/v1\x00"
+OBSOLETE_VERSIONS: Final = frozenset({1})
+"""Versions refused with a reason of their own: their recipient commitment can be guessed."""
+
+SIGNING_LABEL: Final = b"realname/delivery/shipment-token/v2\x00"
 """Domain-separation prefix of the signed message."""
 
 SIGNATURE_SIZE: Final = 64
@@ -100,6 +128,8 @@ MAX_ICCID: Final = 20
 MASKED_MSISDN_SIZE: Final = 11
 MAX_OPERATOR: Final = 16
 MAX_SERIAL: Final = 20
+KDF_PARAMS_SIZE: Final = 1 + 4 + 1 + 1
+"""Bytes of the KDF id, memory, iterations and parallelism."""
 
 MAX_TOKEN_SIZE: Final = (
     1
@@ -112,11 +142,12 @@ MAX_TOKEN_SIZE: Final = (
     + (1 + MAX_SERIAL)
     + 8
     + 8
+    + KDF_PARAMS_SIZE
     + SALT_SIZE
     + COMMITMENT_SIZE
     + SIGNATURE_SIZE
 )
-"""Largest token this version can encode, in bytes (339)."""
+"""Largest token this version can encode, in bytes (346)."""
 
 # NIST P-256 group order: r and s live in [1, n); s is canonical when it is at most n // 2.
 _P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -189,6 +220,10 @@ def _field_problems(fields: ShipmentFields) -> list[str]:
         problems.append(f"salt must be {SALT_SIZE} bytes")
     if len(fields.commitment) != COMMITMENT_SIZE:
         problems.append(f"commitment must be {COMMITMENT_SIZE} bytes")
+    try:
+        check_params(fields.kdf)
+    except WeakCommitmentError as error:
+        problems.append(str(error))
     return problems
 
 
@@ -219,6 +254,7 @@ class ShipmentFields:
     expires_at: dt.datetime
     salt: bytes
     commitment: bytes
+    kdf: KdfParams = DEFAULT_PARAMS
 
     def __post_init__(self) -> None:
         """Normalise the times and refuse fields the encoding cannot carry."""
@@ -242,11 +278,18 @@ def new_shipment(
     document_number: str,
     issued_at: dt.datetime,
     valid_for: dt.timedelta = DEFAULT_VALIDITY,
+    kdf: KdfParams = DEFAULT_PARAMS,
 ) -> ShipmentFields:
     """Return shipment fields committing to the recipient's document under a fresh salt.
 
-    ``msisdn`` may be the full number (it is masked here) or already masked.
+    ``msisdn`` may be the full number (it is masked here) or already masked. ``kdf`` is the
+    commitment's cost, :data:`~registry.delivery.commitment.DEFAULT_PARAMS` unless raised; one
+    under the floor is refused before anything is hashed.
     """
+    try:
+        check_params(kdf)
+    except WeakCommitmentError as error:
+        raise InvalidShipmentError(str(error)) from None
     salt = new_salt()
     issued = _whole_utc_seconds(issued_at, "issued_at")
     return ShipmentFields(
@@ -260,7 +303,8 @@ def new_shipment(
         issued_at=issued,
         expires_at=issued + valid_for,
         salt=salt,
-        commitment=commit(document_type, document_number, salt),
+        commitment=commit(document_type, document_number, salt, kdf),
+        kdf=kdf,
     )
 
 
@@ -286,6 +330,11 @@ def encode_body(fields: ShipmentFields) -> bytes:
     _put(out, serial.to_bytes((serial.bit_length() + 7) // 8, "big"))
     out += _seconds(fields.issued_at).to_bytes(8, "big")
     out += _seconds(fields.expires_at).to_bytes(8, "big")
+    kdf = fields.kdf
+    out.append(kdf.kdf)
+    out += kdf.memory_kib.to_bytes(4, "big")
+    out.append(kdf.iterations)
+    out.append(kdf.parallelism)
     out += fields.salt
     out += fields.commitment
     return bytes(out)
@@ -390,8 +439,11 @@ class _Reader:
         except UnicodeDecodeError:
             raise MalformedFieldError(f"{what} is not valid UTF-8") from None
 
+    def uint(self, size: int, what: str) -> int:
+        return int.from_bytes(self.take(size, what), "big")
+
     def uint64(self, what: str) -> int:
-        return int.from_bytes(self.take(8, what), "big")
+        return self.uint(8, what)
 
     def finish(self) -> None:
         if self._pos != len(self._data):
@@ -404,10 +456,30 @@ def _time(seconds: int, what: str) -> dt.datetime:
     return _EPOCH + dt.timedelta(seconds=seconds)
 
 
+def _kdf_params(reader: _Reader) -> KdfParams:
+    """Read the commitment's KDF parameters; refuse an unknown KDF or a cost off the bounds."""
+    kdf_id = reader.uint(1, "KDF")
+    memory = reader.uint(4, "KDF memory")
+    iterations = reader.uint(1, "KDF iterations")
+    parallelism = reader.uint(1, "KDF parallelism")
+    try:
+        kdf = Kdf(kdf_id)
+    except ValueError:
+        raise WeakCommitmentError(f"unknown recipient commitment KDF {kdf_id}") from None
+    params = KdfParams(kdf, memory, iterations, parallelism)
+    check_params(params)
+    return params
+
+
 def decode_token(data: bytes) -> ShipmentToken:
     """Decode token bytes without verifying the signature; raise a ``TokenDecodeError`` if bad."""
     reader = _Reader(bytes(data))
     version = reader.take(1, "version")[0]
+    if version in OBSOLETE_VERSIONS:
+        raise UnsupportedVersionError(
+            f"token version {version} is no longer accepted: its recipient commitment can be "
+            f"reversed by guessing; the store must sign a new token (version {TOKEN_VERSION})"
+        )
     if version != TOKEN_VERSION:
         raise UnsupportedVersionError(f"unknown token version {version}")
     order_id = reader.text("order id", 1, MAX_ORDER_ID)
@@ -421,6 +493,7 @@ def decode_token(data: bytes) -> ShipmentToken:
         raise MalformedFieldError("store serial has a leading zero byte")
     issued_at = _time(reader.uint64("issued_at"), "issued_at")
     expires_at = _time(reader.uint64("expires_at"), "expires_at")
+    kdf = _kdf_params(reader)
     salt = reader.take(SALT_SIZE, "salt")
     commitment = reader.take(COMMITMENT_SIZE, "commitment")
     signature = reader.take(SIGNATURE_SIZE, "signature")
@@ -442,6 +515,7 @@ def decode_token(data: bytes) -> ShipmentToken:
             expires_at=expires_at,
             salt=salt,
             commitment=commitment,
+            kdf=kdf,
         )
     except InvalidShipmentError as error:
         raise MalformedFieldError(str(error)) from None

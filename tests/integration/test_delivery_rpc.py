@@ -11,8 +11,10 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select
 
-from registry.delivery import new_shipment, sign_shipment
+from registry.delivery import commit, decode_token, new_shipment, sign_shipment
+from registry.delivery.commitment import Kdf, KdfParams
 from registry.subscribers import DocumentType
 from services.cli.main import build_parser
 from services.domain.pseudonym import Pseudonymizer
@@ -23,6 +25,7 @@ from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import registry_pb2 as rpb
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.storage.database import Database
+from services.storage.schema import shipments
 from tests.support.identities import iccid, msisdn, resident_id
 from tests.support.proofing import proofing_stub
 from tests.support.registry import (
@@ -33,6 +36,7 @@ from tests.support.registry import (
     store_key,
 )
 from tests.support.rpc import rich_error
+from tests.support.tokens import as_version_1, with_params
 
 RECIPIENT = resident_id(21)
 STRANGER = resident_id(22)
@@ -195,6 +199,45 @@ def test_revoked_unauthorized_and_expired_tokens(server: RegistryHarness) -> Non
         rpb.RevokeAuthorizationRequest(serial=store.serial)
     )
     assert verify(server, token_for(store, card)) == "SELLER_REVOKED"
+
+
+def test_old_and_weak_commitments_are_refused_with_their_reason(
+    server: RegistryHarness, db: Database
+) -> None:
+    store = new_store(server, "door-kdf")
+    card = sell(server, store, 8)
+    genuine = token_for(store, card)
+    stub = desk(server)
+    # Version 1, signed by the store's own key: its commitment is one guessable SHA-256.
+    old = as_version_1(genuine, store.key, doc_type=1, number=RECIPIENT)
+    request = dpb.VerifyDeliveryRequest(token=old, presented_document=document())
+    answer = stub.VerifyDelivery(request)
+    assert answer.verdict.reason == dpb.DELIVERY_REASON_BAD_SIGNATURE
+    assert "version 1 is no longer accepted" in answer.verdict.detail
+    # Version 2 under the floor, confirmed with the matching commitment as a synced courier would.
+    cheap = KdfParams(Kdf.ARGON2ID, memory_kib=64, iterations=1, parallelism=1)
+    weak = with_params(genuine, store.key, cheap, doc_type=1, number=RECIPIENT)
+    salt = decode_token(genuine).fields.salt
+    refused = stub.ConfirmDelivery(
+        dpb.ConfirmDeliveryRequest(
+            token=weak,
+            presented_commitment=commit(1, RECIPIENT, salt, cheap),
+            courier_staff_id="staff-7",
+        )
+    )
+    assert refused.verdict.reason == dpb.DELIVERY_REASON_BAD_SIGNATURE
+    assert "under the floor" in refused.verdict.detail
+    assert not refused.HasField("delivery")
+    assert card_state(server, card) == vpb.CARD_STATE_PENDING_DELIVERY
+    # The genuine token goes through; the proof kept is the presented document's commitment.
+    assert confirm(server, genuine).verdict.reason == dpb.DELIVERY_REASON_OK
+    digest = decode_token(genuine).digest
+    stored = db.read(
+        lambda conn: conn.execute(
+            select(shipments.c.presented_commitment).where(shipments.c.token_digest == digest)
+        ).scalar_one()
+    )
+    assert bytes(stored) == decode_token(genuine).fields.commitment
 
 
 def test_lock_after_three_mismatches_until_the_operator_unlocks(server: RegistryHarness) -> None:

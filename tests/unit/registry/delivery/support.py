@@ -8,6 +8,8 @@ is signed with a real Ed25519 note key (and, when asked, cosigned by a witness).
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,13 +20,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from registry.checkpoint import Checkpoint, sign_checkpoint
 from registry.delivery.bundle import DeliveryBundle, LoggedCertificate
-from registry.delivery.token import ShipmentFields, new_shipment, sign_shipment
+from registry.delivery.commitment import DEFAULT_PARAMS, SALT_SIZE, commit
+from registry.delivery.token import ShipmentFields, sign_shipment
 from registry.log.entries import Issuance, StoreRef, store_of_certificate
 from registry.merkle import MemoryTree
 from registry.note import CosignatureSigner, Ed25519Signer
 from registry.pki.authority import CertificateAuthority
 from registry.pki.revocation import Revocation
-from registry.subscribers import DocumentType
+from registry.subscribers import DocumentType, normalise_number
 from tests.unit.registry.pki.factory import World, make_world
 
 ORIGIN = "realname.test/delivery-log"
@@ -177,18 +180,21 @@ class Delivery:
         order_id: str = "TB-20250601-000123",
     ) -> ShipmentFields:
         cert = certificate if certificate is not None else self.good
-        return new_shipment(
+        issued = issued_at if issued_at is not None else self.now - dt.timedelta(hours=2)
+        salt, commitment = committed(doc_type, number)
+        return ShipmentFields(
             order_id=order_id,
             waybill="SF1234567890123",
             courier=courier,
             iccid=ICCID,
-            msisdn="13812341234",
+            msisdn_masked="138****1234",
             operator=operator if operator is not None else _operator_of(cert),
             store_serial=cert.serial_number,
-            document_type=doc_type,
-            document_number=number,
-            issued_at=issued_at if issued_at is not None else self.now - dt.timedelta(hours=2),
-            valid_for=valid_for,
+            issued_at=issued,
+            expires_at=issued + valid_for,
+            salt=salt,
+            commitment=commitment,
+            kdf=DEFAULT_PARAMS,
         )
 
     def token(
@@ -200,6 +206,18 @@ class Delivery:
     ) -> bytes:
         fields = self.fields(certificate, **overrides)  # type: ignore[arg-type]
         return sign_shipment(fields, key if key is not None else self.store_key)
+
+
+@functools.cache
+def committed(doc_type: DocumentType, number: str) -> tuple[bytes, bytes]:
+    """A salt and production commitment per document, hashed once a session (tens of ms each).
+
+    The salt is derived from the number, so tokens for one document share it: harmless in tests,
+    and it lets a property test sign hundreds of tokens without hundreds of Argon2id runs.
+    ``new_shipment``'s fresh salts are tested in test_token.
+    """
+    salt = hashlib.sha256(normalise_number(number).encode()).digest()[:SALT_SIZE]
+    return salt, commit(doc_type, number, salt, DEFAULT_PARAMS)
 
 
 def make_delivery(now: dt.datetime) -> Delivery:

@@ -115,15 +115,16 @@ def test_online_only_reasons_and_their_precedence(
 
 def test_presented_commitment(delivery: Delivery, online: OnlineLikeDirectory) -> None:
     token = delivery.token()
-    salt = decode_token(token).fields.salt
+    shipment = decode_token(token).fields
 
     def run(presented: PresentedCommitment) -> Reason:
         return check_delivery(
             token, presented, courier_company=COURIER, at=delivery.now, sellers=online
         ).reason
 
-    assert run(PresentedCommitment(commit(1, ID_NUMBER, salt))) is Reason.OK
-    assert run(PresentedCommitment(commit(1, "110105194912310011", salt))) is (
+    salt, kdf = shipment.salt, shipment.kdf
+    assert run(PresentedCommitment(commit(1, ID_NUMBER, salt, kdf))) is Reason.OK
+    assert run(PresentedCommitment(commit(1, "110105194912310011", salt, kdf))) is (
         Reason.RECIPIENT_MISMATCH
     )
     with pytest.raises(InvalidDocumentError):

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 
 from registry.delivery.bundle import DeliveryBundle, LoggedCertificate
 from registry.delivery.checks import DeliveryVerdict, Reason
+from registry.delivery.commitment import Kdf, KdfParams
 from registry.delivery.errors import DeliveryBundleError, InvalidDocumentError
 from registry.delivery.offline import OfflineVerifier, StalePolicy, prepare, verify_offline
 from registry.delivery.token import decode_token, encode_text
@@ -21,6 +22,7 @@ from registry.pki import verify as pki
 from registry.pki.keys import generate_private_key
 from registry.pki.revocation import Revocation
 from registry.subscribers import DocumentType
+from tests.support.tokens import as_version_1, with_params
 from tests.unit.registry.delivery.support import (
     COURIER,
     ID_NUMBER,
@@ -99,6 +101,25 @@ def test_wrong_person(delivery: Delivery, bundle: DeliveryBundle) -> None:
     assert other_type.reason is Reason.RECIPIENT_MISMATCH
 
 
+def test_old_and_weak_tokens_of_a_genuine_store_are_refused(
+    delivery: Delivery, bundle: DeliveryBundle
+) -> None:
+    # Each is signed by the good store's key and commits to the presented document, so every
+    # other check would pass: only the guessable commitment refuses them.
+    genuine = delivery.token()
+    key = delivery.store_key
+    old = as_version_1(genuine, key, doc_type=1, number=ID_NUMBER)
+    verdict = check(delivery, bundle, old)
+    assert verdict.reason is Reason.BAD_SIGNATURE
+    assert "version 1 is no longer accepted" in verdict.detail
+    weak_params = KdfParams(Kdf.ARGON2ID, memory_kib=64, iterations=1, parallelism=1)
+    weak = with_params(genuine, key, weak_params, doc_type=1, number=ID_NUMBER)
+    verdict = check(delivery, bundle, encode_text(weak))
+    assert verdict.reason is Reason.BAD_SIGNATURE
+    assert "under the floor" in verdict.detail
+    assert check(delivery, bundle, genuine).reason is Reason.OK
+
+
 def test_passport_recipient(delivery: Delivery, bundle: DeliveryBundle) -> None:
     token = delivery.token(number="G93751046", doc_type=DocumentType.PASSPORT)
     assert check(delivery, bundle, token, number="g9375 1046", doc_type=2).reason is Reason.OK
@@ -163,7 +184,7 @@ def test_every_single_bit_flip_is_refused(delivery: Delivery, bundle: DeliveryBu
 
 
 def test_garbage_is_a_bad_signature(delivery: Delivery, bundle: DeliveryBundle) -> None:
-    for garbage in (b"", b"\x01", b"\x02" + delivery.token()[1:], "RN1:not base45!", "HC1:ABC"):
+    for garbage in (b"", b"\x01", b"\x03" + delivery.token()[1:], "RN1:not base45!", "HC1:ABC"):
         verdict = check(delivery, bundle, garbage)
         assert verdict.reason is Reason.BAD_SIGNATURE
         assert verdict.token is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ from registry.delivery.queue import Confirmation, ConfirmationQueue, new_confirm
 from registry.delivery.token import decode_token
 from registry.subscribers import DocumentType
 from tests.support.paths import REPO_ROOT
+from tests.support.tokens import as_version_1
 from tests.unit.registry.delivery.support import ID_NUMBER, Delivery
 
 DELIVERED = dt.datetime(2026, 6, 1, 10, 30, 15, tzinfo=dt.UTC)
@@ -45,6 +47,28 @@ def test_confirmation_commits_to_the_presented_document(delivery: Delivery) -> N
     assert not mismatched.recipient_match
     assert mismatched.presented_commitment != decode_token(mismatched.token).fields.commitment
     assert matched.id != mismatched.id
+
+
+def test_a_version_1_confirmation_queued_before_an_upgrade_still_reads(
+    tmp_path: Path, delivery: Delivery
+) -> None:
+    # Sync sends it and reports the server's refusal; the rest of the queue is not blocked.
+    current = confirmation(delivery)
+    old_token = as_version_1(current.token, delivery.store_key, doc_type=1, number=ID_NUMBER)
+    old = dataclasses.replace(
+        current,
+        id="0" * 32,
+        token=old_token,
+        token_digest=hashlib.sha256(old_token[:-64]).digest(),
+    )
+    queue = ConfirmationQueue(tmp_path / "queue.jsonl")
+    queue.append(old)
+    queue.append(current)
+    assert list(queue.pending()) == [old, current]
+    with pytest.raises(QueueError, match="digest"):
+        dataclasses.replace(old, token_digest=bytes(32))
+    with pytest.raises(QueueError, match="unknown version"):
+        dataclasses.replace(old, token=b"\x07" + old_token[1:])
 
 
 def test_append_read_and_sync(tmp_path: Path, delivery: Delivery) -> None:

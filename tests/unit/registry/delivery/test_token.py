@@ -12,7 +12,15 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from registry.delivery.commitment import commit
+from registry.delivery.commitment import (
+    DEFAULT_PARAMS,
+    FLOOR,
+    MAX_MEMORY_KIB,
+    Kdf,
+    KdfParams,
+    commit,
+    matches,
+)
 from registry.delivery.errors import (
     InvalidShipmentError,
     MalformedFieldError,
@@ -23,6 +31,7 @@ from registry.delivery.errors import (
     TrailingBytesError,
     TruncatedTokenError,
     UnsupportedVersionError,
+    WeakCommitmentError,
 )
 from registry.delivery.token import (
     MAX_TOKEN_SIZE,
@@ -41,10 +50,14 @@ from registry.delivery.token import (
 )
 from registry.pki.keys import generate_private_key
 from registry.subscribers import DocumentType, mask_msisdn, normalise_number
+from tests.support.tokens import as_version_1, sign_body, with_params
 from tests.unit.registry.delivery.support import ICCID, ID_NUMBER, Delivery
 
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 T = dt.datetime(2026, 6, 1, 8, 0, tzinfo=dt.UTC)
+SALT = bytes(range(16))
+# Hashed once for the module: each commitment costs a production Argon2id (tens of ms).
+COMMITMENT = commit(1, ID_NUMBER, SALT, DEFAULT_PARAMS)
 
 
 def fields(**overrides: object) -> ShipmentFields:
@@ -58,8 +71,8 @@ def fields(**overrides: object) -> ShipmentFields:
         "store_serial": 0x1234_5678_9ABC_DEF0_1122_3344_5566_7788_99AA_BBCC,
         "issued_at": T,
         "expires_at": T + dt.timedelta(days=15),
-        "salt": bytes(range(16)),
-        "commitment": commit(1, ID_NUMBER, bytes(range(16))),
+        "salt": SALT,
+        "commitment": COMMITMENT,
     }
     values.update(overrides)
     return ShipmentFields(**values)  # type: ignore[arg-type]
@@ -76,12 +89,16 @@ def test_round_trip_and_layout(key: ec.EllipticCurvePrivateKey) -> None:
     decoded = decode_token(token)
     assert decoded.fields == shipment
     assert decoded.encoded == token
-    assert token[0] == 1
+    assert token[0] == 2
     assert token[1] == len(shipment.order_id)
     assert token[2 : 2 + len(shipment.order_id)] == shipment.order_id.encode()
     assert decoded.body == encode_body(shipment) == token[:-64]
     assert decoded.digest == hashlib.sha256(token[:-64]).digest()
     assert token[-64 - 48 : -64] == shipment.salt + shipment.commitment
+    # KDF 1 (Argon2id), memory KiB as uint32, iterations, parallelism, just before the salt.
+    kdf = DEFAULT_PARAMS
+    expected = bytes((1,)) + kdf.memory_kib.to_bytes(4, "big")
+    assert token[-64 - 48 - 7 : -64 - 48] == expected + bytes((kdf.iterations, kdf.parallelism))
     verify_token_signature(decoded, key.public_key())
 
 
@@ -94,7 +111,7 @@ def test_signature_is_raw_low_s_ecdsa_over_the_labelled_body(
     key.public_key().verify(
         encode_dss_signature(r, s), SIGNING_LABEL + token[:-64], ec.ECDSA(hashes.SHA256())
     )
-    assert signed_message(token[:-64]).startswith(b"realname/delivery/shipment-token/v1\x00")
+    assert signed_message(token[:-64]).startswith(b"realname/delivery/shipment-token/v2\x00")
 
 
 def test_signing_is_deterministic(key: ec.EllipticCurvePrivateKey) -> None:
@@ -217,6 +234,7 @@ def test_sign_checks_the_certificate(delivery: Delivery) -> None:
         {"expires_at": T},
         {"salt": b"\x00" * 15},
         {"commitment": b"\x00" * 31},
+        {"kdf": KdfParams(Kdf.ARGON2ID, FLOOR.memory_kib, FLOOR.iterations - 1, 1)},
         {"issued_at": dt.datetime(2026, 6, 1)},
     ],
 )
@@ -257,6 +275,94 @@ def test_a_shipment_refuses_a_number_that_is_no_mainland_msisdn(msisdn: str) -> 
         )
 
 
+def shipment(**overrides: object) -> ShipmentFields:
+    values: dict[str, object] = {
+        "order_id": "TB-1",
+        "waybill": "SF1",
+        "courier": "sf-express",
+        "iccid": ICCID,
+        "msisdn": "13812341234",
+        "operator": "cmcc",
+        "store_serial": 1,
+        "document_type": DocumentType.RESIDENT_ID_CARD,
+        "document_number": ID_NUMBER,
+        "issued_at": T,
+    }
+    values.update(overrides)
+    return new_shipment(**values)  # type: ignore[arg-type]
+
+
+def test_the_signer_commits_with_argon2id_at_the_production_parameters(
+    key: ec.EllipticCurvePrivateKey,
+) -> None:
+    first, second = shipment(), shipment()
+    assert first.salt != second.salt and first.commitment != second.commitment
+    decoded = decode_token(sign_shipment(first, key)).fields
+    assert decoded == first
+    assert decoded.kdf == DEFAULT_PARAMS
+    # The commitment is Argon2id at the token's parameters, recomputable from the token alone.
+    assert decoded.commitment == commit(1, ID_NUMBER, decoded.salt, decoded.kdf)
+    assert matches(decoded.commitment, decoded.salt, decoded.kdf, 1, "110105-19491231-002x")
+    assert not matches(decoded.commitment, decoded.salt, decoded.kdf, 1, "110105194912310011")
+
+
+def test_raised_parameters_travel_in_the_token(key: ec.EllipticCurvePrivateKey) -> None:
+    raised = KdfParams(Kdf.ARGON2ID, FLOOR.memory_kib + 1024, FLOOR.iterations + 1, 1)
+    decoded = decode_token(sign_shipment(shipment(kdf=raised), key)).fields
+    assert decoded.kdf == raised
+    assert matches(decoded.commitment, decoded.salt, raised, 1, ID_NUMBER)
+
+
+def test_the_signer_refuses_parameters_under_the_floor() -> None:
+    weak = KdfParams(Kdf.ARGON2ID, memory_kib=64, iterations=1, parallelism=1)
+    with pytest.raises(InvalidShipmentError, match="under the floor"):
+        shipment(kdf=weak)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        KdfParams(Kdf.ARGON2ID, memory_kib=64, iterations=1, parallelism=1),
+        KdfParams(Kdf.ARGON2ID, FLOOR.memory_kib - 1, FLOOR.iterations, 1),
+        KdfParams(Kdf.ARGON2ID, FLOOR.memory_kib, FLOOR.iterations - 1, 1),
+    ],
+    ids=["cheap", "memory", "passes"],
+)
+def test_a_store_signed_token_under_the_floor_is_refused(
+    key: ec.EllipticCurvePrivateKey, params: KdfParams
+) -> None:
+    genuine = sign_shipment(fields(), key)
+    weak = with_params(genuine, key, params, doc_type=1, number=ID_NUMBER)
+    with pytest.raises(WeakCommitmentError, match="under the floor"):
+        decode_token(weak)
+
+
+def test_a_token_past_the_ceilings_or_of_an_unknown_kdf_is_refused(
+    key: ec.EllipticCurvePrivateKey,
+) -> None:
+    body = sign_shipment(fields(), key)[:-64]
+    at = len(body) - 48 - 7  # the KDF id, then memory (4), iterations, parallelism
+    for patch, problem in (
+        (b"\x02", "unknown recipient commitment KDF 2"),
+        (b"\x01" + (MAX_MEMORY_KIB + 1).to_bytes(4, "big"), "past what a verifier computes"),
+        (b"\x01" + bytes(4), "under the floor"),
+        (b"\x01" + FLOOR.memory_kib.to_bytes(4, "big") + b"\xff", "past what"),
+        (b"\x01" + FLOOR.memory_kib.to_bytes(4, "big") + b"\x04\x00", "parallelism"),
+    ):
+        patched = body[:at] + patch + body[at + len(patch) :]
+        with pytest.raises(WeakCommitmentError, match=problem):
+            decode_token(sign_body(patched, key))
+
+
+def test_a_version_1_token_is_refused_with_its_reason(key: ec.EllipticCurvePrivateKey) -> None:
+    old = as_version_1(sign_shipment(fields(), key), key, doc_type=1, number=ID_NUMBER)
+    assert old[0] == 1 and len(old) == len(sign_shipment(fields(), key)) - 7
+    with pytest.raises(UnsupportedVersionError, match="version 1 is no longer accepted"):
+        decode_token(old)
+    with pytest.raises(UnsupportedVersionError, match="guessing"):
+        decode_token_text(encode_text(old))
+
+
 # ---- strict decoding ------------------------------------------------------------------------
 
 
@@ -266,8 +372,8 @@ def token(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def test_unknown_version(token: bytes) -> None:
-    for version in (0, 2, 255):
-        with pytest.raises(UnsupportedVersionError):
+    for version in (0, 3, 255):
+        with pytest.raises(UnsupportedVersionError, match=f"unknown token version {version}"):
             decode_token(bytes([version]) + token[1:])
 
 
@@ -288,7 +394,7 @@ def test_truncated_anywhere(token: bytes) -> None:
 
 def test_oversize_field(token: bytes) -> None:
     with pytest.raises(OversizeFieldError, match="order id"):
-        decode_token(b"\x01\xff" + b"x" * 255 + token[2 + token[1] :])
+        decode_token(b"\x02\xff" + b"x" * 255 + token[2 + token[1] :])
     # The waybill's length byte follows the order id.
     at = 2 + token[1]
     with pytest.raises(OversizeFieldError, match="waybill"):
@@ -319,7 +425,7 @@ def test_serial_with_leading_zero_is_refused(key: ec.EllipticCurvePrivateKey) ->
 
 
 def test_expiry_before_issuance_is_refused(token: bytes) -> None:
-    times_at = len(token) - 64 - 48 - 16
+    times_at = len(token) - 64 - 48 - 7 - 16
     issued = token[times_at : times_at + 8]
     swapped = token[:times_at] + issued + issued + token[times_at + 16 :]
     with pytest.raises(MalformedFieldError, match="expiry"):
