@@ -29,6 +29,7 @@ from tests.support.registry import (
     csr_for,
     registry_server,
     store_key,
+    verify_shop,
 )
 from tests.support.rpc import rich_error
 
@@ -278,3 +279,61 @@ def test_delivery_expire_command_releases_as_of_a_date(
     assert main([*args, later]) == 0
     assert "released 1 undelivered cards" in capsys.readouterr().out
     assert held(server) == 0
+
+
+@dataclass
+class TurnedBack:
+    """A clock a fixed offset from real time; tests move it forward."""
+
+    offset: dt.timedelta
+
+    def __call__(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + self.offset
+
+
+def confirm_at(
+    server: RegistryHarness, token: bytes, delivered_at: dt.datetime, number: str = RECIPIENT
+) -> dpb.ConfirmDeliveryResponse:
+    request = dpb.ConfirmDeliveryRequest(
+        token=token, presented_document=document(number), courier_staff_id="staff-7"
+    )
+    request.delivered_at.FromDatetime(delivered_at)
+    return desk(server).ConfirmDelivery(request)
+
+
+def test_a_synced_handover_from_before_a_revocation_does_not_revive_the_store(
+    db: Database, pki_dir: Path, pseudonymizer: Pseudonymizer, tmp_path: Path
+) -> None:
+    # The README flow: the store is certified and sells; the courier checks offline and queues
+    # the handover; the store is revoked; then the queue is synced with the handover's time.
+    clock = TurnedBack(-dt.timedelta(hours=1))
+    with registry_server(db, pki_dir, pseudonymizer, tmp_path / "data", clock=clock) as server:
+        store = new_store(server, "door-8")
+        first = sell(server, store, 8)
+        other_number = resident_id(23)
+        second = sell(server, store, 9, number=other_number)
+        issued = clock() + dt.timedelta(minutes=1)
+        token = token_for(store, first, issued_at=issued)
+        clock.offset = dt.timedelta(0)
+        handed_over = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
+        server.registry_service("operator-cmcc").RevokeAuthorization(
+            rpb.RevokeAuthorizationRequest(
+                serial=store.serial, reason=rpb.REVOCATION_REASON_CESSATION_OF_OPERATION
+            )
+        )
+        assert verify_shop(server, "door-8").reason == rpb.VERDICT_REASON_REVOKED
+        synced = confirm_at(server, token, handed_over)
+        assert synced.verdict.reason == dpb.DELIVERY_REASON_OK
+        assert card_state(server, first) == vpb.CARD_STATE_ACTIVE
+        # The verdict about the handover's moment answers for no other moment.
+        assert verify_shop(server, "door-8").reason == rpb.VERDICT_REASON_REVOKED
+        with pytest.raises(grpc.RpcError) as info:
+            sell(server, store, 10, number=resident_id(24))
+        err = rich_error(info.value)
+        assert (err.code, err.reason) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "SELLER_NOT_AUTHORIZED",
+        )
+        assert err.metadata["verdict"] == "REVOKED"
+        again = token_for(store, second, number=other_number)
+        assert verify(server, again, other_number) == "SELLER_REVOKED"
