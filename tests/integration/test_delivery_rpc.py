@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from registry.delivery import new_shipment, sign_shipment
+from registry.delivery import DEFAULT_MAX_AGE, new_shipment, sign_shipment
 from registry.subscribers import DocumentType
 from services.cli.main import build_parser
 from services.domain.pseudonym import Pseudonymizer
@@ -337,3 +337,34 @@ def test_a_synced_handover_from_before_a_revocation_does_not_revive_the_store(
         assert err.metadata["verdict"] == "REVOKED"
         again = token_for(store, second, number=other_number)
         assert verify(server, again, other_number) == "SELLER_REVOKED"
+
+
+def test_a_handover_time_outside_the_offline_window_is_refused(
+    db: Database, pki_dir: Path, pseudonymizer: Pseudonymizer, tmp_path: Path
+) -> None:
+    # A store certified two days ago; its token was issued then and is valid for 15 days.
+    clock = TurnedBack(-dt.timedelta(days=2))
+    with registry_server(db, pki_dir, pseudonymizer, tmp_path / "data", clock=clock) as server:
+        store = new_store(server, "door-9")
+        card = sell(server, store, 11)
+        token = token_for(store, card, issued_at=clock() + dt.timedelta(minutes=1))
+        clock.offset = dt.timedelta(0)
+        assert server.app is not None and server.app.seller_checks is not None
+        server.app.seller_checks.refresh_crls()  # what the server's refresher does meanwhile
+        now = dt.datetime.now(dt.UTC)
+        for delivered_at in (
+            now - DEFAULT_MAX_AGE - dt.timedelta(minutes=5),  # older than a bundle may be
+            now + dt.timedelta(hours=1),  # in the future
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                confirm_at(server, token, delivered_at)
+            err = rich_error(info.value)
+            assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert [name for name, _ in err.field_violations] == ["delivered_at"]
+            assert card_state(server, card) == vpb.CARD_STATE_PENDING_DELIVERY
+        # Nothing was recorded: the shipment is still waiting, and a handover within the
+        # window is accepted.
+        assert verify(server, token) == "OK"
+        done = confirm_at(server, token, now - DEFAULT_MAX_AGE + dt.timedelta(minutes=5))
+        assert done.verdict.reason == dpb.DELIVERY_REASON_OK
+        assert card_state(server, card) == vpb.CARD_STATE_ACTIVE
