@@ -145,13 +145,18 @@ def _text_problem(value: str | None, *, limit: int = MAX_TEXT) -> str | None:
 
 
 def _validate(
-    request: ApplicationRequest,
+    request: ApplicationRequest, *, operator_known: bool
 ) -> tuple[StoreAuthorization, x509.CertificateSigningRequest]:
     problems: list[tuple[str, str]] = []
+    reason: str | None = None
     for name in ("operator", "marketplace", "shop_id", "legal_name", "credit_code"):
         problem = _field_problem(name, getattr(request, name))
         if problem is not None:
             problems.append((f"store.{name}" if name != "operator" else name, problem))
+        elif name == "operator" and not operator_known:
+            # Well-formed but with no CA here: nobody could ever review the application.
+            problems.append(("operator", f"the registry knows no operator {request.operator!r}"))
+            reason = "UNKNOWN_OPERATOR"
     problem = scope_problem(list(request.card_types), list(request.provinces), request.nationwide)
     if problem is not None:
         problems.append(("scope", problem))
@@ -182,7 +187,6 @@ def _validate(
     if q.contact.email and not _EMAIL.fullmatch(q.contact.email):
         problems.append(("qualifications.contact.email", "is not an e-mail address"))
     csr: x509.CertificateSigningRequest | None = None
-    reason: str | None = None
     if not request.csr or len(request.csr) > MAX_CSR_BYTES:
         problems.append(("csr", f"a PKCS#10 request of at most {MAX_CSR_BYTES} bytes is required"))
     else:
@@ -232,7 +236,9 @@ def submit_application(
 ) -> ApplicationRecord:
     """Validate and store an application (the CSR's signature proves the store holds its key)."""
     moment = second(now)
-    authorization, csr = _validate(request)
+    authorization, csr = _validate(
+        request, operator_known=current_ca(conn, request.operator) is not None
+    )
     refusal = _key_refusal(conn, spki_sha256(check_csr(csr)), moment)
     if refusal is not None:
         reason, problem = refusal

@@ -405,3 +405,27 @@ def test_a_compromised_key_or_one_bound_to_a_live_authorization_is_not_certified
     assert authorize(server, shop_id="k-8", csr=csr_for(ceased)).status == (
         rpb.AUTHORIZATION_STATUS_ACTIVE
     )
+
+
+def test_an_application_to_an_operator_the_registry_does_not_know_is_refused(
+    server: RegistryHarness, db: Database
+) -> None:
+    from sqlalchemy import func, select
+
+    from registry.authz.tables import authz_applications
+
+    with pytest.raises(grpc.RpcError) as info:
+        server.registry_service("marketplace-demo").SubmitApplication(application(operator="zzz"))
+    err = rich_error(info.value)
+    assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_OPERATOR")
+    assert [f for f, _ in err.field_violations] == ["operator"]
+    # Reported with the request's other problems, and nothing is stored.
+    with pytest.raises(grpc.RpcError) as info:
+        server.registry_service("marketplace-demo").SubmitApplication(
+            application(operator="zzz", shop_id="no spaces")
+        )
+    err = rich_error(info.value)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert {f for f, _ in err.field_violations} == {"operator", "store.shop_id"}
+    count = select(func.count()).select_from(authz_applications)
+    assert db.read(lambda conn: conn.execute(count).scalar_one()) == 0

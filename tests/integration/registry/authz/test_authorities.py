@@ -110,6 +110,10 @@ def test_rotation_keeps_old_certificates_valid_and_crls_numbered(db: Database) -
 def test_contacts_are_sealed_at_rest(db: Database) -> None:
     root = create_root_ca()
     db.write(lambda conn: authorities.install_root(conn, root))
+    # Applications are only taken for an operator the registry knows (one with a CA).
+    db.write(
+        lambda conn: authorities.add_operator_ca(conn, root, "cmcc", PASSPHRASE, base_url=BASE)
+    )
     app = db.write(
         lambda conn: workflow.submit_application(
             conn, request("sealed"), submitted_by="marketplace-demo", sealer=SEALER
