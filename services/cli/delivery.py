@@ -200,9 +200,20 @@ def cmd_courier_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _existing_queue(path: Path) -> ConfirmationQueue:
+    """The queue to sync: a missing or unreadable file is a usage error, not an empty queue
+    (a mistyped path would otherwise report success and leave the handovers unsynced)."""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot read the confirmation queue {path}: {exc.strerror}") from exc
+    return ConfirmationQueue(path)
+
+
 def cmd_courier_sync(args: argparse.Namespace) -> int:
     """Send queued confirmations through ConfirmDelivery; mark each synced."""
-    queue = ConfirmationQueue(args.queue)
+    queue = _existing_queue(args.queue)
     refused = 0
     with client_channel(args) as channel:
         stub = dgrpc.DeliveryServiceStub(channel)

@@ -35,6 +35,7 @@ from tests.integration.test_delivery_rpc import (
 )
 from tests.support.identities import resident_id
 from tests.support.registry import RegistryHarness, registry_server, store_key
+from tests.support.server import realname_bin
 
 
 @pytest.fixture
@@ -173,3 +174,16 @@ def test_offline_verdict_equals_online_verdict_when_fresh(
         assert reason_of(response.verdict) is expected
 
     agree()
+
+
+def test_courier_sync_of_a_missing_queue_file_is_an_error(pki_dir: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-queue.jsonl"
+    run = subprocess.run(
+        [realname_bin(), "courier", "sync", "--data-dir", str(pki_dir.parent),
+         "--address", "127.0.0.1:1", "--as", "courier-demo", "--queue", str(missing)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert str(missing) in run.stderr and "No such file" in run.stderr
+    assert run.stdout == ""
+    assert not missing.exists()
