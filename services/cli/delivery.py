@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 from pathlib import Path
 
 from sqlalchemy import Connection, select
@@ -27,6 +28,7 @@ from registry.delivery import (
     DEFAULT_MAX_AGE,
     ConfirmationQueue,
     DeliveryBundle,
+    DeliveryVerdict,
     LoggedCertificate,
     new_confirmation,
     verify_offline,
@@ -35,6 +37,7 @@ from registry.delivery.errors import DeliveryError
 from registry.log import storage as log_storage
 from registry.log.errors import LogError
 from registry.pki.errors import PkiError
+from registry.subscribers import mask_msisdn
 from services.cli.common import (
     DOCUMENT_TYPES,
     EXIT_OK,
@@ -166,10 +169,34 @@ def _token_text(args: argparse.Namespace) -> str:
     return text.strip()
 
 
+def _parcel(verdict: DeliveryVerdict) -> dict[str, str]:
+    """What the courier matches against the parcel and the SIM: the token's own fields.
+
+    The MSISDN goes through the one masking rule again, whatever the token carries; the document
+    number is never in a token, so never here.
+    """
+    if verdict.token is None:
+        return {}
+    fields = verdict.token.fields
+    return {
+        "order_id": fields.order_id,
+        "waybill": fields.waybill,
+        "iccid": fields.iccid,
+        "msisdn_masked": mask_msisdn(fields.msisdn_masked),
+        "expires_at": fields.expires_at.isoformat(),
+    }
+
+
 def cmd_courier_verify(args: argparse.Namespace) -> int:
-    """Check a token and a presented document offline; optionally queue the handover."""
+    """Check a token and a presented document offline; optionally queue the handover.
+
+    Text: the verdict line first (what scripts read), then the parcel's order, waybill, ICCID,
+    masked MSISDN and token expiry. ``--json``: one object with the same.
+    """
     bundle = DeliveryBundle.load(args.bundle)
     token = _token_text(args)
+    if args.confirm and (not args.staff_id or args.queue is None):
+        raise UsageError("--confirm needs --staff-id and --queue")
     verdict = verify_offline(
         token,
         DOCUMENT_TYPES[args.document_type],
@@ -178,13 +205,19 @@ def cmd_courier_verify(args: argparse.Namespace) -> int:
         courier_company=args.courier,
         stale_policy=args.stale,
     )
-    stale = " (stale bundle)" if verdict.stale_bundle else ""
-    print(f"{verdict.reason.value}{stale}: {verdict.detail}")
-    if not verdict.ok:
-        return EXIT_REFUSED
-    if args.confirm:
-        if not args.staff_id or args.queue is None:
-            raise UsageError("--confirm needs --staff-id and --queue")
+    parcel = _parcel(verdict)
+    if not args.json:
+        stale = " (stale bundle)" if verdict.stale_bundle else ""
+        print(f"{verdict.reason.value}{stale}: {verdict.detail}")
+        if verdict.token is not None:
+            fields = verdict.token.fields
+            print(f"order: {parcel['order_id']}")
+            print(f"waybill: {parcel['waybill']}")
+            print(f"iccid: {parcel['iccid']}")
+            print(f"msisdn: {parcel['msisdn_masked']}")
+            print(f"expires: {fields.expires_at:%Y-%m-%dT%H:%M:%SZ}")
+    queued: str | None = None
+    if verdict.ok and args.confirm:
         assert verdict.token is not None
         confirmation = new_confirmation(
             verdict.token,
@@ -196,8 +229,19 @@ def cmd_courier_verify(args: argparse.Namespace) -> int:
             stale_bundle=verdict.stale_bundle,
         )
         ConfirmationQueue(args.queue).append(confirmation)
-        print(f"queued confirmation {confirmation.id}")
-    return EXIT_OK
+        queued = confirmation.id
+        if not args.json:
+            print(f"queued confirmation {confirmation.id}")
+    if args.json:
+        answer: dict[str, object] = {
+            "verdict": verdict.reason.value,
+            "detail": verdict.detail,
+            "stale_bundle": verdict.stale_bundle,
+            **parcel,
+            "queued_confirmation": queued,
+        }
+        print(json.dumps(answer, ensure_ascii=False))
+    return EXIT_OK if verdict.ok else EXIT_REFUSED
 
 
 def _existing_queue(path: Path) -> ConfirmationQueue:
@@ -277,6 +321,7 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument("--confirm", action="store_true", help="queue the handover when OK")
     p.add_argument("--staff-id", help="your staff id (with --confirm)")
     p.add_argument("--queue", type=Path, help="the confirmation queue file (with --confirm)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_guarded(cmd_courier_verify))
     p = courier_sub.add_parser("sync", help="send queued confirmations (gRPC)")
     add_data_dir_argument(p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registry.authz import authorities
-from registry.delivery import DeliveryBundle, Reason, encode_text, verify_offline
+from registry.delivery import (
+    ConfirmationQueue,
+    DeliveryBundle,
+    Reason,
+    decode_token,
+    encode_text,
+    verify_offline,
+)
+from registry.subscribers import mask_msisdn
 from services.cli.delivery import export_bundle
 from services.domain.pseudonym import Pseudonymizer
 from services.features.transparency import TransparencyLog
@@ -187,3 +196,59 @@ def test_courier_sync_of_a_missing_queue_file_is_an_error(pki_dir: Path, tmp_pat
     assert str(missing) in run.stderr and "No such file" in run.stderr
     assert run.stdout == ""
     assert not missing.exists()
+
+
+def test_courier_verify_shows_the_parcel_and_answers_in_json(
+    server: RegistryHarness, db: Database, tmp_path: Path
+) -> None:
+    store = new_store(server, "offline-show")
+    card = sell(server, store, 34)
+    path = tmp_path / "bundle.json"
+    bundle_of(server, db, dt.timedelta(hours=24)).save(path)
+    token = token_for(store, card)
+    fields = decode_token(token).fields
+    masked = mask_msisdn(card.msisdn)
+
+    def courier(number: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [realname_bin(), "courier", "verify", "--bundle", str(path),
+             "--token", encode_text(token), "--courier", "demo", "--document-number", number,
+             *extra],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+
+    shown = courier(RECIPIENT)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    first, *rest = shown.stdout.splitlines()
+    assert first.startswith("OK: ")  # the line scripts read is unchanged
+    details = dict(line.split(": ", 1) for line in rest)
+    assert details == {
+        "order": fields.order_id,
+        "waybill": fields.waybill,
+        "iccid": card.iccid,
+        "msisdn": masked,
+        "expires": f"{fields.expires_at:%Y-%m-%dT%H:%M:%SZ}",
+    }
+    as_json = courier(STRANGER, "--json")
+    assert as_json.returncode == 3
+    answer = json.loads(as_json.stdout)
+    assert answer == {
+        "verdict": "RECIPIENT_MISMATCH",
+        "detail": answer["detail"],
+        "stale_bundle": False,
+        "order_id": fields.order_id,
+        "waybill": fields.waybill,
+        "iccid": card.iccid,
+        "msisdn_masked": masked,
+        "expires_at": fields.expires_at.isoformat(),
+        "queued_confirmation": None,
+    }
+    queue = tmp_path / "queue.jsonl"
+    queued = courier(RECIPIENT, "--json", "--confirm", "--staff-id", "SF-1", "--queue", str(queue))
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    answer = json.loads(queued.stdout)
+    assert answer["verdict"] == "OK"
+    assert answer["queued_confirmation"] == next(ConfirmationQueue(queue).pending()).id
+    for run in (shown, as_json, queued):
+        assert RECIPIENT not in run.stdout and STRANGER not in run.stdout
+        assert card.msisdn not in run.stdout
