@@ -17,8 +17,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 from pathlib import Path
+from typing import Final
 
+import grpc
 from sqlalchemy import Connection, select
 
 from registry.authz import authorities
@@ -50,6 +53,7 @@ from services.cli.common import (
     client_channel,
     command_group,
     data_settings,
+    describe_rpc_error,
     duration,
     guard,
     read_input,
@@ -244,6 +248,16 @@ def cmd_courier_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if verdict.ok else EXIT_REFUSED
 
 
+# Statuses that refuse one confirmation, not the sync (the server is reachable and answering).
+_REFUSALS: Final = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.NOT_FOUND,
+    }
+)
+
+
 def _existing_queue(path: Path) -> ConfirmationQueue:
     """The queue to sync: a missing or unreadable file is a usage error, not an empty queue
     (a mistyped path would otherwise report success and leave the handovers unsynced)."""
@@ -268,7 +282,16 @@ def cmd_courier_sync(args: argparse.Namespace) -> int:
                 courier_staff_id=confirmation.courier_staff_id,
             )
             request.delivered_at.FromDatetime(confirmation.delivered_at)
-            verdict = stub.ConfirmDelivery(request).verdict
+            try:
+                verdict = stub.ConfirmDelivery(request).verdict
+            except grpc.RpcError as exc:
+                # A confirmation the server refuses as such (its handover time out of bounds,
+                # its card gone) must not hold back the ones queued after it; it stays queued.
+                if exc.code() not in _REFUSALS:
+                    raise
+                print(f"{confirmation.id} {describe_rpc_error(exc)}", file=sys.stderr)
+                refused += 1
+                continue
             reason = dpb.DeliveryReason.Name(verdict.reason).removeprefix("DELIVERY_REASON_")
             print(f"{confirmation.id} {reason}: {verdict.detail}")
             if verdict.reason == dpb.DELIVERY_REASON_OK:

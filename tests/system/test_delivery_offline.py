@@ -21,6 +21,7 @@ from registry.delivery import (
     Reason,
     decode_token,
     encode_text,
+    new_confirmation,
     verify_offline,
 )
 from registry.subscribers import mask_msisdn
@@ -29,6 +30,7 @@ from services.domain.pseudonym import Pseudonymizer
 from services.features.transparency import TransparencyLog
 from services.proto.realname.v1 import delivery_pb2 as dpb
 from services.proto.realname.v1 import registry_pb2 as rpb
+from services.proto.realname.v1 import verification_pb2 as vpb
 from services.rpc.delivery import reason_of
 from services.runtime.ca_material import key_directory
 from services.storage.database import Database
@@ -36,6 +38,7 @@ from tests.integration.test_delivery_rpc import (
     RECIPIENT,
     STRANGER,
     Store,
+    card_state,
     desk,
     document,
     new_store,
@@ -252,3 +255,44 @@ def test_courier_verify_shows_the_parcel_and_answers_in_json(
     for run in (shown, as_json, queued):
         assert RECIPIENT not in run.stdout and STRANGER not in run.stdout
         assert card.msisdn not in run.stdout
+
+
+def test_courier_sync_reports_a_refused_handover_time_and_syncs_the_rest(
+    server: RegistryHarness, tmp_path: Path
+) -> None:
+    store = new_store(server, "offline-sync")
+    late = sell(server, store, 35)
+    fine = sell(server, store, 36, number=resident_id(36))
+    queue = ConfirmationQueue(tmp_path / "queue.jsonl")
+    now = dt.datetime.now(dt.UTC)
+    # Queued more than an offline bundle's max age ago (a device left offline too long).
+    stale = new_confirmation(
+        token_for(store, late, issued_at=now - dt.timedelta(hours=30)),
+        1,
+        RECIPIENT,
+        courier_staff_id="SF-1",
+        delivered_at=now - dt.timedelta(hours=26),
+        offline_reason="OK",
+    )
+    good = new_confirmation(
+        token_for(store, fine, number=resident_id(36)),
+        1,
+        resident_id(36),
+        courier_staff_id="SF-1",
+        delivered_at=now,
+        offline_reason="OK",
+    )
+    queue.append(stale)
+    queue.append(good)
+    run = subprocess.run(
+        [realname_bin(), "courier", "sync", "--data-dir", str(server.pki_dir.parent),
+         "--address", server.address, "--as", "courier-demo", "--queue", str(queue.path)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert f"{stale.id} ERROR: INVALID_ARGUMENT" in run.stderr
+    assert "field delivered_at" in run.stderr
+    assert f"{good.id} OK" in run.stdout
+    assert [c.id for c in queue.pending()] == [stale.id]
+    assert card_state(server, fine) == vpb.CARD_STATE_ACTIVE
+    assert card_state(server, late) == vpb.CARD_STATE_PENDING_DELIVERY
