@@ -492,11 +492,16 @@ def operator_authorities(
 
 @dataclass(frozen=True, slots=True)
 class BundleSnapshot:
-    """The trust bundle as of a generation, and when its first CRL expires."""
+    """The trust bundle as of a generation, when its first CRL expires and its last was signed.
+
+    Every revocation a CRL lists is dated at or before that CRL's thisUpdate, so from
+    ``latest_this_update`` on each one in the bundle is in force.
+    """
 
     generation: int
     bundle: TrustBundle
     earliest_next_update: dt.datetime
+    latest_this_update: dt.datetime
 
 
 def load_bundle(conn: Connection) -> BundleSnapshot:
@@ -516,7 +521,8 @@ def load_bundle(conn: Connection) -> BundleSnapshot:
     )
     never = dt.datetime.max.replace(tzinfo=dt.UTC)
     earliest = min((crl.next_update for crl in crls), default=never)
-    return BundleSnapshot(generation, bundle, earliest)
+    latest = max((crl.this_update for crl in crls), default=never)
+    return BundleSnapshot(generation, bundle, earliest, latest)
 
 
 def ca_certificates(conn: Connection, issuer: str) -> Sequence[bytes]:

@@ -9,7 +9,8 @@
 * ``authz_authorizations`` — issued store certificates with their fields as columns, so that
   status questions are answered by indexed queries without parsing certificates. ``is_current``
   marks the newest authorization of a (marketplace, shop, operator): a partial unique index keeps
-  it single and is the lookup index of VerifySeller and the sweep.
+  it single and is the lookup index of VerifySeller and the sweep. ``spki_sha256`` names the
+  store's public key, so issuance can refuse a key revoked for compromise or bound elsewhere.
 * ``authz_crls`` — the latest signed CRL of each issuer (``root`` or an operator), with its
   number, so every process serves the same bytes and numbers only grow.
 * ``authz_state`` — one row: ``generation`` grows in every transaction that changes a CRL or a
@@ -149,6 +150,8 @@ authz_authorizations = Table(
     Column("revocation_comment", Text, nullable=True),
     Column("renewed_from", String(40), nullable=True),
     Column("superseded_by", String(40), nullable=True),
+    # SHA-256 of the certificate's DER SubjectPublicKeyInfo (migration 0015 filled older rows).
+    Column("spki_sha256", LargeBinary(32), nullable=True),
     CheckConstraint("status IN ('active', 'revoked')", name="status"),
     Index(
         "uq_authz_authorizations_current_shop",
@@ -163,6 +166,8 @@ authz_authorizations = Table(
     # The public registry page's searches (migration 0005).
     Index("ix_authz_authorizations_credit_code", "credit_code", "serial_hex"),
     Index("ix_authz_authorizations_legal_name", "legal_name", "serial_hex"),
+    # Issuance's key checks (migration 0015).
+    Index("ix_authz_authorizations_spki_sha256", "spki_sha256"),
 )
 
 authz_crls = Table(

@@ -19,6 +19,11 @@ store's key by re-reading the CSR of the original application (the store proved 
 that key when it applied), or takes a new CSR when the store changes keys. The previous
 certificate is revoked as ``superseded`` (RFC 5280 reason 4) unless it already expired, so one
 certificate per store and operator is valid at a time.
+
+A store key (by its SubjectPublicKeyInfo digest) once revoked for key compromise is never
+certified again, and a key bound to another live authorization is refused: at submission
+(``InvalidRequestError`` on the CSR) and again at issuance and renewal (``StateError``), since
+the registry may have changed in between.
 """
 
 from __future__ import annotations
@@ -81,8 +86,11 @@ from registry.pki.errors import (
     IssuanceError,
     UnsupportedKeyError,
 )
+from registry.pki.identifiers import spki_sha256
 from registry.pki.issuance import STORE_VALIDITY, check_csr, issue_store_certificate, load_csr
+from registry.pki.keys import require_p256_public_key
 from registry.pki.operators import validate_operator_id
+from registry.pki.revocation import COMPROMISE_REASONS, reason_code
 from registry.pki.scope import Scope
 from registry.pki.uscc import validate_credit_code
 
@@ -93,6 +101,9 @@ STORE_REVOCATION_CODES: Final = frozenset({0, 1, 3, 4, 5, 9})
 """RFC 5280 reasons that fit a store certificate: unspecified, keyCompromise,
 affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn. certificateHold is
 refused (revocations here are final) and the CA/AA compromise reasons are for CAs."""
+
+COMPROMISE_CODES: Final = frozenset(reason_code(reason) for reason in COMPROMISE_REASONS)
+"""RFC 5280 reason codes that say the key itself is compromised: it is never certified again."""
 
 MAX_TEXT: Final = 2000
 """Longest review reason, assessment or revocation comment, in characters."""
@@ -134,13 +145,18 @@ def _text_problem(value: str | None, *, limit: int = MAX_TEXT) -> str | None:
 
 
 def _validate(
-    request: ApplicationRequest,
+    request: ApplicationRequest, *, operator_known: bool
 ) -> tuple[StoreAuthorization, x509.CertificateSigningRequest]:
     problems: list[tuple[str, str]] = []
+    reason: str | None = None
     for name in ("operator", "marketplace", "shop_id", "legal_name", "credit_code"):
         problem = _field_problem(name, getattr(request, name))
         if problem is not None:
             problems.append((f"store.{name}" if name != "operator" else name, problem))
+        elif name == "operator" and not operator_known:
+            # Well-formed but with no CA here: nobody could ever review the application.
+            problems.append(("operator", f"the registry knows no operator {request.operator!r}"))
+            reason = "UNKNOWN_OPERATOR"
     problem = scope_problem(list(request.card_types), list(request.provinces), request.nationwide)
     if problem is not None:
         problems.append(("scope", problem))
@@ -171,7 +187,6 @@ def _validate(
     if q.contact.email and not _EMAIL.fullmatch(q.contact.email):
         problems.append(("qualifications.contact.email", "is not an e-mail address"))
     csr: x509.CertificateSigningRequest | None = None
-    reason: str | None = None
     if not request.csr or len(request.csr) > MAX_CSR_BYTES:
         problems.append(("csr", f"a PKCS#10 request of at most {MAX_CSR_BYTES} bytes is required"))
     else:
@@ -221,7 +236,13 @@ def submit_application(
 ) -> ApplicationRecord:
     """Validate and store an application (the CSR's signature proves the store holds its key)."""
     moment = second(now)
-    authorization, csr = _validate(request)
+    authorization, csr = _validate(
+        request, operator_known=current_ca(conn, request.operator) is not None
+    )
+    refusal = _key_refusal(conn, spki_sha256(check_csr(csr)), moment)
+    if refusal is not None:
+        reason, problem = refusal
+        raise InvalidRequestError([("csr", problem)], reason=reason)
     q = request.qualifications
     key_id, sealed = sealer.seal(
         _encode_contact(q.contact),
@@ -459,6 +480,38 @@ def _store_ref(record: StoreAuthorization | AuthorizationRecord) -> StoreRef:
     return StoreRef(record.operator, record.marketplace, record.shop_id, record.credit_code)
 
 
+def _key_refusal(
+    conn: Connection, digest: bytes, now: dt.datetime, *, renewing: str | None = None
+) -> tuple[str, str] | None:
+    """Why the store key with SPKI digest ``digest`` may not be certified: (reason, problem).
+
+    A key revoked for compromise is refused for good; a key bound to another live (unrevoked,
+    unexpired) authorization is refused while that lasts. ``renewing`` is the authorization a
+    renewal replaces, which may hand its own key on.
+    """
+    t = authz_authorizations.c
+    rows = conn.execute(
+        select(t.serial_hex, t.status, t.not_after, t.revocation_reason)
+        .where(t.spki_sha256 == digest)
+        .order_by(t.serial_hex)
+    ).all()
+    for row in rows:
+        if row.revocation_reason in COMPROMISE_CODES:
+            return (
+                "KEY_COMPROMISED",
+                f"this key was revoked for key compromise (authorization {row.serial_hex}); "
+                "the store must generate a new key",
+            )
+    for row in rows:
+        if row.serial_hex != renewing and row.status == AUTH_ACTIVE and utc(row.not_after) > now:
+            return (
+                "KEY_IN_USE",
+                f"this key is bound to live authorization {row.serial_hex}; "
+                "each authorization needs its own key",
+            )
+    return None
+
+
 def _issue(
     conn: Connection,
     keys: OperatorKeys,
@@ -469,7 +522,17 @@ def _issue(
     base_url: str,
     now: dt.datetime,
     validity: dt.timedelta,
+    renewing: str | None = None,
 ) -> tuple[int, x509.Certificate]:
+    try:
+        request = load_csr(csr)
+        public_key = check_csr(request)
+    except (CsrError, UnsupportedKeyError) as exc:
+        raise InvalidRequestError([("csr", str(exc))], reason="CSR_INVALID") from exc
+    refusal = _key_refusal(conn, spki_sha256(public_key), now, renewing=renewing)
+    if refusal is not None:
+        reason, problem = refusal
+        raise StateError(problem, reason=reason)
     ca = current_ca(conn, operator)
     if ca is None:
         raise StateError(f"operator {operator} has no CA", reason="NO_OPERATOR_CA")
@@ -481,7 +544,7 @@ def _issue(
     authority = keys.authority(conn, ca.id)
     try:
         certificate = issue_store_certificate(
-            authority, csr, authorization, base_url=base_url, now=now, validity=validity
+            authority, request, authorization, base_url=base_url, now=now, validity=validity
         )
     except (CsrError, UnsupportedKeyError) as exc:
         raise InvalidRequestError([("csr", str(exc))], reason="CSR_INVALID") from exc
@@ -520,6 +583,7 @@ def _insert_authorization(
             status=AUTH_ACTIVE,
             is_current=True,
             renewed_from=renewed_from,
+            spki_sha256=spki_sha256(require_p256_public_key(certificate.public_key())),
         )
     )
     return serial
@@ -675,8 +739,9 @@ def renew_authorization(
             raise InvalidRequestError([("csr", str(exc))], reason="CSR_INVALID") from exc
     fields = _authorization_fields(previous)
     ca_id, certificate = _issue(
-        conn, keys, operator, request, fields, base_url=base_url, now=moment, validity=validity
-    )
+        conn, keys, operator, request, fields, base_url=base_url, now=moment, validity=validity,
+        renewing=serial,
+    )  # fmt: skip
     new_serial = serial_hex(certificate.serial_number)
     _retire(conn, serial, superseded_by=new_serial)
     _insert_authorization(

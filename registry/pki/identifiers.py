@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 
 def key_identifier(public_key: ec.EllipticCurvePublicKey) -> bytes:
     """Return the RFC 5280 method-1 key identifier (SHA-1 of the public key bits)."""
     return x509.SubjectKeyIdentifier.from_public_key(public_key).digest
+
+
+def spki_sha256(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    """Return SHA-256 of the key's DER SubjectPublicKeyInfo: one key, one value, any certificate."""
+    der = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(der).digest()
 
 
 def random_serial_number() -> int:

@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import sys
 from pathlib import Path
+from typing import Final
 
+import grpc
 from sqlalchemy import Connection, select
 
 from registry.authz import authorities
@@ -27,6 +31,7 @@ from registry.delivery import (
     DEFAULT_MAX_AGE,
     ConfirmationQueue,
     DeliveryBundle,
+    DeliveryVerdict,
     LoggedCertificate,
     new_confirmation,
     verify_offline,
@@ -35,6 +40,7 @@ from registry.delivery.errors import DeliveryError
 from registry.log import storage as log_storage
 from registry.log.errors import LogError
 from registry.pki.errors import PkiError
+from registry.subscribers import mask_msisdn
 from services.cli.common import (
     DOCUMENT_TYPES,
     EXIT_OK,
@@ -47,6 +53,7 @@ from services.cli.common import (
     client_channel,
     command_group,
     data_settings,
+    describe_rpc_error,
     duration,
     guard,
     read_input,
@@ -166,10 +173,34 @@ def _token_text(args: argparse.Namespace) -> str:
     return text.strip()
 
 
+def _parcel(verdict: DeliveryVerdict) -> dict[str, str]:
+    """What the courier matches against the parcel and the SIM: the token's own fields.
+
+    The MSISDN goes through the one masking rule again, whatever the token carries; the document
+    number is never in a token, so never here.
+    """
+    if verdict.token is None:
+        return {}
+    fields = verdict.token.fields
+    return {
+        "order_id": fields.order_id,
+        "waybill": fields.waybill,
+        "iccid": fields.iccid,
+        "msisdn_masked": mask_msisdn(fields.msisdn_masked),
+        "expires_at": fields.expires_at.isoformat(),
+    }
+
+
 def cmd_courier_verify(args: argparse.Namespace) -> int:
-    """Check a token and a presented document offline; optionally queue the handover."""
+    """Check a token and a presented document offline; optionally queue the handover.
+
+    Text: the verdict line first (what scripts read), then the parcel's order, waybill, ICCID,
+    masked MSISDN and token expiry. ``--json``: one object with the same.
+    """
     bundle = DeliveryBundle.load(args.bundle)
     token = _token_text(args)
+    if args.confirm and (not args.staff_id or args.queue is None):
+        raise UsageError("--confirm needs --staff-id and --queue")
     verdict = verify_offline(
         token,
         DOCUMENT_TYPES[args.document_type],
@@ -178,13 +209,19 @@ def cmd_courier_verify(args: argparse.Namespace) -> int:
         courier_company=args.courier,
         stale_policy=args.stale,
     )
-    stale = " (stale bundle)" if verdict.stale_bundle else ""
-    print(f"{verdict.reason.value}{stale}: {verdict.detail}")
-    if not verdict.ok:
-        return EXIT_REFUSED
-    if args.confirm:
-        if not args.staff_id or args.queue is None:
-            raise UsageError("--confirm needs --staff-id and --queue")
+    parcel = _parcel(verdict)
+    if not args.json:
+        stale = " (stale bundle)" if verdict.stale_bundle else ""
+        print(f"{verdict.reason.value}{stale}: {verdict.detail}")
+        if verdict.token is not None:
+            fields = verdict.token.fields
+            print(f"order: {parcel['order_id']}")
+            print(f"waybill: {parcel['waybill']}")
+            print(f"iccid: {parcel['iccid']}")
+            print(f"msisdn: {parcel['msisdn_masked']}")
+            print(f"expires: {fields.expires_at:%Y-%m-%dT%H:%M:%SZ}")
+    queued: str | None = None
+    if verdict.ok and args.confirm:
         assert verdict.token is not None
         confirmation = new_confirmation(
             verdict.token,
@@ -196,13 +233,45 @@ def cmd_courier_verify(args: argparse.Namespace) -> int:
             stale_bundle=verdict.stale_bundle,
         )
         ConfirmationQueue(args.queue).append(confirmation)
-        print(f"queued confirmation {confirmation.id}")
-    return EXIT_OK
+        queued = confirmation.id
+        if not args.json:
+            print(f"queued confirmation {confirmation.id}")
+    if args.json:
+        answer: dict[str, object] = {
+            "verdict": verdict.reason.value,
+            "detail": verdict.detail,
+            "stale_bundle": verdict.stale_bundle,
+            **parcel,
+            "queued_confirmation": queued,
+        }
+        print(json.dumps(answer, ensure_ascii=False))
+    return EXIT_OK if verdict.ok else EXIT_REFUSED
+
+
+# Statuses that refuse one confirmation, not the sync (the server is reachable and answering).
+_REFUSALS: Final = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.NOT_FOUND,
+    }
+)
+
+
+def _existing_queue(path: Path) -> ConfirmationQueue:
+    """The queue to sync: a missing or unreadable file is a usage error, not an empty queue
+    (a mistyped path would otherwise report success and leave the handovers unsynced)."""
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot read the confirmation queue {path}: {exc.strerror}") from exc
+    return ConfirmationQueue(path)
 
 
 def cmd_courier_sync(args: argparse.Namespace) -> int:
     """Send queued confirmations through ConfirmDelivery; mark each synced."""
-    queue = ConfirmationQueue(args.queue)
+    queue = _existing_queue(args.queue)
     refused = 0
     with client_channel(args) as channel:
         stub = dgrpc.DeliveryServiceStub(channel)
@@ -213,7 +282,16 @@ def cmd_courier_sync(args: argparse.Namespace) -> int:
                 courier_staff_id=confirmation.courier_staff_id,
             )
             request.delivered_at.FromDatetime(confirmation.delivered_at)
-            verdict = stub.ConfirmDelivery(request).verdict
+            try:
+                verdict = stub.ConfirmDelivery(request).verdict
+            except grpc.RpcError as exc:
+                # A confirmation the server refuses as such (its handover time out of bounds,
+                # its card gone) must not hold back the ones queued after it; it stays queued.
+                if exc.code() not in _REFUSALS:
+                    raise
+                print(f"{confirmation.id} {describe_rpc_error(exc)}", file=sys.stderr)
+                refused += 1
+                continue
             reason = dpb.DeliveryReason.Name(verdict.reason).removeprefix("DELIVERY_REASON_")
             print(f"{confirmation.id} {reason}: {verdict.detail}")
             if verdict.reason == dpb.DELIVERY_REASON_OK:
@@ -266,6 +344,7 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument("--confirm", action="store_true", help="queue the handover when OK")
     p.add_argument("--staff-id", help="your staff id (with --confirm)")
     p.add_argument("--queue", type=Path, help="the confirmation queue file (with --confirm)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_guarded(cmd_courier_verify))
     p = courier_sub.add_parser("sync", help="send queued confirmations (gRPC)")
     add_data_dir_argument(p)

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from registry.authz.records import serial_hex
 from registry.clock import Clock, utc_now
 from registry.delivery import (
+    DEFAULT_MAX_AGE,
     DeliveryVerdict,
     PresentedCommitment,
     PresentedDocument,
@@ -88,6 +89,9 @@ class DeliveryConfig:
 
     lock_after: int = DEFAULT_LOCK_AFTER
     delivery_window: dt.timedelta = dt.timedelta(days=DEFAULT_DELIVERY_DAYS)
+    # How far back a confirmation's delivered_at may lie: an offline check is only as good as
+    # a bundle that is at most this old, and an older time could reach back before revocations.
+    offline_window: dt.timedelta = DEFAULT_MAX_AGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +141,10 @@ def _decoded(token: bytes | str) -> ShipmentToken | None:
         return decode_token(decode_text(token) if isinstance(token, str) else token)
     except TokenDecodeError:
         return None
+
+
+def _hours(span: dt.timedelta) -> str:
+    return f"{span.total_seconds() / 3600:g} h"
 
 
 def _delivery(row: repo.ShipmentRow) -> Delivery:
@@ -276,8 +284,9 @@ class DeliveryDesk:
     ) -> tuple[DeliveryVerdict, Delivery | None]:
         """Check, then record the handover and activate the card; a repeat returns the record.
 
-        The check runs at ``delivered_at`` (an offline handover keeps its time), which may not
-        lie in the future nor before the token was issued.
+        The check runs at ``delivered_at`` (an offline handover keeps its time), which must lie
+        between the later of the token's issue and ``offline_window`` ago, and now (plus the
+        clock skew); outside that, ``InvalidArgument`` and nothing is recorded.
         """
         now = self._clock()
         when = now if delivered_at is None else delivered_at.astimezone(dt.UTC)
@@ -287,6 +296,17 @@ class DeliveryDesk:
         if decoded is not None and when < decoded.fields.issued_at:
             raise InvalidArgument(
                 [FieldViolation("delivered_at", "must not be before the token was issued")]
+            )
+        window = self._config.offline_window
+        if when < now - window:
+            raise InvalidArgument(
+                [
+                    FieldViolation(
+                        "delivered_at",
+                        f"must be within {_hours(window)} of now (an offline bundle's max "
+                        "age): sync offline handovers sooner",
+                    )
+                ]
             )
         hashed = self._hashed(token, presented)
 

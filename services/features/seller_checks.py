@@ -144,8 +144,14 @@ class _Trust:
     generation: int
     verifier: Verifier
     refresh_at: dt.datetime
-    # AUTHORIZED verdicts (scope unchecked) by certificate bytes, valid for this generation.
+    # From this moment on every revocation in the bundle is in force (its newest thisUpdate).
+    present_from: dt.datetime
+    # AUTHORIZED verdicts (scope unchecked) by certificate bytes, about the present only.
     authorized: dict[bytes, Verdict] = field(default_factory=dict)
+
+    def is_present(self, moment: dt.datetime) -> bool:
+        """Whether a verdict at ``moment`` may come from, or go to, the cache."""
+        return self.present_from <= moment < self.refresh_at
 
 
 VERDICT_CACHE_SIZE: Final = 50_000
@@ -191,7 +197,9 @@ class TrustCache:
             refresh_at = max(
                 snapshot.earliest_next_update - REFRESH_MARGIN, now + RETRY_STALE_AFTER
             )
-            self._trust = _Trust(snapshot.generation, verifier, refresh_at)
+            self._trust = _Trust(
+                snapshot.generation, verifier, refresh_at, snapshot.latest_this_update
+            )
             return verifier
 
     def verify(
@@ -208,16 +216,22 @@ class TrustCache:
 
         A certificate's signatures never change, and every revocation or CA change moves the
         generation (a new cache), so an AUTHORIZED verdict computed without a scope stays true
-        until the store certificate expires (it never outlives its CA) or the bundle is re-read.
-        The scope is checked on every call, where the Verifier checks it too: last.
+        until the store certificate expires (it never outlives its CA) or the bundle is re-read
+        -- but only for the present: from the bundle's newest CRL on, every revocation it lists
+        is in force. A verdict about an earlier moment (a courier's offline handover) may say
+        AUTHORIZED for a store revoked since, so such a moment is verified afresh and its
+        verdict never cached. The scope is checked on every call, where the Verifier checks it
+        too: last.
         """
         verifier = self.verifier(generation, may_write=may_write)
         trust = self._trust
         assert trust is not None
+        if not trust.is_present(moment):
+            return verifier.verify(certificate, card_type=card_type, province=province, at=moment)
         cached = trust.authorized.get(certificate)
-        if cached is None or cached.not_after is None or moment > cached.not_after:
+        if cached is None or not _in_validity(cached, moment):
             cached = verifier.verify(certificate, at=moment)
-            if cached.reason is not Reason.AUTHORIZED or moment >= trust.refresh_at:
+            if cached.reason is not Reason.AUTHORIZED:
                 return verifier.verify(
                     certificate, card_type=card_type, province=province, at=moment
                 )
@@ -234,6 +248,15 @@ class TrustCache:
                 verified_at=moment.replace(microsecond=0),
             )
         return replace(cached, verified_at=moment.replace(microsecond=0))
+
+
+def _in_validity(verdict: Verdict, moment: dt.datetime) -> bool:
+    """Whether ``moment`` lies within the validity of the certificate ``verdict`` is about."""
+    return (
+        verdict.not_before is not None
+        and verdict.not_after is not None
+        and verdict.not_before <= moment <= verdict.not_after
+    )
 
 
 def _best(verdicts: Sequence[SellerVerdict]) -> SellerVerdict:

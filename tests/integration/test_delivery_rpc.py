@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
-from registry.delivery import commit, decode_token, new_shipment, sign_shipment
+from registry.delivery import DEFAULT_MAX_AGE, commit, decode_token, new_shipment, sign_shipment
 from registry.delivery.commitment import Kdf, KdfParams
 from registry.subscribers import DocumentType
 from services.cli.main import build_parser
@@ -34,6 +34,7 @@ from tests.support.registry import (
     csr_for,
     registry_server,
     store_key,
+    verify_shop,
 )
 from tests.support.rpc import rich_error
 from tests.support.tokens import as_version_1, with_params
@@ -341,3 +342,92 @@ def test_a_handover_under_a_blocked_document_does_not_put_the_card_in_service(
     got = server.verification("operator-cmcc").GetCard(vpb.GetCardRequest(msisdn=card.msisdn))
     assert (got.card.state, got.card.suspension) == (vpb.CARD_STATE_SUSPENDED, "REVERIFICATION")
     assert held(server, number) == 1  # still live: the slot stays taken
+
+
+@dataclass
+class TurnedBack:
+    """A clock a fixed offset from real time; tests move it forward."""
+
+    offset: dt.timedelta
+
+    def __call__(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + self.offset
+
+
+def confirm_at(
+    server: RegistryHarness, token: bytes, delivered_at: dt.datetime, number: str = RECIPIENT
+) -> dpb.ConfirmDeliveryResponse:
+    request = dpb.ConfirmDeliveryRequest(
+        token=token, presented_document=document(number), courier_staff_id="staff-7"
+    )
+    request.delivered_at.FromDatetime(delivered_at)
+    return desk(server).ConfirmDelivery(request)
+
+
+def test_a_synced_handover_from_before_a_revocation_does_not_revive_the_store(
+    db: Database, pki_dir: Path, pseudonymizer: Pseudonymizer, tmp_path: Path
+) -> None:
+    # The README flow: the store is certified and sells; the courier checks offline and queues
+    # the handover; the store is revoked; then the queue is synced with the handover's time.
+    clock = TurnedBack(-dt.timedelta(hours=1))
+    with registry_server(db, pki_dir, pseudonymizer, tmp_path / "data", clock=clock) as server:
+        store = new_store(server, "door-8")
+        first = sell(server, store, 8)
+        other_number = resident_id(23)
+        second = sell(server, store, 9, number=other_number)
+        issued = clock() + dt.timedelta(minutes=1)
+        token = token_for(store, first, issued_at=issued)
+        clock.offset = dt.timedelta(0)
+        handed_over = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
+        server.registry_service("operator-cmcc").RevokeAuthorization(
+            rpb.RevokeAuthorizationRequest(
+                serial=store.serial, reason=rpb.REVOCATION_REASON_CESSATION_OF_OPERATION
+            )
+        )
+        assert verify_shop(server, "door-8").reason == rpb.VERDICT_REASON_REVOKED
+        synced = confirm_at(server, token, handed_over)
+        assert synced.verdict.reason == dpb.DELIVERY_REASON_OK
+        assert card_state(server, first) == vpb.CARD_STATE_ACTIVE
+        # The verdict about the handover's moment answers for no other moment.
+        assert verify_shop(server, "door-8").reason == rpb.VERDICT_REASON_REVOKED
+        with pytest.raises(grpc.RpcError) as info:
+            sell(server, store, 10, number=resident_id(24))
+        err = rich_error(info.value)
+        assert (err.code, err.reason) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "SELLER_NOT_AUTHORIZED",
+        )
+        assert err.metadata["verdict"] == "REVOKED"
+        again = token_for(store, second, number=other_number)
+        assert verify(server, again, other_number) == "SELLER_REVOKED"
+
+
+def test_a_handover_time_outside_the_offline_window_is_refused(
+    db: Database, pki_dir: Path, pseudonymizer: Pseudonymizer, tmp_path: Path
+) -> None:
+    # A store certified two days ago; its token was issued then and is valid for 15 days.
+    clock = TurnedBack(-dt.timedelta(days=2))
+    with registry_server(db, pki_dir, pseudonymizer, tmp_path / "data", clock=clock) as server:
+        store = new_store(server, "door-9")
+        card = sell(server, store, 11)
+        token = token_for(store, card, issued_at=clock() + dt.timedelta(minutes=1))
+        clock.offset = dt.timedelta(0)
+        assert server.app is not None and server.app.seller_checks is not None
+        server.app.seller_checks.refresh_crls()  # what the server's refresher does meanwhile
+        now = dt.datetime.now(dt.UTC)
+        for delivered_at in (
+            now - DEFAULT_MAX_AGE - dt.timedelta(minutes=5),  # older than a bundle may be
+            now + dt.timedelta(hours=1),  # in the future
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                confirm_at(server, token, delivered_at)
+            err = rich_error(info.value)
+            assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert [name for name, _ in err.field_violations] == ["delivered_at"]
+            assert card_state(server, card) == vpb.CARD_STATE_PENDING_DELIVERY
+        # Nothing was recorded: the shipment is still waiting, and a handover within the
+        # window is accepted.
+        assert verify(server, token) == "OK"
+        done = confirm_at(server, token, now - DEFAULT_MAX_AGE + dt.timedelta(minutes=5))
+        assert done.verdict.reason == dpb.DELIVERY_REASON_OK
+        assert card_state(server, card) == vpb.CARD_STATE_ACTIVE

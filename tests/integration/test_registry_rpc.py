@@ -325,3 +325,107 @@ def test_nul_in_lookups_is_invalid_argument_on_every_database(server: RegistryHa
         with pytest.raises(grpc.RpcError) as info:
             call()
         assert rich_error(info.value).code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_compromised_key_or_one_bound_to_a_live_authorization_is_not_certified_again(
+    server: RegistryHarness,
+) -> None:
+    from tests.support.registry import csr_for, store_key
+
+    market = server.registry_service("marketplace-demo")
+    desk = server.registry_service("operator-cmcc")
+
+    def applications(operator: str) -> int:
+        listed = server.registry_service(f"operator-{operator}").ListApplications(
+            rpb.ListApplicationsRequest()
+        )
+        return len(listed.applications)
+
+    def refused_at_submit(request: rpb.SubmitApplicationRequest, reason: str) -> None:
+        before = applications(request.operator)
+        with pytest.raises(grpc.RpcError) as info:
+            server.registry_service(f"operator-{request.operator}").SubmitApplication(request)
+        err = rich_error(info.value)
+        assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
+        assert [f for f, _ in err.field_violations] == ["csr"]
+        assert applications(request.operator) == before
+
+    key = store_key()
+    first = authorize(server, shop_id="k-1", csr=csr_for(key))
+    # The key is bound to a live authorization: not for another shop, nor another operator.
+    refused_at_submit(application(shop_id="k-2", csr=csr_for(key)), "KEY_IN_USE")
+    refused_at_submit(application(operator="cucc", shop_id="k-1", csr=csr_for(key)), "KEY_IN_USE")
+    # A renewal of that authorization keeps its own key.
+    renewed = desk.RenewAuthorization(rpb.RenewAuthorizationRequest(serial=first.serial))
+    assert renewed.authorization.certificate != first.certificate
+    # Checked again at issuance: an application filed before its key was certified elsewhere.
+    shared = store_key()
+    filed = market.SubmitApplication(application(shop_id="k-3", csr=csr_for(shared)))
+    authorize(server, shop_id="k-4", csr=csr_for(shared))
+    app_id = filed.application.application_id
+    desk.ReviewApplication(
+        rpb.ReviewApplicationRequest(
+            application_id=app_id,
+            decision=rpb.REVIEW_DECISION_APPROVE,
+            reason="qualifications complete",
+            assessment="report checked",
+        )
+    )
+    with pytest.raises(grpc.RpcError) as info:
+        desk.IssueAuthorization(rpb.IssueAuthorizationRequest(application_id=app_id))
+    assert _code_reason(info) == (grpc.StatusCode.FAILED_PRECONDITION, "KEY_IN_USE")
+    # Revoked for key compromise: never certified again, for any shop, operator or renewal.
+    desk.RevokeAuthorization(
+        rpb.RevokeAuthorizationRequest(
+            serial=renewed.authorization.serial, reason=rpb.REVOCATION_REASON_KEY_COMPROMISE
+        )
+    )
+    refused_at_submit(application(shop_id="k-1", csr=csr_for(key)), "KEY_COMPROMISED")
+    refused_at_submit(application(shop_id="k-5", csr=csr_for(key)), "KEY_COMPROMISED")
+    refused_at_submit(
+        application(operator="cucc", shop_id="k-5", csr=csr_for(key)), "KEY_COMPROMISED"
+    )
+    other = authorize(server, shop_id="k-6")
+    with pytest.raises(grpc.RpcError) as info:
+        desk.RenewAuthorization(
+            rpb.RenewAuthorizationRequest(serial=other.serial, csr=csr_for(key))
+        )
+    assert _code_reason(info) == (grpc.StatusCode.FAILED_PRECONDITION, "KEY_COMPROMISED")
+    # The store applies again with a new key.
+    again = authorize(server, shop_id="k-1")
+    assert again.status == rpb.AUTHORIZATION_STATUS_ACTIVE
+    # A key whose authorization ended for another reason is no longer bound.
+    ceased = store_key()
+    gone = authorize(server, shop_id="k-7", csr=csr_for(ceased))
+    desk.RevokeAuthorization(
+        rpb.RevokeAuthorizationRequest(
+            serial=gone.serial, reason=rpb.REVOCATION_REASON_CESSATION_OF_OPERATION
+        )
+    )
+    assert authorize(server, shop_id="k-8", csr=csr_for(ceased)).status == (
+        rpb.AUTHORIZATION_STATUS_ACTIVE
+    )
+
+
+def test_an_application_to_an_operator_the_registry_does_not_know_is_refused(
+    server: RegistryHarness, db: Database
+) -> None:
+    from sqlalchemy import func, select
+
+    from registry.authz.tables import authz_applications
+
+    with pytest.raises(grpc.RpcError) as info:
+        server.registry_service("marketplace-demo").SubmitApplication(application(operator="zzz"))
+    err = rich_error(info.value)
+    assert (err.code, err.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_OPERATOR")
+    assert [f for f, _ in err.field_violations] == ["operator"]
+    # Reported with the request's other problems, and nothing is stored.
+    with pytest.raises(grpc.RpcError) as info:
+        server.registry_service("marketplace-demo").SubmitApplication(
+            application(operator="zzz", shop_id="no spaces")
+        )
+    err = rich_error(info.value)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert {f for f, _ in err.field_violations} == {"operator", "store.shop_id"}
+    count = select(func.count()).select_from(authz_applications)
+    assert db.read(lambda conn: conn.execute(count).scalar_one()) == 0

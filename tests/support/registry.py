@@ -20,6 +20,7 @@ from sqlalchemy import Connection, select
 from registry.authz import authorities
 from registry.authz.records import encode_card_types, encode_provinces, serial_hex
 from registry.authz.tables import AUTH_ACTIVE, authz_cas
+from registry.clock import Clock, utc_now
 from registry.pki.authority import CertificateAuthority
 from registry.pki.authorization import StoreAuthorization
 from registry.pki.issuance import issue_store_certificate
@@ -70,14 +71,18 @@ def registry_server(
     *,
     http: bool = False,
     log: TransparencyLog | None = None,
+    clock: Clock = utc_now,
 ) -> Iterator[RegistryHarness]:
     """Serve the registry over ``db`` after giving it dev-init's demo root and operator CAs.
 
     The CAs are backdated by :data:`CA_AGE`, so tests can issue certificates in the past. With
-    ``log``, the transparency log is served too (VerifySeller can then return proofs).
+    ``log``, the transparency log is served too (VerifySeller can then return proofs); ``clock``
+    is the served app's (a test that needs a store certified earlier turns it back).
     """
     ensure_dev_authorities(data_dir, db, now=dt.datetime.now(dt.UTC) - CA_AGE)
-    app = App.build(db, pseudonymizer, log=log, registry=registry_config(data_dir, pseudonymizer))
+    app = App.build(
+        db, pseudonymizer, clock, log=log, registry=registry_config(data_dir, pseudonymizer)
+    )
     assert app.seller_checks is not None
     # What `realname serve`'s refresher does at start: the backdated CAs' CRLs are re-signed now.
     app.seller_checks.refresh_crls()

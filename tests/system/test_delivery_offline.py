@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,12 +15,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from registry.authz import authorities
-from registry.delivery import DeliveryBundle, Reason, encode_text, verify_offline
+from registry.delivery import (
+    ConfirmationQueue,
+    DeliveryBundle,
+    Reason,
+    decode_token,
+    encode_text,
+    new_confirmation,
+    verify_offline,
+)
+from registry.subscribers import mask_msisdn
 from services.cli.delivery import export_bundle
 from services.domain.pseudonym import Pseudonymizer
 from services.features.transparency import TransparencyLog
 from services.proto.realname.v1 import delivery_pb2 as dpb
 from services.proto.realname.v1 import registry_pb2 as rpb
+from services.proto.realname.v1 import verification_pb2 as vpb
 from services.rpc.delivery import reason_of
 from services.runtime.ca_material import key_directory
 from services.storage.database import Database
@@ -27,6 +38,7 @@ from tests.integration.test_delivery_rpc import (
     RECIPIENT,
     STRANGER,
     Store,
+    card_state,
     desk,
     document,
     new_store,
@@ -35,6 +47,7 @@ from tests.integration.test_delivery_rpc import (
 )
 from tests.support.identities import resident_id
 from tests.support.registry import RegistryHarness, registry_server, store_key
+from tests.support.server import realname_bin
 
 
 @pytest.fixture
@@ -173,3 +186,113 @@ def test_offline_verdict_equals_online_verdict_when_fresh(
         assert reason_of(response.verdict) is expected
 
     agree()
+
+
+def test_courier_sync_of_a_missing_queue_file_is_an_error(pki_dir: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-queue.jsonl"
+    run = subprocess.run(
+        [realname_bin(), "courier", "sync", "--data-dir", str(pki_dir.parent),
+         "--address", "127.0.0.1:1", "--as", "courier-demo", "--queue", str(missing)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert str(missing) in run.stderr and "No such file" in run.stderr
+    assert run.stdout == ""
+    assert not missing.exists()
+
+
+def test_courier_verify_shows_the_parcel_and_answers_in_json(
+    server: RegistryHarness, db: Database, tmp_path: Path
+) -> None:
+    store = new_store(server, "offline-show")
+    card = sell(server, store, 34)
+    path = tmp_path / "bundle.json"
+    bundle_of(server, db, dt.timedelta(hours=24)).save(path)
+    token = token_for(store, card)
+    fields = decode_token(token).fields
+    masked = mask_msisdn(card.msisdn)
+
+    def courier(number: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [realname_bin(), "courier", "verify", "--bundle", str(path),
+             "--token", encode_text(token), "--courier", "demo", "--document-number", number,
+             *extra],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+
+    shown = courier(RECIPIENT)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    first, *rest = shown.stdout.splitlines()
+    assert first.startswith("OK: ")  # the line scripts read is unchanged
+    details = dict(line.split(": ", 1) for line in rest)
+    assert details == {
+        "order": fields.order_id,
+        "waybill": fields.waybill,
+        "iccid": card.iccid,
+        "msisdn": masked,
+        "expires": f"{fields.expires_at:%Y-%m-%dT%H:%M:%SZ}",
+    }
+    as_json = courier(STRANGER, "--json")
+    assert as_json.returncode == 3
+    answer = json.loads(as_json.stdout)
+    assert answer == {
+        "verdict": "RECIPIENT_MISMATCH",
+        "detail": answer["detail"],
+        "stale_bundle": False,
+        "order_id": fields.order_id,
+        "waybill": fields.waybill,
+        "iccid": card.iccid,
+        "msisdn_masked": masked,
+        "expires_at": fields.expires_at.isoformat(),
+        "queued_confirmation": None,
+    }
+    queue = tmp_path / "queue.jsonl"
+    queued = courier(RECIPIENT, "--json", "--confirm", "--staff-id", "SF-1", "--queue", str(queue))
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    answer = json.loads(queued.stdout)
+    assert answer["verdict"] == "OK"
+    assert answer["queued_confirmation"] == next(ConfirmationQueue(queue).pending()).id
+    for run in (shown, as_json, queued):
+        assert RECIPIENT not in run.stdout and STRANGER not in run.stdout
+        assert card.msisdn not in run.stdout
+
+
+def test_courier_sync_reports_a_refused_handover_time_and_syncs_the_rest(
+    server: RegistryHarness, tmp_path: Path
+) -> None:
+    store = new_store(server, "offline-sync")
+    late = sell(server, store, 35)
+    fine = sell(server, store, 36, number=resident_id(36))
+    queue = ConfirmationQueue(tmp_path / "queue.jsonl")
+    now = dt.datetime.now(dt.UTC)
+    # Queued more than an offline bundle's max age ago (a device left offline too long).
+    stale = new_confirmation(
+        token_for(store, late, issued_at=now - dt.timedelta(hours=30)),
+        1,
+        RECIPIENT,
+        courier_staff_id="SF-1",
+        delivered_at=now - dt.timedelta(hours=26),
+        offline_reason="OK",
+    )
+    good = new_confirmation(
+        token_for(store, fine, number=resident_id(36)),
+        1,
+        resident_id(36),
+        courier_staff_id="SF-1",
+        delivered_at=now,
+        offline_reason="OK",
+    )
+    queue.append(stale)
+    queue.append(good)
+    run = subprocess.run(
+        [realname_bin(), "courier", "sync", "--data-dir", str(server.pki_dir.parent),
+         "--address", server.address, "--as", "courier-demo", "--queue", str(queue.path)],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert f"{stale.id} ERROR: INVALID_ARGUMENT" in run.stderr
+    assert "field delivered_at" in run.stderr
+    assert f"{good.id} OK" in run.stdout
+    assert [c.id for c in queue.pending()] == [stale.id]
+    assert card_state(server, fine) == vpb.CARD_STATE_ACTIVE
+    assert card_state(server, late) == vpb.CARD_STATE_PENDING_DELIVERY

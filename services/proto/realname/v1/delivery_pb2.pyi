@@ -196,8 +196,11 @@ class ConfirmDeliveryRequest(_message.Message):
 
     @_builtins.property
     def delivered_at(self) -> _timestamp_pb2.Timestamp:
-        """When the handover happened (offline: the device time); default now. Not in the future and
-        not before the token was issued.
+        """When the handover happened (offline: the device time); default now. The check runs at this
+        time. It must lie between the later of the token's issued_at and now minus an offline
+        bundle's max age (24 h), and now (up to 5 minutes ahead for device clock drift); otherwise
+        INVALID_ARGUMENT (a field violation on delivered_at) and nothing is recorded. Sync offline
+        handovers within 24 hours.
         """
 
     def __init__(

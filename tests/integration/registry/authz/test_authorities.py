@@ -10,7 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from cryptography import x509
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
 from registry.authz import authorities, workflow
 from registry.authz.errors import StateError
@@ -110,6 +110,10 @@ def test_rotation_keeps_old_certificates_valid_and_crls_numbered(db: Database) -
 def test_contacts_are_sealed_at_rest(db: Database) -> None:
     root = create_root_ca()
     db.write(lambda conn: authorities.install_root(conn, root))
+    # Applications are only taken for an operator the registry knows (one with a CA).
+    db.write(
+        lambda conn: authorities.add_operator_ca(conn, root, "cmcc", PASSPHRASE, base_url=BASE)
+    )
     app = db.write(
         lambda conn: workflow.submit_application(
             conn, request("sealed"), submitted_by="marketplace-demo", sealer=SEALER
@@ -146,3 +150,48 @@ def test_root_key_directory_round_trip(tmp_path: Path) -> None:
     assert (keys.root_key.stat().st_mode & 0o777) == 0o600
     assert b"ENCRYPTED PRIVATE KEY" in keys.root_key.read_bytes()
     assert keys.load_root().certificate == root.certificate
+
+
+def test_the_store_keys_migration_fills_in_the_key_of_every_stored_authorization(
+    db: Database,
+) -> None:
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    from registry.authz.tables import authz_authorizations
+    from registry.pki.identifiers import spki_sha256
+    from registry.pki.keys import require_p256_public_key
+    from services.storage.migrate import alembic_config
+
+    root = create_root_ca(now=T0 - dt.timedelta(days=1))
+    keys = authorities.OperatorKeys(PASSPHRASE)
+    db.write(lambda conn: authorities.install_root(conn, root, now=T0))
+    db.write(
+        lambda conn: authorities.add_operator_ca(
+            conn, root, "cmcc", PASSPHRASE, base_url=BASE, now=T0
+        )
+    )
+    serials = {issue(db, keys, shop, T0 + dt.timedelta(days=1)) for shop in ("m-1", "m-2")}
+    t = authz_authorizations.c
+
+    def keys_by_serial() -> dict[str, bytes | None]:
+        rows = db.read(lambda conn: conn.execute(select(t.serial_hex, t.spki_sha256)).all())
+        return {serial: digest for serial, digest in rows}
+
+    issued = keys_by_serial()
+    assert set(issued) == serials
+    for serial in serials:
+        record = db.read(lambda conn, serial=serial: workflow.get_authorization(conn, serial))
+        certificate = x509.load_der_x509_certificate(record.certificate)
+        assert issued[serial] == spki_sha256(require_p256_public_key(certificate.public_key()))
+    config = alembic_config(db.engine)
+    scripts = ScriptDirectory.from_config(config)
+    ours = next(r for r in scripts.walk_revisions() if r.path.endswith("_store_keys.py"))
+    assert isinstance(ours.down_revision, str)
+    with db.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, ours.down_revision)
+        columns = {c["name"] for c in inspect(conn).get_columns("authz_authorizations")}
+        assert "spki_sha256" not in columns
+        command.upgrade(config, "head")
+    assert keys_by_serial() == issued
