@@ -239,6 +239,19 @@ class ProofingDesk:
         self._db.run_tx(work)
         return _policy(stored)
 
+    def turn_off(self, operator_id: str) -> None:
+        """Turns proofing off for the operator: its activations are checked as without a policy.
+
+        Removing the row is enough for every process: the guard re-reads the policy in each
+        activation's transaction and decides again when it differs from what it assumed.
+        """
+
+        def work(tx: Tx) -> None:
+            self._known_operator(tx, operator_id)
+            repo.delete_policy(tx, operator_id)
+
+        self._db.run_tx(work)
+
     def get_policy(self, operator_id: str) -> Policy | None:
         """The operator's policy, or None when proofing is off for it."""
         found = self._db.run_tx(lambda tx: repo.get_policy(tx, operator_id), readonly=True)

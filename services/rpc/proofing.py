@@ -113,8 +113,11 @@ class ProofingServicer(pgrpc.ProofingServiceServicer):
     def SetProofingPolicy(
         self, request: ppb.SetProofingPolicyRequest, context: grpc.ServicerContext
     ) -> ppb.SetProofingPolicyResponse:
-        """Turns proofing on for the caller (or changes it)."""
+        """Turns proofing on for the caller (or changes it), or off with enabled=false."""
         p = request.policy
+        if not p.enabled:
+            self._desk.turn_off(current_principal().organisation)
+            return ppb.SetProofingPolicyResponse(policy=_policy_message(None))
         policy = self._desk.set_policy(
             current_principal().organisation,
             Policy(

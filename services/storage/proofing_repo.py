@@ -99,6 +99,11 @@ def policy_from(tx: Tx, answers: Sequence[Any]) -> Policy | None:
     return _policy_of(tx, answers)
 
 
+def delete_policy(tx: Tx, operator_id: str) -> bool:
+    """Removes the operator's policy (proofing off); False if it had none."""
+    return tx.execute("DELETE FROM proofing_policies WHERE operator_id = ?", (operator_id,)) == 1
+
+
 def set_policy(tx: Tx, operator_id: str, policy: Policy) -> None:
     """Creates or replaces the operator's policy."""
     params = (

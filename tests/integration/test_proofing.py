@@ -243,6 +243,36 @@ def test_a_policy_changed_by_another_process_applies_to_the_next_activation(kit:
     assert stub.ActivateCard(again, timeout=10).card.state == vpb.CARD_STATE_ACTIVE
 
 
+def test_proofing_can_be_switched_off_and_on_again(
+    kit: Kit, pki_dir: Path, pseudonymizer: Pseudonymizer, holder_names: HolderNames
+) -> None:
+    # A second server on the same database stands for another process with its own caches.
+    other, _ = start_proofing_harness(kit.db, pki_dir, pseudonymizer, ProofingConfig(holder_names))
+    try:
+        stub, there = proofing_stub(kit.harness), other.verification()
+        assert enable_policy(stub, attestation=False).enabled
+
+        def unnamed(n: int) -> vpb.ActivateCardRequest:
+            return activation(f"off-{n}", resident(resident_id(130 + n)), msisdn("138", 9130 + n),
+                              iccid(9130 + n))  # fmt: skip
+
+        assert refused(there.ActivateCard, unnamed(0))[1] == "HOLDER_NAME_REQUIRED"
+        off = stub.SetProofingPolicy(
+            ppb.SetProofingPolicyRequest(policy=ppb.ProofingPolicy(enabled=False)), timeout=10
+        ).policy
+        assert not off.enabled
+        assert not stub.GetProofingPolicy(ppb.GetProofingPolicyRequest(), timeout=10).policy.enabled
+        # Off applies to the next activation in both processes.
+        for n, server in ((1, kit.harness.verification()), (2, there)):
+            assert server.ActivateCard(unnamed(n), timeout=10).card.state == vpb.CARD_STATE_ACTIVE
+        # And on again, in both, although the other one last saw it off.
+        assert enable_policy(stub, attestation=False).enabled
+        for n, server in ((3, kit.harness.verification()), (4, there)):
+            assert refused(server.ActivateCard, unnamed(n))[1] == "HOLDER_NAME_REQUIRED"
+    finally:
+        other.close()
+
+
 def test_operators_without_a_policy_activate_as_before(kit: Kit) -> None:
     enable_policy(proofing_stub(kit.harness))  # cmcc's policy does not touch cucc
     policy = proofing_stub(kit.harness, "operator-cucc").GetProofingPolicy(
@@ -544,7 +574,9 @@ def test_policy_is_validated(kit: Kit) -> None:
     code, _, _ = refused(
         stub.SetProofingPolicy,
         ppb.SetProofingPolicyRequest(
-            policy=ppb.ProofingPolicy(face_match_threshold_permille=1001, freshness_seconds=5)
+            policy=ppb.ProofingPolicy(
+                enabled=True, face_match_threshold_permille=1001, freshness_seconds=5
+            )
         ),
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT

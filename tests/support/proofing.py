@@ -149,6 +149,7 @@ def enable_policy(
     return stub.SetProofingPolicy(
         ppb.SetProofingPolicyRequest(
             policy=ppb.ProofingPolicy(
+                enabled=True,
                 attestation_required=attestation,
                 identity_check_required=identity,
                 face_match_threshold_permille=threshold,

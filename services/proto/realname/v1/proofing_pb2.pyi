@@ -126,7 +126,10 @@ class ProofingPolicy(_message.Message):
     FRESHNESS_SECONDS_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
-    """Whether the policy is on (false from GetProofingPolicy when the operator has none)."""
+    """Whether the policy is on. SetProofingPolicy must say true to set a policy; false turns
+    proofing off (the other fields are then ignored). False from GetProofingPolicy when the
+    operator has none.
+    """
     attestation_required: _builtins.bool
     """Agent sales must carry a reader attestation."""
     identity_check_required: _builtins.bool
