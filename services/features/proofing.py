@@ -148,6 +148,10 @@ class BlockOutcome:
     cards_flagged: int
 
 
+def _place(latitude: float | None, longitude: float | None) -> tuple[float, float] | None:
+    return None if latitude is None or longitude is None else (latitude, longitude)
+
+
 def distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
     """Great-circle distance between two (latitude, longitude) points."""
     lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
@@ -274,9 +278,10 @@ class ProofingDesk:
         serial: str,
         agent_id: str,
         public_key_pem: str,
-        location: ReaderLocation,
+        location: ReaderLocation | None,
     ) -> ReaderRow:
-        """Registers a certified reader to one of the operator's agents."""
+        """Registers a certified reader to one of the operator's agents (location None: not
+        known, and the reader then takes no part in distance signals)."""
         v = Violations()
         _check_serial(v, "serial", serial)
         _check_serial(v, "agent_id", agent_id)
@@ -286,14 +291,20 @@ class ProofingDesk:
             der = public_key_der(key)
         except AttestationFormatError as exc:
             v.add("public_key_pem", str(exc))
-        if not (-90 <= location.latitude <= 90 and -180 <= location.longitude <= 180):
-            v.add("location", "latitude must be -90..90 and longitude -180..180")
-        if len(location.label) > 128 or not location.label.isprintable():
-            v.add("location.label", "must be at most 128 printable characters")
+        if location is not None:
+            if not (-90 <= location.latitude <= 90 and -180 <= location.longitude <= 180):
+                v.add("location", "latitude must be -90..90 and longitude -180..180")
+            if len(location.label) > 128 or not location.label.isprintable():
+                v.add("location.label", "must be at most 128 printable characters")
         v.raise_if_any()
+        latitude, longitude, label = (
+            (None, None, "")
+            if location is None
+            else (location.latitude, location.longitude, location.label)
+        )
         row = ReaderRow(
-            operator_id, serial, agent_id, algorithm, der, fingerprint(der), location.latitude,
-            location.longitude, location.label, self._clock(), None, None,
+            operator_id, serial, agent_id, algorithm, der, fingerprint(der), latitude,
+            longitude, label, self._clock(), None, None,
         )  # fmt: skip
 
         def work(tx: Tx) -> None:
@@ -514,10 +525,15 @@ class ProofingDesk:
         if failures >= s.face_failures:
             detail = f"{failures} face-match failures in {s.face_window_seconds} s"
             raised.append(("FACE_MATCH_FAILURES", detail, s.face_window_seconds))
-        here = (reader.latitude, reader.longitude)
-        seen = repo.sightings(tx, id_key, now - dt.timedelta(seconds=s.travel_window_seconds))
-        for other in seen:
-            km = distance_km(here, (other.latitude, other.longitude))
+        # Distances need both places: a reader registered without a location is unknown, not at
+        # (0, 0), and neither raises nor takes part in a distance signal.
+        here = _place(reader.latitude, reader.longitude)
+        travel_since = now - dt.timedelta(seconds=s.travel_window_seconds)
+        for other in [] if here is None else repo.sightings(tx, id_key, travel_since):
+            there = _place(other.latitude, other.longitude)
+            if here is None or there is None:
+                continue
+            km = distance_km(here, there)
             hours = max((now - other.recorded_at).total_seconds() / 3600, 1 / 60)
             if km >= s.travel_min_km and km / hours > s.travel_max_kmh:
                 detail = (

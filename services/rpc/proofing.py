@@ -82,7 +82,9 @@ def reader_message(row: ReaderRow) -> ppb.Reader:
         agent_id=row.agent_id,
         key_algorithm=row.key_algorithm,
         key_fingerprint=row.key_fingerprint,
-        location=ppb.ReaderLocation(
+        location=None
+        if row.latitude is None or row.longitude is None
+        else ppb.ReaderLocation(
             latitude=row.latitude, longitude=row.longitude, label=row.location_label
         ),
         status=ppb.READER_STATUS_REVOKED if revoked else ppb.READER_STATUS_ACTIVE,
@@ -146,7 +148,10 @@ class ProofingServicer(pgrpc.ProofingServiceServicer):
             request.serial,
             request.agent_id,
             request.public_key_pem,
-            ReaderLocation(loc.latitude, loc.longitude, loc.label),
+            # No location message is "unknown", not (0, 0).
+            ReaderLocation(loc.latitude, loc.longitude, loc.label)
+            if request.HasField("location")
+            else None,
         )
         return ppb.RegisterReaderResponse(reader=reader_message(row))
 

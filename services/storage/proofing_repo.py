@@ -37,9 +37,13 @@ class Sighting:
 
     operator_id: str
     reader_serial: str
-    latitude: float
-    longitude: float
+    latitude: float | None  # None: the reader's location is unknown
+    longitude: float | None
     recorded_at: dt.datetime
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _date(tx: Tx, value: dt.date | None) -> Any:
@@ -249,7 +253,7 @@ def _reader(tx: Tx, row: tuple[Any, ...]) -> ReaderRow:
     assert registered is not None
     return ReaderRow(
         str(row[0]), str(row[1]), str(row[2]), str(row[3]), _bytes(row[4]), str(row[5]),
-        float(row[6]), float(row[7]), str(row[8]), registered, tx.parse_timestamp(row[10]),
+        _float(row[6]), _float(row[7]), str(row[8]), registered, tx.parse_timestamp(row[10]),
         None if row[11] is None else str(row[11]),
     )  # fmt: skip
 
@@ -401,7 +405,7 @@ def sightings(tx: Tx, id_key: bytes, since: dt.datetime) -> list[Sighting]:
     for r in rows:
         at = tx.parse_timestamp(r[4])
         assert at is not None
-        out.append(Sighting(str(r[0]), str(r[1]), float(r[2]), float(r[3]), at))
+        out.append(Sighting(str(r[0]), str(r[1]), _float(r[2]), _float(r[3]), at))
     return out
 
 

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy import MetaData, inspect
 
 from services.app import App
 from services.domain.documents import Document
@@ -23,7 +26,7 @@ from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.runtime.identity_authority import load_identity_records
 from services.runtime.key_files import create_holder_name_key_file, load_holder_names
-from services.storage import proofing_repo
+from services.storage import proofing_repo, proofing_schema, schema
 from services.storage.database import Database
 from services.storage.rawsql import Tx
 from tests.support.identities import iccid, msisdn, resident_id
@@ -569,6 +572,29 @@ def test_fraud_signals_from_attestations(kit: Kit) -> None:
     assert flagged == 3
 
 
+def test_a_reader_without_a_location_raises_no_distance_signal(kit: Kit) -> None:
+    enable_policy(proofing_stub(kit.harness), identity=False)
+    stub = proofing_stub(kit.harness)
+    beijing = Reader("RDR-BJ", "shop-1", latitude=39.90, longitude=116.40)
+    nowhere = Reader("RDR-NW", "shop-0042", latitude=None)
+    beijing.register(stub)
+    registered = nowhere.register(stub)
+    # No location is "unknown", not (0, 0): none is answered back.
+    assert not registered.HasField("location")
+    listed = {r.serial: r for r in stub.ListReaders(ppb.ListReadersRequest(), timeout=10).readers}
+    assert not listed["RDR-NW"].HasField("location") and listed["RDR-BJ"].HasField("location")
+    doc = resident(resident_id(170))
+    for n, (reader, agent) in enumerate(((beijing, "shop-1"), (nowhere, "shop-0042"))):
+        request = activation(f"nw-{n}", doc, msisdn("138", 9170 + n), iccid(9170 + n),
+                             agent_id=agent, name=NAME,
+                             attestation=reader.attest(kit.nonce(), doc, NAME))  # fmt: skip
+        assert kit.harness.verification().ActivateCard(request, timeout=10).card.state == (
+            vpb.CARD_STATE_ACTIVE
+        )
+    signals = stub.ListFraudSignals(ppb.ListFraudSignalsRequest(), timeout=10).signals
+    assert [s.kind for s in signals if s.kind == ppb.FRAUD_SIGNAL_KIND_DISTANT_READERS] == []
+
+
 def test_policy_is_validated(kit: Kit) -> None:
     stub = proofing_stub(kit.harness)
     code, _, _ = refused(
@@ -660,3 +686,23 @@ def test_complete_registration_screens_the_legacy_holder(kit: Kit) -> None:
     request.holder_name = NAME
     card = stub.CompleteRegistration(request, timeout=10).card
     assert card.verified and card.document_masked == holder.masked()
+
+
+def test_migration_matches_the_reader_location_schema(db: Database) -> None:
+    # The readers' and attestations' places may be unknown (NULL) in the migrated database too.
+    tables = MetaData()
+    for table in (
+        proofing_schema.proofing_readers,
+        proofing_schema.proofing_attestations,
+        schema.operators,
+    ):
+        table.to_metadata(tables)
+    with db.engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), tables)
+    names = ("proofing_readers", "proofing_attestations")
+    assert [
+        d for d in diffs if any(f"'{n}'" in repr(d) or f"<{n}>" in repr(d) for n in names)
+    ] == []
+    for name in names:
+        columns = {c["name"]: c for c in inspect(db.engine).get_columns(name)}
+        assert columns["latitude"]["nullable"] and columns["longitude"]["nullable"]

@@ -287,7 +287,9 @@ class Reader(_message.Message):
     status: Global___ReaderStatus.ValueType
     revocation_reason: _builtins.str
     @_builtins.property
-    def location(self) -> Global___ReaderLocation: ...
+    def location(self) -> Global___ReaderLocation:
+        """Unset when the reader was registered without a location (unknown)."""
+
     @_builtins.property
     def registered_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -328,7 +330,11 @@ class RegisterReaderRequest(_message.Message):
     public_key_pem: _builtins.str
     """The reader's public key, PEM SubjectPublicKeyInfo (Ed25519 or ECDSA P-256)."""
     @_builtins.property
-    def location(self) -> Global___ReaderLocation: ...
+    def location(self) -> Global___ReaderLocation:
+        """Leave unset when not known: the reader is then not at (0, 0) but nowhere, and takes no part
+        in the distant-readers signal.
+        """
+
     def __init__(
         self,
         *,
