@@ -29,6 +29,8 @@ DISPUTE_NOT_OPEN = "DISPUTE_NOT_OPEN"
 # The agent-signal kind recorded against the selling agent of a disputed card.
 DISPUTED_CARD_SIGNAL = "DISPUTED_CARD"
 MAX_DISPUTES_LISTED = 500
+# The note of a dispute closed because its operator deactivated the card (DeactivateCard).
+CLOSED_BY_DEACTIVATION = "closed by DeactivateCard: the operator deactivated the card"
 # A card reference: 16 bytes of MAC, URL-safe base64 without padding.
 _CARD_REF = re.compile(r"[A-Za-z0-9_-]{22}")
 

@@ -238,6 +238,42 @@ def test_deactivated_resolution_frees_the_slot(served: GrpcHarness) -> None:
     assert active_cards(served, 6) == 5
 
 
+def test_deactivating_a_disputed_card_closes_its_dispute(served: GrpcHarness) -> None:
+    card = activate(served, "operator-cmcc", 80, holder=12)
+    ref = my_cards(served, 12)[0].card_ref
+    opened = (
+        citizen(served)
+        .DisputeCard(
+            zpb.DisputeCardRequest(
+                document=doc(12), card_ref=ref, reason=zpb.DISPUTE_REASON_NOT_MINE
+            )
+        )
+        .dispute
+    )
+    served.verification().DeactivateCard(
+        vpb.DeactivateCardRequest(request_id="cit-off-80", msisdn=card.msisdn)
+    )
+    # The dispute is closed by the deactivation, and says so; nothing is left open to resolve.
+    stub = disputes(served)
+    assert stub.ListDisputes(zpb.ListDisputesRequest(state=zpb.DISPUTE_STATE_OPEN)).disputes == []
+    [closed] = stub.ListDisputes(zpb.ListDisputesRequest()).disputes
+    assert (closed.dispute_id, closed.state, closed.resolution) == (
+        opened.dispute_id,
+        zpb.DISPUTE_STATE_RESOLVED,
+        zpb.DISPUTE_RESOLUTION_DEACTIVATED,
+    )
+    assert "DeactivateCard" in closed.note and closed.HasField("resolved_at")
+    assert not my_cards(served, 12)[0].open_dispute_id
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ResolveDispute(
+            zpb.ResolveDisputeRequest(
+                dispute_id=opened.dispute_id, resolution=zpb.DISPUTE_RESOLUTION_REVERIFIED
+            )
+        )
+    assert rich_error(info.value).reason == "DISPUTE_NOT_OPEN"
+    assert card_state(served, "operator-cmcc", card.msisdn).state == vpb.CARD_STATE_DEACTIVATED
+
+
 def test_bad_and_foreign_references_change_nothing(served: GrpcHarness) -> None:
     activate(served, "operator-cmcc", 40, holder=7)
     activate(served, "operator-cmcc", 41, holder=8)
