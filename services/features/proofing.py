@@ -45,6 +45,7 @@ from services.domain.errors import (
     Violations,
 )
 from services.domain.holder_names import HolderNames, card_context
+from services.domain.principal import Principal, Role
 from services.domain.pseudonym import Pseudonymizer
 from services.domain.records import ReaderRow, SignalRow
 from services.features.cards import CardDesk
@@ -68,6 +69,7 @@ READER_NOT_REGISTERED = "READER_NOT_REGISTERED"
 NONCE_REUSED = "NONCE_REUSED"
 ATTESTATION_STALE = "ATTESTATION_STALE"
 FACE_MATCH_FAILED = "FACE_MATCH_FAILED"
+NOT_YOUR_OPERATOR = "NOT_YOUR_OPERATOR"
 
 BLOCK_REASONS = ("LOST", "STOLEN", "CANCELLED")
 SIGNAL_KINDS = ("READER_BURST", "DISTANT_READERS", "FACE_MATCH_FAILURES")
@@ -403,8 +405,21 @@ class ProofingDesk:
 
     # --- fraud signals ---------------------------------------------------------------------
 
-    def list_signals(self, operator_id: str | None, limit: int) -> list[SignalRow]:
-        """Fraud signals, newest first."""
+    def list_signals(
+        self, caller: Principal, operator_id: str | None, limit: int
+    ) -> list[SignalRow]:
+        """Fraud signals, newest first: the regulator's, of the operator named (None: every
+        operator's); an operator's, only its own — naming another is PERMISSION_DENIED."""
+        if caller.role is not Role.REGULATOR:
+            if operator_id not in (None, caller.organisation):
+                # Refused, not quietly narrowed: a caller must not take its own signals for
+                # another operator's answer.
+                raise PermissionDenied(
+                    f"operator {caller.organisation} may list only its own fraud signals",
+                    reason=NOT_YOUR_OPERATOR,
+                    metadata={"operator": operator_id or "", "caller": caller.organisation},
+                )
+            operator_id = caller.organisation
         limit = 500 if limit <= 0 else min(limit, 500)
         return self._db.run_tx(lambda tx: repo.list_signals(tx, operator_id, limit), readonly=True)
 

@@ -209,7 +209,5 @@ class ProofingServicer(pgrpc.ProofingServiceServicer):
         self, request: ppb.ListFraudSignalsRequest, context: grpc.ServicerContext
     ) -> ppb.ListFraudSignalsResponse:
         """Signals: an operator's own, or (regulator) everyone's."""
-        principal = current_principal()
-        operator = request.operator if principal.role is Role.REGULATOR else principal.organisation
-        rows = self._desk.list_signals(operator or None, request.limit)
+        rows = self._desk.list_signals(current_principal(), request.operator or None, request.limit)
         return ppb.ListFraudSignalsResponse(signals=[_signal_message(r) for r in rows])

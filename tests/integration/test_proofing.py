@@ -572,6 +572,21 @@ def test_fraud_signals_from_attestations(kit: Kit) -> None:
     assert flagged == 3
 
 
+def test_an_operator_may_not_ask_for_another_operators_signals(kit: Kit) -> None:
+    cucc = proofing_stub(kit.harness, "operator-cucc")
+    code, reason, metadata = refused(
+        cucc.ListFraudSignals, ppb.ListFraudSignalsRequest(operator="cmcc")
+    )
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_YOUR_OPERATOR")
+    assert metadata == {"operator": "cmcc", "caller": "cucc"}
+    # Its own id as the filter is its own signals; the regulator may name any operator.
+    assert list(cucc.ListFraudSignals(ppb.ListFraudSignalsRequest(operator="cucc")).signals) == []
+    regulator = proofing_stub(kit.harness, "regulator")
+    assert (
+        list(regulator.ListFraudSignals(ppb.ListFraudSignalsRequest(operator="cmcc")).signals) == []
+    )
+
+
 def test_a_reader_without_a_location_raises_no_distance_signal(kit: Kit) -> None:
     enable_policy(proofing_stub(kit.harness), identity=False)
     stub = proofing_stub(kit.harness)

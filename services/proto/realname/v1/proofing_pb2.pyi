@@ -637,7 +637,9 @@ class ListFraudSignalsRequest(_message.Message):
     OPERATOR_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     operator: _builtins.str
-    """Regulator only: restrict to one operator."""
+    """Restrict to one operator: any for the regulator; an operator may name only itself
+    (another operator is PERMISSION_DENIED, reason NOT_YOUR_OPERATOR).
+    """
     limit: _builtins.int
     """At most this many (default and maximum 500)."""
     def __init__(
