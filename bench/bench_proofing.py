@@ -213,7 +213,7 @@ def _setup(data_dir: Path, client: Client, keys: list[ed25519.Ed25519PrivateKey]
     client.proofing.SetProofingPolicy(
         ppb.SetProofingPolicyRequest(
             policy=ppb.ProofingPolicy(
-                attestation_required=True, identity_check_required=True,
+                enabled=True, attestation_required=True, identity_check_required=True,
                 face_match_threshold_permille=800, freshness_seconds=300,
             )
         ),

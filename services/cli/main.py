@@ -196,7 +196,7 @@ def _serve_process(
         log_origin = env_default("REALNAME_LOG_ORIGIN")
         transparency = TransparencyLog.open(db, settings.data_dir, origin=log_origin)
         proofing = proofing_config(settings, pseudonymizer)
-    except (LogError, HolderNameKeyError, ValueError) as exc:
+    except (LogError, HolderNameKeyError, ValueError, ConfigError) as exc:
         print(f"realname serve: {exc}", file=sys.stderr)
         return 2
     app = App.build(

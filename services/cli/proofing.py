@@ -151,14 +151,18 @@ def _policy_json(policy: ppb.ProofingPolicy) -> str:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    """Show, or with --enable set, the calling operator's proofing policy."""
+    """Show, with --enable set, or with --disable remove the calling operator's proofing policy."""
     with client_channel(args) as channel:
         stub = pgrpc.ProofingServiceStub(channel)
-        if not args.enable:
+        if args.disable:
+            request = ppb.SetProofingPolicyRequest(policy=ppb.ProofingPolicy(enabled=False))
+            policy = stub.SetProofingPolicy(request, timeout=10).policy
+        elif not args.enable:
             policy = stub.GetProofingPolicy(ppb.GetProofingPolicyRequest(), timeout=10).policy
         else:
             request = ppb.SetProofingPolicyRequest(
                 policy=ppb.ProofingPolicy(
+                    enabled=True,
                     attestation_required=args.attestation,
                     identity_check_required=args.identity_check,
                     face_match_threshold_permille=args.threshold,
@@ -297,7 +301,9 @@ def register(subparsers: SubParsers) -> None:
 
     p = sub.add_parser("policy", help="show or set the operator's proofing policy (gRPC)")
     add_client_arguments(p, principal_help=PRINCIPAL_HELP, address_help=None)
-    p.add_argument("--enable", action="store_true", help="set the policy (else show it)")
+    switch = p.add_mutually_exclusive_group()
+    switch.add_argument("--enable", action="store_true", help="set the policy (else show it)")
+    switch.add_argument("--disable", action="store_true", help="turn proofing off")
     p.add_argument("--attestation", action="store_true", help="agent sales need an attestation")
     p.add_argument("--identity-check", action="store_true", help="check the identity authority")
     p.add_argument("--threshold", type=int, default=800, help="face match, thousandths")

@@ -86,8 +86,8 @@ class ReaderRow:
     key_algorithm: str
     public_key: bytes
     key_fingerprint: str
-    latitude: float
-    longitude: float
+    latitude: float | None  # None (with longitude): registered without a location, unknown
+    longitude: float | None
     location_label: str
     registered_at: dt.datetime
     revoked_at: dt.datetime | None

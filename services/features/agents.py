@@ -406,7 +406,7 @@ class AgentGuard(ActivationGuard):
         between activations is set)."""
         wanted: list[Probe] = []
         if isinstance(cmd.channel, AgentSale):
-            wanted.append(repo.status_probe(operator_id, cmd.channel.agent_id))
+            wanted.append(repo.suspension_probe(operator_id, cmd.channel.agent_id))
         if self.policy.min_interval:
             key = self._pseudo.document_key(cmd.document)
             wanted.append(repo.last_activation_probe(key, operator_id))
@@ -424,18 +424,26 @@ class AgentGuard(ActivationGuard):
         values = iter(answers)
         if isinstance(cmd.channel, AgentSale):
             agent_id = cmd.channel.agent_id
-            status = next(values)
-            if status is None:
+            suspended = next(values)
+            if suspended is None:
                 raise FailedPrecondition(
                     f"operator {operator_id} has not registered agent {agent_id}",
                     reason=AGENT_NOT_REGISTERED,
                     metadata={"agent_id": agent_id},
                 )
-            if status == SUSPENDED:
+            if suspended == agent_id:
                 raise FailedPrecondition(
                     f"agent {agent_id} is suspended by operator {operator_id}",
                     reason=AGENT_SUSPENDED,
                     metadata={"agent_id": agent_id},
+                )
+            if suspended:
+                # A suspended franchise stops every sales point under it, at any depth.
+                raise FailedPrecondition(
+                    f"agent {agent_id} sells under agent {suspended}, suspended by operator "
+                    f"{operator_id}",
+                    reason=AGENT_SUSPENDED,
+                    metadata={"agent_id": agent_id, "suspended_agent_id": str(suspended)},
                 )
         if self.policy.min_interval:
             self._refuse_too_soon(operator_id, cmd.document, tx.parse_timestamp(next(values)), now)

@@ -36,10 +36,11 @@ from services.domain.errors import (
 from services.domain.pseudonym import Pseudonymizer
 from services.domain.ratelimit import RateLimiter
 from services.features import industry
+from services.features.citizen import CLOSED_BY_DEACTIVATION, Resolution
 from services.features.guards import ActivationGuard, GuardAssumptionChanged, HolderCheck
 from services.features.seller_checks import SELLER_NOT_AUTHORIZED, SellerCheck
 from services.storage import cards_repo as repo
-from services.storage import industry_repo, proofing_repo
+from services.storage import disputes_repo, industry_repo, proofing_repo
 from services.storage.database import Database, RetryTransaction
 from services.storage.rawsql import Probe, Tx
 from services.storage.reference_cache import ReferenceCache
@@ -441,6 +442,11 @@ class CardDesk:
             if not repo.deactivate_card(tx, row.id, now, row.id_key):
                 raise RetryTransaction
             repo.release_count(tx, row)
+            # A dispute of the card has nothing left to decide: the card is gone, as the
+            # DEACTIVATED resolution would have made it.
+            disputes_repo.close_open_disputes_of_card(
+                tx, row.id, Resolution.DEACTIVATED.name, CLOSED_BY_DEACTIVATION, now
+            )
             if not repo.record_request(
                 tx,
                 operator_id=operator_id,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import hmac
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -25,6 +29,10 @@ DISPUTE_NOT_OPEN = "DISPUTE_NOT_OPEN"
 # The agent-signal kind recorded against the selling agent of a disputed card.
 DISPUTED_CARD_SIGNAL = "DISPUTED_CARD"
 MAX_DISPUTES_LISTED = 500
+# The note of a dispute closed because its operator deactivated the card (DeactivateCard).
+CLOSED_BY_DEACTIVATION = "closed by DeactivateCard: the operator deactivated the card"
+# A card reference: 16 bytes of MAC, URL-safe base64 without padding.
+_CARD_REF = re.compile(r"[A-Za-z0-9_-]{22}")
 
 # Records a signal against an agent in the caller's transaction:
 # (tx, operator_id, agent_id, kind, detail).
@@ -91,6 +99,15 @@ def _dispute(row: repo.DisputeRow) -> Dispute:
     )
 
 
+def card_ref(key: bytes, id_key: bytes, card_id: int) -> str:
+    """The opaque reference a holder names a card by: a MAC of the card under the holder's
+    document, so it reveals no row id, cannot be guessed or counted, and names nothing under
+    another document (a transferred card gets a new one)."""
+    message = b"card-ref:v1:" + id_key + card_id.to_bytes(8, "big")
+    mac = hmac.new(key, message, hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
 def parse_ref(value: str, field: str) -> int:
     """A card or dispute reference as the row id it names; INVALID_ARGUMENT if malformed."""
     if not value.isascii() or not value.isdigit() or len(value) > 18:
@@ -116,6 +133,7 @@ class CitizenDesk:
         self._pseudo = pseudonymizer
         self._clock = clock
         self._flag_agent = flag_agent
+        self._ref_key = pseudonymizer.derive_key("citizen-card-ref:v1")
 
     def today(self) -> dt.date:
         """The current date in China Standard Time, the calendar documents are issued in."""
@@ -136,7 +154,7 @@ class CitizenDesk:
             rows.sort(key=lambda r: (not _live(r.card.state), -r.id))
             return [
                 HolderCard(
-                    ref=str(r.id),
+                    ref=card_ref(self._ref_key, key, r.id),
                     card=r.card,
                     operator_name=operators[r.card.operator].name,
                     open_dispute_id=(str(open_disputes[r.id]) if r.id in open_disputes else None),
@@ -146,18 +164,30 @@ class CitizenDesk:
 
         return self._db.run_tx(work, readonly=True)
 
-    def dispute(self, document: Document, card_ref: str, reason: DisputeReason) -> Dispute:
+    def dispute(self, document: Document, ref: str, reason: DisputeReason) -> Dispute:
         """Opens a dispute of a live card under the document; an open one is returned as is."""
-        card_id = parse_ref(card_ref, "card_ref")
+        if not _CARD_REF.fullmatch(ref):
+            raise InvalidArgument(
+                [FieldViolation("card_ref", "must be a reference returned earlier")]
+            )
         key = self._pseudo.document_key(document)
 
         def work(tx: Tx) -> Dispute:
-            row = cards_repo.card_row_by_id(tx, card_id)
-            # Another person's card answers exactly like a missing one: no probing of refs.
-            if row is None or row.id_key != key:
+            # The reference is matched among the document's own cards: another person's card, a
+            # tampered or a made-up reference all answer like a missing card.
+            row = next(
+                (
+                    r
+                    for r in cards_repo.cards_of_document(tx, key)
+                    if hmac.compare_digest(card_ref(self._ref_key, key, r.id), ref)
+                ),
+                None,
+            )
+            if row is None:
                 raise NotFound(
                     "no card with this reference under the document", reason=CARD_NOT_FOUND
                 )
+            card_id = row.id
             existing = repo.open_dispute_of_card(tx, card_id)
             if existing is not None:
                 return _dispute(existing)

@@ -45,6 +45,7 @@ from services.domain.errors import (
     Violations,
 )
 from services.domain.holder_names import HolderNames, card_context
+from services.domain.principal import Principal, Role
 from services.domain.pseudonym import Pseudonymizer
 from services.domain.records import ReaderRow, SignalRow
 from services.features.cards import DOCUMENT_BLOCKED, CardDesk
@@ -68,6 +69,7 @@ READER_NOT_REGISTERED = "READER_NOT_REGISTERED"
 NONCE_REUSED = "NONCE_REUSED"
 ATTESTATION_STALE = "ATTESTATION_STALE"
 FACE_MATCH_FAILED = "FACE_MATCH_FAILED"
+NOT_YOUR_OPERATOR = "NOT_YOUR_OPERATOR"
 
 BLOCK_REASONS = ("LOST", "STOLEN", "CANCELLED")
 SIGNAL_KINDS = ("READER_BURST", "DISTANT_READERS", "FACE_MATCH_FAILURES")
@@ -146,6 +148,10 @@ class BlockOutcome:
     document_masked: str
     already_blocked: bool
     cards_flagged: int
+
+
+def _place(latitude: float | None, longitude: float | None) -> tuple[float, float] | None:
+    return None if latitude is None or longitude is None else (latitude, longitude)
 
 
 def distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -239,6 +245,19 @@ class ProofingDesk:
         self._db.run_tx(work)
         return _policy(stored)
 
+    def turn_off(self, operator_id: str) -> None:
+        """Turns proofing off for the operator: its activations are checked as without a policy.
+
+        Removing the row is enough for every process: the guard re-reads the policy in each
+        activation's transaction and decides again when it differs from what it assumed.
+        """
+
+        def work(tx: Tx) -> None:
+            self._known_operator(tx, operator_id)
+            repo.delete_policy(tx, operator_id)
+
+        self._db.run_tx(work)
+
     def get_policy(self, operator_id: str) -> Policy | None:
         """The operator's policy, or None when proofing is off for it."""
         found = self._db.run_tx(lambda tx: repo.get_policy(tx, operator_id), readonly=True)
@@ -261,9 +280,10 @@ class ProofingDesk:
         serial: str,
         agent_id: str,
         public_key_pem: str,
-        location: ReaderLocation,
+        location: ReaderLocation | None,
     ) -> ReaderRow:
-        """Registers a certified reader to one of the operator's agents."""
+        """Registers a certified reader to one of the operator's agents (location None: not
+        known, and the reader then takes no part in distance signals)."""
         v = Violations()
         _check_serial(v, "serial", serial)
         _check_serial(v, "agent_id", agent_id)
@@ -273,14 +293,20 @@ class ProofingDesk:
             der = public_key_der(key)
         except AttestationFormatError as exc:
             v.add("public_key_pem", str(exc))
-        if not (-90 <= location.latitude <= 90 and -180 <= location.longitude <= 180):
-            v.add("location", "latitude must be -90..90 and longitude -180..180")
-        if len(location.label) > 128 or not location.label.isprintable():
-            v.add("location.label", "must be at most 128 printable characters")
+        if location is not None:
+            if not (-90 <= location.latitude <= 90 and -180 <= location.longitude <= 180):
+                v.add("location", "latitude must be -90..90 and longitude -180..180")
+            if len(location.label) > 128 or not location.label.isprintable():
+                v.add("location.label", "must be at most 128 printable characters")
         v.raise_if_any()
+        latitude, longitude, label = (
+            (None, None, "")
+            if location is None
+            else (location.latitude, location.longitude, location.label)
+        )
         row = ReaderRow(
-            operator_id, serial, agent_id, algorithm, der, fingerprint(der), location.latitude,
-            location.longitude, location.label, self._clock(), None, None,
+            operator_id, serial, agent_id, algorithm, der, fingerprint(der), latitude,
+            longitude, label, self._clock(), None, None,
         )  # fmt: skip
 
         def work(tx: Tx) -> None:
@@ -384,8 +410,21 @@ class ProofingDesk:
 
     # --- fraud signals ---------------------------------------------------------------------
 
-    def list_signals(self, operator_id: str | None, limit: int) -> list[SignalRow]:
-        """Fraud signals, newest first."""
+    def list_signals(
+        self, caller: Principal, operator_id: str | None, limit: int
+    ) -> list[SignalRow]:
+        """Fraud signals, newest first: the regulator's, of the operator named (None: every
+        operator's); an operator's, only its own — naming another is PERMISSION_DENIED."""
+        if caller.role is not Role.REGULATOR:
+            if operator_id not in (None, caller.organisation):
+                # Refused, not quietly narrowed: a caller must not take its own signals for
+                # another operator's answer.
+                raise PermissionDenied(
+                    f"operator {caller.organisation} may list only its own fraud signals",
+                    reason=NOT_YOUR_OPERATOR,
+                    metadata={"operator": operator_id or "", "caller": caller.organisation},
+                )
+            operator_id = caller.organisation
         limit = 500 if limit <= 0 else min(limit, 500)
         return self._db.run_tx(lambda tx: repo.list_signals(tx, operator_id, limit), readonly=True)
 
@@ -506,10 +545,15 @@ class ProofingDesk:
         if failures >= s.face_failures:
             detail = f"{failures} face-match failures in {s.face_window_seconds} s"
             raised.append(("FACE_MATCH_FAILURES", detail, s.face_window_seconds))
-        here = (reader.latitude, reader.longitude)
-        seen = repo.sightings(tx, id_key, now - dt.timedelta(seconds=s.travel_window_seconds))
-        for other in seen:
-            km = distance_km(here, (other.latitude, other.longitude))
+        # Distances need both places: a reader registered without a location is unknown, not at
+        # (0, 0), and neither raises nor takes part in a distance signal.
+        here = _place(reader.latitude, reader.longitude)
+        travel_since = now - dt.timedelta(seconds=s.travel_window_seconds)
+        for other in [] if here is None else repo.sightings(tx, id_key, travel_since):
+            there = _place(other.latitude, other.longitude)
+            if here is None or there is None:
+                continue
+            km = distance_km(here, there)
             hours = max((now - other.recorded_at).total_seconds() / 3600, 1 / 60)
             if km >= s.travel_min_km and km / hours > s.travel_max_kmh:
                 detail = (

@@ -1,13 +1,16 @@
 """The legacy deadline sweep: staged suspension of unverified legacy cards, and SMS notices.
 
-For each operator with a deadline policy, on day D an unverified live card is at stage
+For each operator with a deadline policy, on day D an unverified live card is due at stage
 FULL before the deadline, OUTGOING_BARRED from the deadline, ALL_BARRED from deadline + grace,
-and terminated (DEACTIVATED) from deadline + grace + termination. The sweep sets every such card
-to the stage of D (so an extended deadline gives service back, but a terminated card stays
-terminated), and owes an SMS notice to each card whose next stage starts within
-``NOTICE_DAYS`` of D. It walks the cards by id in batches, each batch its own transaction
-together with the sweep's progress, so a crashed run resumes after its last batch, and a second
-run at the same date finds nothing to change.
+and terminated (DEACTIVATED) from deadline + grace + termination. No stage reaches a card before
+the card's own notice of it has taken effect: the sweep owes a card the notice of its next stage
+once that stage starts within ``NOTICE_DAYS`` of D (and the notice of the stage before has taken
+effect), effective on the stage's date but never less than ``NOTICE_DAYS`` after D, so a late
+first sweep sends the notice and starts the clock. Each card is set to the most severe stage due
+on D whose notice has taken effect (so an extended deadline gives service back, but a terminated
+card stays terminated). The sweep walks the cards by id in batches, each batch its own
+transaction together with the sweep's progress, so a crashed run resumes after its last batch,
+and a second run at the same date finds nothing to change.
 """
 
 from __future__ import annotations
@@ -29,28 +32,24 @@ FULL, OUTGOING_BARRED, ALL_BARRED, TERMINATED = (
 )  # fmt: skip
 
 
+STAGES = (FULL, OUTGOING_BARRED, ALL_BARRED, TERMINATED)  # in order of severity
+
+
+def stage_starts(policy: PolicyRecord) -> list[tuple[str, dt.date]]:
+    """Each stage after FULL with the date the operator's calendar starts it, in order."""
+    barred_all = policy.deadline + dt.timedelta(days=policy.grace_days)
+    terminated = barred_all + dt.timedelta(days=policy.termination_days)
+    return [(OUTGOING_BARRED, policy.deadline), (ALL_BARRED, barred_all), (TERMINATED, terminated)]
+
+
 def stage_on(policy: PolicyRecord, day: dt.date) -> str:
-    """The stage an unverified card of this operator is at on ``day``."""
-    barred_all = policy.deadline + dt.timedelta(days=policy.grace_days)
-    terminated = barred_all + dt.timedelta(days=policy.termination_days)
-    if day >= terminated:
-        return TERMINATED
-    if day >= barred_all:
-        return ALL_BARRED
-    if day >= policy.deadline:
-        return OUTGOING_BARRED
-    return FULL
-
-
-def next_stage(policy: PolicyRecord, day: dt.date) -> tuple[str, dt.date] | None:
-    """The next stage after ``day`` and the date it starts, or None once terminated."""
-    barred_all = policy.deadline + dt.timedelta(days=policy.grace_days)
-    terminated = barred_all + dt.timedelta(days=policy.termination_days)
-    for stage, starts in ((OUTGOING_BARRED, policy.deadline), (ALL_BARRED, barred_all),
-                          (TERMINATED, terminated)):  # fmt: skip
-        if day < starts:
-            return stage, starts
-    return None
+    """The stage the calendar puts an unverified card of this operator at on ``day`` (a card
+    reaches it only once its notice of it has taken effect)."""
+    stage = FULL
+    for later, starts in stage_starts(policy):
+        if day >= starts:
+            stage = later
+    return stage
 
 
 @dataclass(frozen=True)
@@ -145,21 +144,32 @@ class Sweeper:
             now = self._clock()
             changed: dict[str, int] = {}
             notices: list[Notice] = []
+            lead = dt.timedelta(days=NOTICE_DAYS)
             for policy in policies:
                 op = policy.operator_id
-                stage = stage_on(policy, day)
-                if stage == TERMINATED:
-                    count = legacy_repo.terminate(tx, lo, hi, op, now)
-                else:
-                    count = legacy_repo.set_stage(tx, lo, hi, op, stage)
-                if count:
+                due = STAGES.index(stage_on(policy, day))
+                if STAGES[due] == TERMINATED:
+                    count = legacy_repo.terminate(tx, lo, hi, op, now, day=day)
+                    if count:
+                        changed[TERMINATED] = changed.get(TERMINATED, 0) + count
+                # The barring stages due on the day, most severe first; each card takes the first
+                # whose notice to it has taken effect.
+                barring = tuple(reversed(STAGES[1 : min(due, STAGES.index(ALL_BARRED)) + 1]))
+                moved = legacy_repo.set_stages(tx, lo, hi, op, barring=barring, day=day)
+                for stage, count in moved.items():
                     changed[stage] = changed.get(stage, 0) + count
-                coming = next_stage(policy, day)
-                if coming is not None and coming[1] <= day + dt.timedelta(days=NOTICE_DAYS):
+                for stage, starts in stage_starts(policy):
+                    if starts > day + lead:
+                        break
+                    # A stage's notice follows the previous stage's taking effect, so a card that
+                    # was never noticed gets one notice now and each stage its full lead time.
+                    before = STAGES[STAGES.index(stage) - 1]
+                    effective = max(starts, day + lead)
                     added = legacy_repo.add_notices(
-                        tx, lo, hi, op, stage=coming[0], effective=coming[1], now=now
-                    )
-                    notices += [Notice(m, op, coming[0], coming[1]) for m in added]
+                        tx, lo, hi, op, stage=stage, effective=effective, now=now,
+                        after=None if before == FULL else before, day=day,
+                    )  # fmt: skip
+                    notices += [Notice(m, op, stage, effective) for m in added]
             if dry:
                 raise _DryRun(changed, notices)
             legacy_repo.record_sweep_batch(tx, day, hi, now if hi >= top else None)

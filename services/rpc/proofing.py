@@ -82,7 +82,9 @@ def reader_message(row: ReaderRow) -> ppb.Reader:
         agent_id=row.agent_id,
         key_algorithm=row.key_algorithm,
         key_fingerprint=row.key_fingerprint,
-        location=ppb.ReaderLocation(
+        location=None
+        if row.latitude is None or row.longitude is None
+        else ppb.ReaderLocation(
             latitude=row.latitude, longitude=row.longitude, label=row.location_label
         ),
         status=ppb.READER_STATUS_REVOKED if revoked else ppb.READER_STATUS_ACTIVE,
@@ -113,8 +115,11 @@ class ProofingServicer(pgrpc.ProofingServiceServicer):
     def SetProofingPolicy(
         self, request: ppb.SetProofingPolicyRequest, context: grpc.ServicerContext
     ) -> ppb.SetProofingPolicyResponse:
-        """Turns proofing on for the caller (or changes it)."""
+        """Turns proofing on for the caller (or changes it), or off with enabled=false."""
         p = request.policy
+        if not p.enabled:
+            self._desk.turn_off(current_principal().organisation)
+            return ppb.SetProofingPolicyResponse(policy=_policy_message(None))
         policy = self._desk.set_policy(
             current_principal().organisation,
             Policy(
@@ -143,7 +148,10 @@ class ProofingServicer(pgrpc.ProofingServiceServicer):
             request.serial,
             request.agent_id,
             request.public_key_pem,
-            ReaderLocation(loc.latitude, loc.longitude, loc.label),
+            # No location message is "unknown", not (0, 0).
+            ReaderLocation(loc.latitude, loc.longitude, loc.label)
+            if request.HasField("location")
+            else None,
         )
         return ppb.RegisterReaderResponse(reader=reader_message(row))
 
@@ -201,7 +209,5 @@ class ProofingServicer(pgrpc.ProofingServiceServicer):
         self, request: ppb.ListFraudSignalsRequest, context: grpc.ServicerContext
     ) -> ppb.ListFraudSignalsResponse:
         """Signals: an operator's own, or (regulator) everyone's."""
-        principal = current_principal()
-        operator = request.operator if principal.role is Role.REGULATOR else principal.organisation
-        rows = self._desk.list_signals(operator or None, request.limit)
+        rows = self._desk.list_signals(current_principal(), request.operator or None, request.limit)
         return ppb.ListFraudSignalsResponse(signals=[_signal_message(r) for r in rows])

@@ -16,11 +16,13 @@ and fails closed: a slow, failing or open-circuit authority is UNAVAILABLE, neve
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import ssl
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +38,7 @@ from services.domain.documents import Document
 from services.domain.errors import Unavailable, Violations
 from services.domain.holder_names import HolderNames, holder_name_problem
 from services.domain.pseudonym import Pseudonymizer
+from services.runtime.config import ConfigError
 from services.storage import proofing_repo as repo
 from services.storage.database import Database
 from services.storage.rawsql import Tx
@@ -96,6 +99,35 @@ class ReferenceAuthority:
         return Verdict.MATCH
 
 
+def _check_url(url: str) -> None:
+    """ConfigError unless the URL is https, or http to a loopback host (a local test authority).
+
+    The request carries a name and a document number: in clear only where it cannot leave the
+    machine.
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme.lower() not in ("https", "http") or not host:
+        raise ConfigError(
+            f"REALNAME_IDENTITY_AUTHORITY_URL must be an https:// URL with a host, not {url!r}"
+        )
+    if parts.scheme.lower() == "http" and not _loopback(host):
+        raise ConfigError(
+            "REALNAME_IDENTITY_AUTHORITY_URL must use https: plain http would send names and "
+            f"document numbers in clear (allowed only to loopback hosts), not to {host}"
+        )
+
+
+def _loopback(host: str) -> bool:
+    """localhost, 127.0.0.0/8 or ::1."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class HttpAuthority:
     """A production adapter's shape: POST JSON to the authority's endpoint, read a verdict.
 
@@ -105,8 +137,7 @@ class HttpAuthority:
     """
 
     def __init__(self, url: str, timeout: float, ssl_context: ssl.SSLContext | None = None) -> None:
-        if not url.startswith(("https://", "http://")):
-            raise ValueError("the identity authority URL must be http(s)")
+        _check_url(url)
         self._url = url
         self._timeout = timeout
         self._ssl = ssl_context

@@ -172,17 +172,23 @@ def list_agents(
     return [_agent(tx, r) for r in rows]
 
 
-def status_probe(operator_id: str, agent_id: str) -> Probe:
-    """The agent's status, or None if the operator has not registered it."""
-    return Probe(
-        "SELECT status FROM agents WHERE operator_id = ? AND agent_id = ?", (operator_id, agent_id)
-    )
+# The nearest suspended agent in an agent's chain up to its top agent. Registration only names
+# an existing parent and never changes it, so the chain has no cycle; the depth bound keeps a
+# damaged row from looping the walk all the same.
+_SUSPENDED_IN_CHAIN = (
+    "WITH RECURSIVE chain(agent_id, parent_id, status, depth) AS ("
+    "SELECT agent_id, parent_id, status, 0 FROM agents WHERE operator_id = ? AND agent_id = ? "
+    "UNION ALL SELECT a.agent_id, a.parent_id, a.status, c.depth + 1 FROM chain c "
+    "JOIN agents a ON a.operator_id = ? AND a.agent_id = c.parent_id WHERE c.depth < 64) "
+    "SELECT COALESCE((SELECT agent_id FROM chain WHERE status = 'SUSPENDED' "
+    "ORDER BY depth LIMIT 1), '') FROM chain WHERE depth = 0"
+)
 
 
-def agent_status(tx: Tx, operator_id: str, agent_id: str) -> str | None:
-    """The agent's status, or None if the operator has not registered it."""
-    status = tx.probe(status_probe(operator_id, agent_id))
-    return None if status is None else str(status)
+def suspension_probe(operator_id: str, agent_id: str) -> Probe:
+    """None if the operator has not registered the agent; else the id of the nearest suspended
+    agent among it and its ancestors, or '' if none is suspended."""
+    return Probe(_SUSPENDED_IN_CHAIN, (operator_id, agent_id, operator_id))
 
 
 def last_activation_probe(id_key: bytes, operator_id: str) -> Probe:

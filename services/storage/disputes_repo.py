@@ -171,6 +171,17 @@ def disputes_of_operator(
     return [_dispute(tx, r) for r in rows]
 
 
+def close_open_disputes_of_card(
+    tx: Tx, card_id: int, resolution: str, note: str, now: dt.datetime
+) -> int:
+    """Closes the card's open dispute (at most one) as ``resolution``; how many it closed."""
+    return tx.execute(
+        "UPDATE disputes SET state = ?, resolution = ?, note = ?, resolved_at = ? "
+        "WHERE card_id = ? AND state = ?",
+        (_RESOLVED, resolution, note, tx.timestamp(now), card_id, _OPEN),
+    )
+
+
 def resolve_dispute(
     tx: Tx, dispute_id: int, resolution: str, note: str | None, now: dt.datetime
 ) -> bool:

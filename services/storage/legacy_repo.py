@@ -392,35 +392,79 @@ def record_sweep_batch(tx: Tx, day: dt.date, last_id: int, finished_at: dt.datet
 _UNVERIFIED_IN_RANGE = f"id > ? AND id <= ? AND operator_id = ? AND verified = 0 AND {_LIVE}"
 
 
-def set_stage(tx: Tx, lo: int, hi: int, operator_id: str, stage: str) -> int:
-    """Puts the operator's unverified live cards with ids in (lo, hi] at ``stage``."""
-    return tx.execute(
-        f"UPDATE cards SET service_stage = ? WHERE {_UNVERIFIED_IN_RANGE} "  # noqa: S608
-        "AND service_stage <> ?",
-        (stage, lo, hi, operator_id, stage),
+# A notice of a stage to the card being updated that has taken effect by a date (the stage is one
+# of _NOTICE_STAGES, inlined; the date is the parameter). A key lookup on legacy_notices' primary
+# key (card_id, stage).
+_NOTICE_STAGES = frozenset({"OUTGOING_BARRED", "ALL_BARRED", "TERMINATED"})
+_NOTICE_IN_FORCE = (
+    "EXISTS (SELECT 1 FROM legacy_notices n WHERE n.card_id = cards.id AND n.stage = '{stage}' "
+    "AND n.effective_on <= ?)"
+)
+
+
+def _in_force(stage: str) -> str:
+    if stage not in _NOTICE_STAGES:
+        raise ValueError(f"not a noticed stage: {stage}")
+    return _NOTICE_IN_FORCE.format(stage=stage)
+
+
+def set_stages(
+    tx: Tx, lo: int, hi: int, operator_id: str, *, barring: Sequence[str], day: dt.date
+) -> dict[str, int]:
+    """Puts each of the operator's unverified live cards with ids in (lo, hi] at the first stage
+    of ``barring`` (most severe first) whose notice to the card took effect by ``day``, or at
+    FULL if none did; returns how many cards moved to each stage."""
+    target = "'FULL'"
+    params: list[Any] = []
+    if barring:
+        cases = " ".join(f"WHEN {_in_force(stage)} THEN '{stage}'" for stage in barring)
+        target = f"CASE {cases} ELSE 'FULL' END"
+        params = [date_param(tx, day)] * len(barring)
+    rows = tx.all(
+        f"UPDATE cards SET service_stage = {target} WHERE {_UNVERIFIED_IN_RANGE} "  # noqa: S608
+        f"AND service_stage <> {target} RETURNING service_stage",
+        (*params, lo, hi, operator_id, *params),
     )
+    moved: dict[str, int] = {}
+    for (stage,) in rows:
+        moved[str(stage)] = moved.get(str(stage), 0) + 1
+    return moved
 
 
-def terminate(tx: Tx, lo: int, hi: int, operator_id: str, now: dt.datetime) -> int:
-    """Deactivates the operator's unverified live cards with ids in (lo, hi]."""
+def terminate(tx: Tx, lo: int, hi: int, operator_id: str, now: dt.datetime, *, day: dt.date) -> int:
+    """Deactivates the operator's unverified live cards with ids in (lo, hi] whose termination
+    notice took effect by ``day``."""
     return tx.execute(
         "UPDATE cards SET state = 'DEACTIVATED', deactivated_at = ?, "  # noqa: S608
-        f"service_stage = 'ALL_BARRED' WHERE {_UNVERIFIED_IN_RANGE}",
-        (tx.timestamp(now), lo, hi, operator_id),
+        f"service_stage = 'ALL_BARRED' WHERE {_UNVERIFIED_IN_RANGE} AND {_in_force('TERMINATED')}",
+        (tx.timestamp(now), lo, hi, operator_id, date_param(tx, day)),
     )
 
 
 def add_notices(
-    tx: Tx, lo: int, hi: int, operator_id: str, *, stage: str, effective: dt.date, now: dt.datetime
+    tx: Tx,
+    lo: int,
+    hi: int,
+    operator_id: str,
+    *,
+    stage: str,
+    effective: dt.date,
+    now: dt.datetime,
+    after: str | None,
+    day: dt.date,
 ) -> list[str]:
-    """Owes a notice of ``stage`` to each unverified live card in (lo, hi] not yet noticed.
+    """Owes a notice of ``stage`` to each unverified live card in (lo, hi] not yet noticed —
+    with ``after``, only to cards whose notice of stage ``after`` took effect by ``day``.
 
     Returns the MSISDNs noticed now (a re-run adds none: the key is (card, stage)).
     """
+    prior, params = "", []
+    if after is not None:
+        prior, params = f" AND {_in_force(after)}", [date_param(tx, day)]
     rows = tx.all(
         "INSERT INTO legacy_notices (card_id, stage, operator_id, msisdn, "  # noqa: S608
         "effective_on, created_at) SELECT id, ?, operator_id, msisdn, ?, ? FROM cards "
-        f"WHERE {_UNVERIFIED_IN_RANGE} ON CONFLICT DO NOTHING RETURNING msisdn",
-        (stage, date_param(tx, effective), tx.timestamp(now), lo, hi, operator_id),
+        f"WHERE {_UNVERIFIED_IN_RANGE}{prior} ON CONFLICT DO NOTHING RETURNING msisdn",
+        (stage, date_param(tx, effective), tx.timestamp(now), lo, hi, operator_id, *params),
     )
     return [str(r[0]) for r in rows]

@@ -38,9 +38,13 @@ class Sighting:
 
     operator_id: str
     reader_serial: str
-    latitude: float
-    longitude: float
+    latitude: float | None  # None: the reader's location is unknown
+    longitude: float | None
     recorded_at: dt.datetime
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _date(tx: Tx, value: dt.date | None) -> Any:
@@ -98,6 +102,11 @@ def policy_probes(operator_id: str) -> list[Probe]:
 def policy_from(tx: Tx, answers: Sequence[Any]) -> Policy | None:
     """The policy the answers of ``policy_probes`` describe, or None when there is none."""
     return _policy_of(tx, answers)
+
+
+def delete_policy(tx: Tx, operator_id: str) -> bool:
+    """Removes the operator's policy (proofing off); False if it had none."""
+    return tx.execute("DELETE FROM proofing_policies WHERE operator_id = ?", (operator_id,)) == 1
 
 
 def set_policy(tx: Tx, operator_id: str, policy: Policy) -> None:
@@ -292,7 +301,7 @@ def _reader(tx: Tx, row: tuple[Any, ...]) -> ReaderRow:
     assert registered is not None
     return ReaderRow(
         str(row[0]), str(row[1]), str(row[2]), str(row[3]), _bytes(row[4]), str(row[5]),
-        float(row[6]), float(row[7]), str(row[8]), registered, tx.parse_timestamp(row[10]),
+        _float(row[6]), _float(row[7]), str(row[8]), registered, tx.parse_timestamp(row[10]),
         None if row[11] is None else str(row[11]),
     )  # fmt: skip
 
@@ -444,7 +453,7 @@ def sightings(tx: Tx, id_key: bytes, since: dt.datetime) -> list[Sighting]:
     for r in rows:
         at = tx.parse_timestamp(r[4])
         assert at is not None
-        out.append(Sighting(str(r[0]), str(r[1]), float(r[2]), float(r[3]), at))
+        out.append(Sighting(str(r[0]), str(r[1]), _float(r[2]), _float(r[3]), at))
     return out
 
 

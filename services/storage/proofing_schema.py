@@ -87,8 +87,8 @@ proofing_readers = Table(
     Column("key_algorithm", String(16), nullable=False),
     Column("public_key", LargeBinary, nullable=False),
     Column("key_fingerprint", String(64), nullable=False),
-    Column("latitude", Float, nullable=False),
-    Column("longitude", Float, nullable=False),
+    Column("latitude", Float),  # NULL with longitude: registered without a location
+    Column("longitude", Float),
     Column("location_label", String(128), nullable=False),
     Column("registered_at", TS, nullable=False),
     Column("revoked_at", TS),
@@ -121,8 +121,8 @@ proofing_attestations = Table(
     Column("id_key", LargeBinary(32), nullable=False),
     Column("outcome", String(32), nullable=False),
     Column("face_score", Integer, nullable=False),
-    Column("latitude", Float, nullable=False),
-    Column("longitude", Float, nullable=False),
+    Column("latitude", Float),  # NULL with longitude: registered without a location
+    Column("longitude", Float),
     Column("recorded_at", TS, nullable=False),
     Index("ix_proofing_attestations_reader", "operator_id", "reader_serial", "recorded_at"),
     Index("ix_proofing_attestations_document", "id_key", "recorded_at"),

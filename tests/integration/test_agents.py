@@ -217,6 +217,31 @@ def test_unregistered_and_suspended_agents_are_refused(start_server: StartServer
     assert seller.sell(3, "corner").state == vpb.CARD_STATE_ACTIVE
 
 
+def test_suspending_a_parent_agent_stops_its_sub_agents(start_server: StartServer) -> None:
+    server = start_server()
+    seller = Seller(server)
+    register_agents(server.channel(CMCC), ["fr-1"])
+    register_agents(server.channel(CMCC), ["sp-1"], parent="fr-1")
+    register_agents(server.channel(CMCC), ["sp-1-a"], parent="sp-1")
+    stub = agent_stub(server.channel(CMCC))
+    stub.SuspendAgent(apb.SuspendAgentRequest(agent_id="fr-1", reason="franchise under review"))
+    # The sub-agent and its own sub-agent are refused while an ancestor is suspended; the
+    # refusal names the suspended ancestor.
+    for doc, agent in ((1, "sp-1"), (2, "sp-1-a")):
+        code, reason, message = seller.refused(doc, agent)
+        assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "AGENT_SUSPENDED")
+        assert "fr-1" in message
+    # The sub-agents' own rows are untouched, and reinstating the parent lets them sell again.
+    sub = stub.GetAgent(apb.GetAgentRequest(agent_id="sp-1")).agent
+    assert sub.status == apb.AGENT_STATUS_ACTIVE
+    stub.ReinstateAgent(apb.ReinstateAgentRequest(agent_id="fr-1"))
+    assert seller.sell(3, "sp-1-a").state == vpb.CARD_STATE_ACTIVE
+    # A suspended middle agent stops only those under it.
+    stub.SuspendAgent(apb.SuspendAgentRequest(agent_id="sp-1", reason="sales point review"))
+    assert seller.refused(4, "sp-1-a")[1] == "AGENT_SUSPENDED"
+    assert seller.sell(5, "fr-1").state == vpb.CARD_STATE_ACTIVE
+
+
 def test_other_operators_cannot_see_or_change_your_agents(start_server: StartServer) -> None:
     server = start_server(batch_max="1")
     register_agents(server.channel(CMCC), ["mine"])

@@ -244,6 +244,42 @@ def test_deactivated_resolution_frees_the_slot(served: GrpcHarness) -> None:
     assert active_cards(served, 6) == 5
 
 
+def test_deactivating_a_disputed_card_closes_its_dispute(served: GrpcHarness) -> None:
+    card = activate(served, "operator-cmcc", 80, holder=12)
+    ref = my_cards(served, 12)[0].card_ref
+    opened = (
+        citizen(served)
+        .DisputeCard(
+            zpb.DisputeCardRequest(
+                document=doc(12), card_ref=ref, reason=zpb.DISPUTE_REASON_NOT_MINE
+            )
+        )
+        .dispute
+    )
+    served.verification().DeactivateCard(
+        vpb.DeactivateCardRequest(request_id="cit-off-80", msisdn=card.msisdn)
+    )
+    # The dispute is closed by the deactivation, and says so; nothing is left open to resolve.
+    stub = disputes(served)
+    assert stub.ListDisputes(zpb.ListDisputesRequest(state=zpb.DISPUTE_STATE_OPEN)).disputes == []
+    [closed] = stub.ListDisputes(zpb.ListDisputesRequest()).disputes
+    assert (closed.dispute_id, closed.state, closed.resolution) == (
+        opened.dispute_id,
+        zpb.DISPUTE_STATE_RESOLVED,
+        zpb.DISPUTE_RESOLUTION_DEACTIVATED,
+    )
+    assert "DeactivateCard" in closed.note and closed.HasField("resolved_at")
+    assert not my_cards(served, 12)[0].open_dispute_id
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ResolveDispute(
+            zpb.ResolveDisputeRequest(
+                dispute_id=opened.dispute_id, resolution=zpb.DISPUTE_RESOLUTION_REVERIFIED
+            )
+        )
+    assert rich_error(info.value).reason == "DISPUTE_NOT_OPEN"
+    assert card_state(served, "operator-cmcc", card.msisdn).state == vpb.CARD_STATE_DEACTIVATED
+
+
 def test_bad_and_foreign_references_change_nothing(served: GrpcHarness) -> None:
     activate(served, "operator-cmcc", 40, holder=7)
     activate(served, "operator-cmcc", 41, holder=8)
@@ -278,6 +314,50 @@ def test_bad_and_foreign_references_change_nothing(served: GrpcHarness) -> None:
 
     assert all(not c.open_dispute_id for c in my_cards(served, 7) + my_cards(served, 8))
     assert disputes(served).ListDisputes(zpb.ListDisputesRequest()).disputes == []
+
+
+def test_card_refs_are_opaque_and_round_trip(served: GrpcHarness) -> None:
+    cards = [activate(served, "operator-cmcc", 70 + n, holder=11) for n in range(3)]
+    mine = my_cards(served, 11)
+    refs = [c.card_ref for c in mine]
+    # Not the row ids, nor anything counted: no digits-only ref, no two alike, none guessable
+    # from another (they share no prefix beyond chance).
+    assert len(set(refs)) == 3 and not any(r.isdigit() for r in refs)
+    assert all(len(r) >= 22 for r in refs)
+    assert len({r[:4] for r in refs}) == 3
+    stub = citizen(served)
+    # The row id the old ref was is refused as malformed, and a ref one character off is no card.
+    for bad in ("1", "2", "3"):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.DisputeCard(
+                zpb.DisputeCardRequest(
+                    document=doc(11), card_ref=bad, reason=zpb.DISPUTE_REASON_NOT_MINE
+                )
+            )
+        assert rich_error(info.value).code == grpc.StatusCode.INVALID_ARGUMENT
+    tampered = refs[0][:-1] + ("A" if refs[0][-1] != "A" else "B")
+    with pytest.raises(grpc.RpcError) as info:
+        stub.DisputeCard(
+            zpb.DisputeCardRequest(
+                document=doc(11), card_ref=tampered, reason=zpb.DISPUTE_REASON_NOT_MINE
+            )
+        )
+    err = rich_error(info.value)
+    assert (err.code, err.reason) == (grpc.StatusCode.NOT_FOUND, "CARD_NOT_FOUND")
+    # The ref the portal listed names that card, and is stable across lookups.
+    chosen = next(
+        c for c in mine if c.msisdn_masked == cards[1].msisdn[:3] + "****" + cards[1].msisdn[7:]
+    )
+    opened = stub.DisputeCard(
+        zpb.DisputeCardRequest(
+            document=doc(11), card_ref=chosen.card_ref, reason=zpb.DISPUTE_REASON_NOT_MINE
+        )
+    ).dispute
+    assert opened.msisdn_masked == chosen.msisdn_masked
+    again = {c.card_ref: c for c in my_cards(served, 11)}
+    assert set(again) == set(refs) and again[chosen.card_ref].open_dispute_id == opened.dispute_id
+    assert card_state(served, "operator-cmcc", cards[1].msisdn).state == vpb.CARD_STATE_SUSPENDED
+    assert card_state(served, "operator-cmcc", cards[0].msisdn).state == vpb.CARD_STATE_ACTIVE
 
 
 def test_a_deactivated_card_cannot_be_disputed(served: GrpcHarness) -> None:

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy import MetaData, inspect
 
 from services.app import App
 from services.domain.documents import Document
@@ -23,7 +26,7 @@ from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.runtime.identity_authority import load_identity_records
 from services.runtime.key_files import create_holder_name_key_file, load_holder_names
-from services.storage import proofing_repo
+from services.storage import proofing_repo, proofing_schema, schema
 from services.storage.database import Database
 from services.storage.rawsql import Tx
 from tests.support.identities import iccid, msisdn, resident_id
@@ -241,6 +244,36 @@ def test_a_policy_changed_by_another_process_applies_to_the_next_activation(kit:
     )
     again = activation("policy-gone", resident(resident_id(122)), msisdn("138", 9122), iccid(9122))
     assert stub.ActivateCard(again, timeout=10).card.state == vpb.CARD_STATE_ACTIVE
+
+
+def test_proofing_can_be_switched_off_and_on_again(
+    kit: Kit, pki_dir: Path, pseudonymizer: Pseudonymizer, holder_names: HolderNames
+) -> None:
+    # A second server on the same database stands for another process with its own caches.
+    other, _ = start_proofing_harness(kit.db, pki_dir, pseudonymizer, ProofingConfig(holder_names))
+    try:
+        stub, there = proofing_stub(kit.harness), other.verification()
+        assert enable_policy(stub, attestation=False).enabled
+
+        def unnamed(n: int) -> vpb.ActivateCardRequest:
+            return activation(f"off-{n}", resident(resident_id(130 + n)), msisdn("138", 9130 + n),
+                              iccid(9130 + n))  # fmt: skip
+
+        assert refused(there.ActivateCard, unnamed(0))[1] == "HOLDER_NAME_REQUIRED"
+        off = stub.SetProofingPolicy(
+            ppb.SetProofingPolicyRequest(policy=ppb.ProofingPolicy(enabled=False)), timeout=10
+        ).policy
+        assert not off.enabled
+        assert not stub.GetProofingPolicy(ppb.GetProofingPolicyRequest(), timeout=10).policy.enabled
+        # Off applies to the next activation in both processes.
+        for n, server in ((1, kit.harness.verification()), (2, there)):
+            assert server.ActivateCard(unnamed(n), timeout=10).card.state == vpb.CARD_STATE_ACTIVE
+        # And on again, in both, although the other one last saw it off.
+        assert enable_policy(stub, attestation=False).enabled
+        for n, server in ((3, kit.harness.verification()), (4, there)):
+            assert refused(server.ActivateCard, unnamed(n))[1] == "HOLDER_NAME_REQUIRED"
+    finally:
+        other.close()
 
 
 def test_operators_without_a_policy_activate_as_before(kit: Kit) -> None:
@@ -539,12 +572,52 @@ def test_fraud_signals_from_attestations(kit: Kit) -> None:
     assert flagged == 3
 
 
+def test_an_operator_may_not_ask_for_another_operators_signals(kit: Kit) -> None:
+    cucc = proofing_stub(kit.harness, "operator-cucc")
+    code, reason, metadata = refused(
+        cucc.ListFraudSignals, ppb.ListFraudSignalsRequest(operator="cmcc")
+    )
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_YOUR_OPERATOR")
+    assert metadata == {"operator": "cmcc", "caller": "cucc"}
+    # Its own id as the filter is its own signals; the regulator may name any operator.
+    assert list(cucc.ListFraudSignals(ppb.ListFraudSignalsRequest(operator="cucc")).signals) == []
+    regulator = proofing_stub(kit.harness, "regulator")
+    assert (
+        list(regulator.ListFraudSignals(ppb.ListFraudSignalsRequest(operator="cmcc")).signals) == []
+    )
+
+
+def test_a_reader_without_a_location_raises_no_distance_signal(kit: Kit) -> None:
+    enable_policy(proofing_stub(kit.harness), identity=False)
+    stub = proofing_stub(kit.harness)
+    beijing = Reader("RDR-BJ", "shop-1", latitude=39.90, longitude=116.40)
+    nowhere = Reader("RDR-NW", "shop-0042", latitude=None)
+    beijing.register(stub)
+    registered = nowhere.register(stub)
+    # No location is "unknown", not (0, 0): none is answered back.
+    assert not registered.HasField("location")
+    listed = {r.serial: r for r in stub.ListReaders(ppb.ListReadersRequest(), timeout=10).readers}
+    assert not listed["RDR-NW"].HasField("location") and listed["RDR-BJ"].HasField("location")
+    doc = resident(resident_id(170))
+    for n, (reader, agent) in enumerate(((beijing, "shop-1"), (nowhere, "shop-0042"))):
+        request = activation(f"nw-{n}", doc, msisdn("138", 9170 + n), iccid(9170 + n),
+                             agent_id=agent, name=NAME,
+                             attestation=reader.attest(kit.nonce(), doc, NAME))  # fmt: skip
+        assert kit.harness.verification().ActivateCard(request, timeout=10).card.state == (
+            vpb.CARD_STATE_ACTIVE
+        )
+    signals = stub.ListFraudSignals(ppb.ListFraudSignalsRequest(), timeout=10).signals
+    assert [s.kind for s in signals if s.kind == ppb.FRAUD_SIGNAL_KIND_DISTANT_READERS] == []
+
+
 def test_policy_is_validated(kit: Kit) -> None:
     stub = proofing_stub(kit.harness)
     code, _, _ = refused(
         stub.SetProofingPolicy,
         ppb.SetProofingPolicyRequest(
-            policy=ppb.ProofingPolicy(face_match_threshold_permille=1001, freshness_seconds=5)
+            policy=ppb.ProofingPolicy(
+                enabled=True, face_match_threshold_permille=1001, freshness_seconds=5
+            )
         ),
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
@@ -628,3 +701,23 @@ def test_complete_registration_screens_the_legacy_holder(kit: Kit) -> None:
     request.holder_name = NAME
     card = stub.CompleteRegistration(request, timeout=10).card
     assert card.verified and card.document_masked == holder.masked()
+
+
+def test_migration_matches_the_reader_location_schema(db: Database) -> None:
+    # The readers' and attestations' places may be unknown (NULL) in the migrated database too.
+    tables = MetaData()
+    for table in (
+        proofing_schema.proofing_readers,
+        proofing_schema.proofing_attestations,
+        schema.operators,
+    ):
+        table.to_metadata(tables)
+    with db.engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), tables)
+    names = ("proofing_readers", "proofing_attestations")
+    assert [
+        d for d in diffs if any(f"'{n}'" in repr(d) or f"<{n}>" in repr(d) for n in names)
+    ] == []
+    for name in names:
+        columns = {c["name"]: c for c in inspect(db.engine).get_columns(name)}
+        assert columns["latitude"]["nullable"] and columns["longitude"]["nullable"]

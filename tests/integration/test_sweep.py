@@ -25,6 +25,8 @@ from tests.support.legacy_rows import Row, good_rows, import_rows
 from tests.support.server import GrpcHarness
 
 DEADLINE = dt.date(2027, 1, 10)  # all service barred from 2027-02-09, terminated from 2027-03-11
+# Sweeps 7 days before each stage: each card gets each notice with its full lead time.
+ON_TIME = ("2027-01-03", "2027-02-02", "2027-03-04")
 
 
 class World:
@@ -105,14 +107,14 @@ def test_stages_at_each_date_boundary(world: World) -> None:
     assert world.stages(world.other, "operator-cucc") == {(ACTIVE, FULL)}  # no cucc policy
 
     assert world.sweep("2027-02-01")["notice_rows"] == []
-    soon = world.sweep("2027-02-08")
+    soon = world.sweep("2027-02-02")  # 7 days before all service is barred
     assert soon["changed"] == {} and len(soon["notice_rows"]) == 6
-    assert {n["stage"] for n in soon["notice_rows"]} == {"ALL_BARRED"}
+    assert {(n["stage"], n["date"]) for n in soon["notice_rows"]} == {("ALL_BARRED", "2027-02-09")}
     assert world.stages(world.unverified) == {(ACTIVE, OUT)}
     assert world.sweep("2027-02-09")["changed"] == {"ALL_BARRED": 6}
     assert world.stages(world.unverified) == {(ACTIVE, ALL)}
 
-    last = world.sweep("2027-03-10")
+    last = world.sweep("2027-03-04")
     assert last["changed"] == {} and {n["stage"] for n in last["notice_rows"]} == {"TERMINATED"}
     assert world.sweep("2027-03-11")["changed"] == {"TERMINATED": 6}
     cards = [world.card(r[0]) for r in world.unverified]
@@ -120,6 +122,43 @@ def test_stages_at_each_date_boundary(world: World) -> None:
     assert all(c.HasField("deactivated_at") for c in cards)
     assert world.stages(world.verified) == {(ACTIVE, FULL)}
     assert world.sweep("2027-01-10")["changed"] == {}  # an earlier date never resurrects
+
+
+def test_a_late_first_sweep_notifies_and_starts_the_clock(world: World) -> None:
+    # No sweep ran before the deadline: the first one, on the deadline day, owes the notices and
+    # bars nothing; the stage applies once the notice's lead time (7 days) has passed.
+    first = world.sweep("2027-01-10")
+    assert first["changed"] == {} and len(first["notice_rows"]) == 6
+    assert {(n["stage"], n["date"]) for n in first["notice_rows"]} == {
+        ("OUTGOING_BARRED", "2027-01-17")
+    }
+    assert world.stages(world.unverified) == {(ACTIVE, FULL)}
+    assert world.sweep("2027-01-16")["changed"] == {}
+    assert world.sweep("2027-01-17")["changed"] == {"OUTGOING_BARRED": 6}
+    assert world.stages(world.unverified) == {(ACTIVE, OUT)}
+
+
+def test_each_stage_waits_for_its_own_notice(world: World) -> None:
+    # A first sweep after termination day: one notice, then one stage a week, each stage only
+    # after its own notice's lead time.
+    first = world.sweep("2027-03-20")
+    assert first["changed"] == {}
+    assert {(n["stage"], n["date"]) for n in first["notice_rows"]} == {
+        ("OUTGOING_BARRED", "2027-03-27")
+    }
+    second = world.sweep("2027-03-27")
+    assert second["changed"] == {"OUTGOING_BARRED": 6}
+    assert {(n["stage"], n["date"]) for n in second["notice_rows"]} == {
+        ("ALL_BARRED", "2027-04-03")
+    }
+    assert world.sweep("2027-04-02")["changed"] == {}
+    third = world.sweep("2027-04-03")
+    assert third["changed"] == {"ALL_BARRED": 6}
+    assert {(n["stage"], n["date"]) for n in third["notice_rows"]} == {("TERMINATED", "2027-04-10")}
+    assert world.stages(world.unverified) == {(ACTIVE, ALL)}
+    assert world.sweep("2027-04-10")["changed"] == {"TERMINATED": 6}
+    assert world.stages(world.unverified) == {(DEACTIVATED, ALL)}
+    assert world.stages(world.verified) == {(ACTIVE, FULL)}
 
 
 def snapshot(url: str) -> list[tuple[Any, ...]]:
@@ -139,6 +178,7 @@ def snapshot(url: str) -> list[tuple[Any, ...]]:
 
 
 def test_a_second_run_at_the_same_date_changes_nothing(world: World) -> None:
+    world.sweep(ON_TIME[0])
     first = world.sweep("2027-02-05")
     assert first["changed"] == {"OUTGOING_BARRED": 6} and len(first["notice_rows"]) == 6
     before = snapshot(world.url)
@@ -148,11 +188,13 @@ def test_a_second_run_at_the_same_date_changes_nothing(world: World) -> None:
 
 
 def test_dry_run_changes_nothing(world: World) -> None:
+    for day in ON_TIME:
+        world.sweep(day)
     before = snapshot(world.url)
     dry = world.sweep("2027-03-11", "--dry-run")
     assert dry["dry_run"] is True and dry["changed"] == {"TERMINATED": 6}
     assert snapshot(world.url) == before
-    assert world.stages(world.unverified) == {(ACTIVE, FULL)}
+    assert world.stages(world.unverified) == {(ACTIVE, ALL)}
     wet = world.sweep("2027-03-11")
     assert wet["changed"] == {"TERMINATED": 6}
 
@@ -165,6 +207,7 @@ def test_an_interrupted_sweep_resumes_after_its_last_batch(world: World) -> None
         if done >= 3:
             raise Crash
 
+    world.sweep(ON_TIME[0])
     db = Database(DatabaseConfig(world.url))
     try:
         with pytest.raises(Crash):
@@ -180,6 +223,8 @@ def test_an_interrupted_sweep_resumes_after_its_last_batch(world: World) -> None
 
 
 def test_completing_registration_restores_full_service(world: World) -> None:
+    for day in ON_TIME[:2]:
+        world.sweep(day)
     world.sweep("2027-02-10")
     assert world.stages(world.unverified[:1]) == {(ACTIVE, ALL)}
     stub = lgrpc.LegacyServiceStub(world.server.channel("operator-cmcc"))
@@ -188,6 +233,7 @@ def test_completing_registration_restores_full_service(world: World) -> None:
         lpb.CompleteRegistrationRequest(msisdn=world.unverified[0][0], document=document)
     )
     assert world.stages(world.unverified[:1]) == {(ACTIVE, FULL)}
+    world.sweep(ON_TIME[2])
     world.sweep("2027-03-20")
     assert world.stages(world.unverified[:1]) == {(ACTIVE, FULL)}
     assert world.stages(world.unverified[1:]) == {(DEACTIVATED, ALL)}

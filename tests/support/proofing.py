@@ -55,12 +55,12 @@ class Reader:
 
     serial: str
     agent_id: str
-    latitude: float = 26.08
+    latitude: float | None = 26.08  # None: registered without a location
     longitude: float = 119.30
     key: ReaderPrivateKey = field(default_factory=ed25519.Ed25519PrivateKey.generate)
 
     @classmethod
-    def ecdsa(cls, serial: str, agent_id: str, **kw: float) -> Reader:
+    def ecdsa(cls, serial: str, agent_id: str, **kw: float | None) -> Reader:
         """A reader with an ECDSA P-256 key."""
         return cls(serial, agent_id, key=ec.generate_private_key(ec.SECP256R1()), **kw)
 
@@ -71,7 +71,9 @@ class Reader:
                 serial=self.serial,
                 agent_id=self.agent_id,
                 public_key_pem=public_pem(self.key),
-                location=ppb.ReaderLocation(
+                location=None
+                if self.latitude is None
+                else ppb.ReaderLocation(
                     latitude=self.latitude, longitude=self.longitude, label="test shop"
                 ),
             ),
@@ -149,6 +151,7 @@ def enable_policy(
     return stub.SetProofingPolicy(
         ppb.SetProofingPolicyRequest(
             policy=ppb.ProofingPolicy(
+                enabled=True,
                 attestation_required=attestation,
                 identity_check_required=identity,
                 face_match_threshold_permille=threshold,

@@ -138,7 +138,12 @@ def test_no_clear_name_or_number_after_a_run(
     try:
         client = (*dd, "--address", server.address)
         cmcc = (*client, "--as", "operator-cmcc")
+        # Proofing can be turned off and on again from the CLI.
         run("proofing", "policy", *cmcc, "--enable", "--attestation", "--identity-check")
+        assert json.loads(run("proofing", "policy", *cmcc, "--disable"))["enabled"] is False
+        assert json.loads(run("proofing", "policy", *cmcc))["enabled"] is False
+        enabled = run("proofing", "policy", *cmcc, "--enable", "--attestation", "--identity-check")
+        assert json.loads(enabled)["enabled"] is True
         key = tmp_path / "reader.key"
         run("reader", "keygen", "--key", str(key))
         run("reader", "register", *cmcc, "--key", str(key), "--serial", "RDR-P1",

@@ -126,7 +126,10 @@ class ProofingPolicy(_message.Message):
     FRESHNESS_SECONDS_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     enabled: _builtins.bool
-    """Whether the policy is on (false from GetProofingPolicy when the operator has none)."""
+    """Whether the policy is on. SetProofingPolicy must say true to set a policy; false turns
+    proofing off (the other fields are then ignored). False from GetProofingPolicy when the
+    operator has none.
+    """
     attestation_required: _builtins.bool
     """Agent sales must carry a reader attestation."""
     identity_check_required: _builtins.bool
@@ -284,7 +287,9 @@ class Reader(_message.Message):
     status: Global___ReaderStatus.ValueType
     revocation_reason: _builtins.str
     @_builtins.property
-    def location(self) -> Global___ReaderLocation: ...
+    def location(self) -> Global___ReaderLocation:
+        """Unset when the reader was registered without a location (unknown)."""
+
     @_builtins.property
     def registered_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -325,7 +330,11 @@ class RegisterReaderRequest(_message.Message):
     public_key_pem: _builtins.str
     """The reader's public key, PEM SubjectPublicKeyInfo (Ed25519 or ECDSA P-256)."""
     @_builtins.property
-    def location(self) -> Global___ReaderLocation: ...
+    def location(self) -> Global___ReaderLocation:
+        """Leave unset when not known: the reader is then not at (0, 0) but nowhere, and takes no part
+        in the distant-readers signal.
+        """
+
     def __init__(
         self,
         *,
@@ -631,7 +640,9 @@ class ListFraudSignalsRequest(_message.Message):
     OPERATOR_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     operator: _builtins.str
-    """Regulator only: restrict to one operator."""
+    """Restrict to one operator: any for the regulator; an operator may name only itself
+    (another operator is PERMISSION_DENIED, reason NOT_YOUR_OPERATOR).
+    """
     limit: _builtins.int
     """At most this many (default and maximum 500)."""
     def __init__(

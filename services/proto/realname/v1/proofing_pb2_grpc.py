@@ -101,7 +101,8 @@ class ProofingServiceServicer:
     """
 
     def SetProofingPolicy(self, request, context):
-        """Turns proofing on (or changes it) for the calling operator.
+        """Turns proofing on (policy.enabled=true) or changes it, or off (policy.enabled=false), for
+        the calling operator.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -42,7 +42,9 @@ class ProofingServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ProofingServiceAsyncStub: ...
     SetProofingPolicy: _grpc.UnaryUnaryMultiCallable[_proofing_pb2.SetProofingPolicyRequest, _proofing_pb2.SetProofingPolicyResponse]
-    """Turns proofing on (or changes it) for the calling operator."""
+    """Turns proofing on (policy.enabled=true) or changes it, or off (policy.enabled=false), for
+    the calling operator.
+    """
     GetProofingPolicy: _grpc.UnaryUnaryMultiCallable[_proofing_pb2.GetProofingPolicyRequest, _proofing_pb2.GetProofingPolicyResponse]
     """Returns the calling operator's proofing policy (enabled=false when it has none)."""
     RegisterReader: _grpc.UnaryUnaryMultiCallable[_proofing_pb2.RegisterReaderRequest, _proofing_pb2.RegisterReaderResponse]
@@ -76,7 +78,9 @@ class ProofingServiceAsyncStub(ProofingServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     SetProofingPolicy: _aio.UnaryUnaryMultiCallable[_proofing_pb2.SetProofingPolicyRequest, _proofing_pb2.SetProofingPolicyResponse]  # type: ignore[assignment]
-    """Turns proofing on (or changes it) for the calling operator."""
+    """Turns proofing on (policy.enabled=true) or changes it, or off (policy.enabled=false), for
+    the calling operator.
+    """
     GetProofingPolicy: _aio.UnaryUnaryMultiCallable[_proofing_pb2.GetProofingPolicyRequest, _proofing_pb2.GetProofingPolicyResponse]  # type: ignore[assignment]
     """Returns the calling operator's proofing policy (enabled=false when it has none)."""
     RegisterReader: _aio.UnaryUnaryMultiCallable[_proofing_pb2.RegisterReaderRequest, _proofing_pb2.RegisterReaderResponse]  # type: ignore[assignment]
@@ -113,7 +117,9 @@ class ProofingServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _proofing_pb2.SetProofingPolicyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_proofing_pb2.SetProofingPolicyResponse, _abc.Awaitable[_proofing_pb2.SetProofingPolicyResponse]]:
-        """Turns proofing on (or changes it) for the calling operator."""
+        """Turns proofing on (policy.enabled=true) or changes it, or off (policy.enabled=false), for
+        the calling operator.
+        """
 
     @_abc_1.abstractmethod
     def GetProofingPolicy(
