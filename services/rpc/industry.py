@@ -39,7 +39,16 @@ def enterprise_binding(desk: EnterpriseDesk) -> ServiceBinding:
     def add(server: grpc.Server) -> None:
         igrpc.add_EnterpriseServiceServicer_to_server(EnterpriseServicer(desk), server)
 
-    return ServiceBinding(ENTERPRISE_SERVICE, add, {ENTERPRISE_SERVICE: frozenset({Role.OPERATOR})})
+    return ServiceBinding(
+        ENTERPRISE_SERVICE,
+        add,
+        {ENTERPRISE_SERVICE: frozenset({Role.OPERATOR})},
+        # An enterprise names its responsible person (document pseudonym and masked number).
+        subscriber_data=frozenset(
+            {"RegisterEnterprise", "GetEnterprise", "ListEnterprises", "UpdateScenarios"}
+        ),
+        no_subscriber_data=frozenset(),
+    )
 
 
 def network_binding(authorizer: ServiceAuthorizer) -> ServiceBinding:
@@ -48,7 +57,13 @@ def network_binding(authorizer: ServiceAuthorizer) -> ServiceBinding:
     def add(server: grpc.Server) -> None:
         igrpc.add_NetworkServiceServicer_to_server(NetworkServicer(authorizer), server)
 
-    return ServiceBinding(NETWORK_SERVICE, add, {NETWORK_SERVICE: frozenset({Role.OPERATOR})})
+    return ServiceBinding(
+        NETWORK_SERVICE,
+        add,
+        {NETWORK_SERVICE: frozenset({Role.OPERATOR})},
+        subscriber_data=frozenset({"AuthorizeService"}),  # reads a card; may suspend it
+        no_subscriber_data=frozenset(),
+    )
 
 
 def enterprise_message(row: EnterpriseRow) -> ipb.Enterprise:
