@@ -137,6 +137,18 @@ class App:
                 VERIFICATION_SERVICE,
                 add_verification,
                 {VERIFICATION_SERVICE: frozenset({Role.OPERATOR})},
+                subscriber_data=frozenset(
+                    {
+                        "CheckEligibility",
+                        "ActivateCard",
+                        "DeactivateCard",
+                        "GetCard",
+                        "ListCards",
+                        "TransferCard",
+                        "ReverifyHolder",
+                    }
+                ),
+                no_subscriber_data=frozenset(),
             )
         ]
         if self.log is not None:

@@ -15,8 +15,11 @@ from services.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
     SubParsers,
+    UsageError,
+    add_document_number_argument,
     command_group,
     data_settings,
+    document_number,
 )
 from services.domain.errors import RealnameError, Violations
 from services.domain.pseudonym import PepperError
@@ -134,7 +137,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     """Print the records of a document (through the pepper) or of a principal, as JSON lines."""
     subject = None
-    if args.document_number is not None:
+    if args.document_number_file is not None or args.principal is None:
+        try:
+            number = document_number(args)
+        except UsageError as exc:
+            print(f"realname audit query: {exc}; or give --principal", file=sys.stderr)
+            return EXIT_USAGE
         try:
             pseudonymizer = load_pepper(data_settings(args).pepper_path)
         except PepperError as exc:
@@ -142,9 +150,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         v = Violations()
         today = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=8)).date()
-        doc = check_document(
-            v, DOCUMENT_TYPES[args.document_type].value, args.document_number, today
-        )
+        doc = check_document(v, DOCUMENT_TYPES[args.document_type].value, number, today)
         try:
             v.raise_if_any()
         except RealnameError:
@@ -152,9 +158,6 @@ def cmd_query(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         assert doc is not None
         subject = pseudonymizer.document_key(doc)
-    elif args.principal is None:
-        print("realname audit query: give --document-number or --principal", file=sys.stderr)
-        return EXIT_USAGE
     db, trail = _trail(args)
     try:
         records = trail.query(subject=subject, principal=args.principal, limit=args.limit)
@@ -205,7 +208,7 @@ def register(subparsers: SubParsers) -> None:
     query.add_argument(
         "--document-type", choices=sorted(DOCUMENT_TYPES), default="resident-id-card"
     )
-    query.add_argument("--document-number", help="looked up through the pepper, never stored")
+    add_document_number_argument(query, "looked up through the pepper, never stored")
     query.add_argument("--principal", help="e.g. operator-cmcc")
     query.add_argument("--limit", type=int, default=100)
     query.set_defaults(func=cmd_query)

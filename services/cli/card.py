@@ -18,8 +18,10 @@ from services.cli.common import (
     EXIT_OK,
     SubParsers,
     add_client_arguments,
+    add_document_number_argument,
     call_server,
     command_group,
+    document_number,
     guard,
     print_message,
 )
@@ -34,7 +36,7 @@ def cmd_reverify(args: argparse.Namespace) -> int:
     request = vpb.ReverifyHolderRequest(
         request_id=args.request_id or f"cli-reverify-{uuid.uuid4().hex}",
         msisdn=args.msisdn,
-        document=cpb.Document(type=kind.value, number=args.document_number),  # type: ignore[arg-type]
+        document=cpb.Document(type=kind.value, number=document_number(args)),  # type: ignore[arg-type]
         holder_name=args.holder_name or "",
     )
 
@@ -54,7 +56,7 @@ def register(subparsers: SubParsers) -> None:
     add_client_arguments(p, "operator-cmcc")
     p.add_argument("msisdn")
     p.add_argument("--document-type", choices=sorted(DOCUMENT_TYPES), default="resident-id-card")
-    p.add_argument("--document-number", required=True, help="the card's holder's document")
+    add_document_number_argument(p, "the card's holder's document")
     p.add_argument("--holder-name", help="as on the document; required by an identity check")
     p.add_argument("--request-id", help="idempotency key for a retry (default: a fresh one)")
     p.set_defaults(func=guard(cmd_reverify))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import json
 import os
 import sys
@@ -99,6 +100,70 @@ def read_input(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read the {what} {path}: {exc.strerror}") from exc
+
+
+# -- identity numbers ---------------------------------------------------------------------------
+
+DOCUMENT_NUMBER_FILE: Final = "--document-number-file"
+"""Where a verb reads an ID number from: a file, or ``-`` for standard input — never argv."""
+
+
+class _RefusedOnArgv(argparse.Action):
+    """``--document-number``: refused, so the number never sits in shell history or ``ps``."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        # The message must not repeat the value: it is the number.
+        parser.error(
+            "--document-number would put the ID number on the command line (shell history, ps): "
+            f"give {DOCUMENT_NUMBER_FILE} PATH, or {DOCUMENT_NUMBER_FILE} - to read it from "
+            "standard input, or leave both out to be prompted on a terminal"
+        )
+
+
+def add_document_number_argument(parser: argparse.ArgumentParser, help_text: str = "") -> None:
+    """``--document-number-file PATH`` (``-``: standard input); read with :func:`document_number`.
+
+    Without it, the number is asked on the terminal without echo. ``--document-number NUMBER``
+    is refused with a message pointing here (declared, so argparse does not take it for an
+    abbreviation of ``--document-number-file``).
+    """
+    detail = f" ({help_text})" if help_text else ""
+    parser.add_argument(
+        DOCUMENT_NUMBER_FILE,
+        dest="document_number_file",
+        metavar="PATH",
+        help=f"a file holding the ID number{detail}; - reads standard input; left out, "
+        "a terminal prompts without echo",
+    )
+    parser.add_argument("--document-number", action=_RefusedOnArgv, help=argparse.SUPPRESS)
+
+
+def document_number(args: argparse.Namespace) -> str:
+    """The ID number of ``--document-number-file`` (or stdin, or a prompt); UsageError if none."""
+    source: str | None = args.document_number_file
+    if source == "-":
+        text = sys.stdin.read()
+    elif source is not None:
+        text = read_input(Path(source), "document number file").decode("utf-8", "replace")
+    elif sys.stdin.isatty():
+        text = getpass.getpass("ID document number: ")
+    else:
+        raise UsageError(
+            f"give the ID number with {DOCUMENT_NUMBER_FILE} PATH or {DOCUMENT_NUMBER_FILE} - "
+            "(standard input), or run on a terminal to be prompted"
+        )
+    number = text.strip()
+    if not number:
+        raise UsageError("no ID document number was given")
+    if "\n" in number:
+        raise UsageError("give one ID document number, on one line")
+    return number
 
 
 def write_private_key(

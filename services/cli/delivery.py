@@ -49,11 +49,13 @@ from services.cli.common import (
     SubParsers,
     UsageError,
     add_address_argument,
+    add_document_number_argument,
     add_principal_argument,
     client_channel,
     command_group,
     data_settings,
     describe_rpc_error,
+    document_number,
     duration,
     guard,
     read_input,
@@ -201,10 +203,11 @@ def cmd_courier_verify(args: argparse.Namespace) -> int:
     token = _token_text(args)
     if args.confirm and (not args.staff_id or args.queue is None):
         raise UsageError("--confirm needs --staff-id and --queue")
+    number = document_number(args)
     verdict = verify_offline(
         token,
         DOCUMENT_TYPES[args.document_type],
-        args.document_number,
+        number,
         bundle,
         courier_company=args.courier,
         stale_policy=args.stale,
@@ -226,7 +229,7 @@ def cmd_courier_verify(args: argparse.Namespace) -> int:
         confirmation = new_confirmation(
             verdict.token,
             DOCUMENT_TYPES[args.document_type],
-            args.document_number,
+            number,
             courier_staff_id=args.staff_id,
             delivered_at=dt.datetime.now(dt.UTC),
             offline_reason=verdict.reason.value,
@@ -339,7 +342,7 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument("--token", required=True, help="the token text (RN1:…), or @FILE")
     p.add_argument("--courier", required=True, help="your courier company id")
     p.add_argument("--document-type", choices=sorted(DOCUMENT_TYPES), default="resident-id-card")
-    p.add_argument("--document-number", required=True)
+    add_document_number_argument(p, "as on the document the recipient shows")
     p.add_argument("--stale", choices=("refuse", "warn"), default="refuse")
     p.add_argument("--confirm", action="store_true", help="queue the handover when OK")
     p.add_argument("--staff-id", help="your staff id (with --confirm)")

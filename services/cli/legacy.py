@@ -38,9 +38,11 @@ from services.cli.common import (
     SubParsers,
     UsageError,
     add_client_arguments,
+    add_document_number_argument,
     client_channel,
     command_group,
     data_settings,
+    document_number,
     guard,
     print_message,
 )
@@ -341,7 +343,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     kind = DOCUMENT_TYPES[args.document_type]
     request = lpb.CompleteRegistrationRequest(
         msisdn=args.msisdn,
-        document=cpb.Document(type=kind.value, number=args.document_number),  # type: ignore[arg-type]
+        document=cpb.Document(type=kind.value, number=document_number(args)),  # type: ignore[arg-type]
     )
     with client_channel(args) as channel:
         reply = lgrpc.LegacyServiceStub(channel).CompleteRegistration(request)
@@ -437,7 +439,7 @@ def register(subparsers: SubParsers) -> None:
     _client_arguments(p)
     p.add_argument("msisdn")
     p.add_argument("--document-type", choices=sorted(DOCUMENT_TYPES), default="resident-id-card")
-    p.add_argument("--document-number", required=True)
+    add_document_number_argument(p)
     p.set_defaults(func=_guarded(cmd_complete))
 
     p = subparsers.add_parser("sweep", help="apply the legacy deadline policies (local)")

@@ -29,9 +29,11 @@ from services.cli.common import (
     SubParsers,
     UsageError,
     add_client_arguments,
+    add_document_number_argument,
     client_channel,
     command_group,
     data_settings,
+    document_number,
     guard,
     report_subparsers,
     write_private_key,
@@ -176,7 +178,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 def _document(args: argparse.Namespace) -> cpb.Document:
     kind = DOCUMENT_TYPES[args.document_type]
-    return cpb.Document(type=kind.value, number=args.document_number)  # type: ignore[arg-type]
+    return cpb.Document(type=kind.value, number=document_number(args))  # type: ignore[arg-type]
 
 
 def cmd_block(args: argparse.Namespace) -> int:
@@ -319,7 +321,7 @@ def register(subparsers: SubParsers) -> None:
         p.add_argument(
             "--document-type", choices=sorted(DOCUMENT_TYPES), default="resident-id-card"
         )
-        p.add_argument("--document-number", required=True)
+        add_document_number_argument(p)
         if name == "block":
             p.add_argument("--reason", choices=("lost", "stolen", "cancelled"), required=True)
             p.add_argument("--reference", default="", help="case reference (no personal data)")

@@ -31,8 +31,10 @@ from services.cli.common import (
     UsageError,
     add_address_argument,
     add_client_arguments,
+    add_document_number_argument,
     client_channel,
     command_group,
+    document_number,
     guard,
     write_private_key,
 )
@@ -198,7 +200,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 .GetAttestationNonce(ppb.GetAttestationNonceRequest(), timeout=10)
                 .nonce
             )
-    document = Document(DOCUMENT_TYPES[args.document_type], normalise_number(args.document_number))
+    document = Document(DOCUMENT_TYPES[args.document_type], normalise_number(document_number(args)))
     print(
         json.dumps(
             attestation_json(
@@ -254,7 +256,7 @@ def register(subparsers: SubParsers) -> None:
     add_address_argument(p, None)
     p.add_argument("--as", dest="principal", default=None, help="operator fetching the nonce")
     p.add_argument("--document-type", choices=sorted(DOCUMENT_TYPES), default="resident-id-card")
-    p.add_argument("--document-number", required=True, help="as read from the chip")
+    add_document_number_argument(p, "as read from the chip")
     p.add_argument("--name", required=True, help="as read from the chip")
     p.add_argument("--score", type=int, default=960, help="face-match score, 0-1000")
     p.add_argument("--liveness", choices=("pass", "fail"), default="pass")

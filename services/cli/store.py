@@ -38,8 +38,10 @@ from services.cli.common import (
     SubParsers,
     UsageError,
     add_client_arguments,
+    add_document_number_argument,
     call_server,
     command_group,
+    document_number,
     duration,
     guard,
     print_message,
@@ -213,7 +215,7 @@ def cmd_sign_shipment(args: argparse.Namespace) -> int:
         operator=args.operator,
         store_serial=certificate.serial_number,
         document_type=DOCUMENT_TYPES[args.document_type],
-        document_number=args.document_number,
+        document_number=document_number(args),
         issued_at=dt.datetime.now(dt.UTC),
         valid_for=args.valid_for,
     )
@@ -322,7 +324,7 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument("--msisdn", required=True, help="the card's number (masked in the token)")
     p.add_argument("--operator", required=True, help="operator id, e.g. cmcc")
     p.add_argument("--document-type", choices=sorted(DOCUMENT_TYPES), default="resident-id-card")
-    p.add_argument("--document-number", required=True, help="committed to, never in the token")
+    add_document_number_argument(p, "committed to, never in the token")
     p.add_argument("--valid-for", type=duration, default=dt.timedelta(days=15))
     p.set_defaults(func=_guarded(cmd_sign_shipment))
 

@@ -1,10 +1,12 @@
 """The audit trail's record format and hash chain, and the per-RPC context that collects subjects.
 
 Every RPC that reads or writes subscriber data leaves one record per pseudonymous document it
-touched: who, which RPC, the outcome, when. Records are chained — each record's ``chain`` is
-SHA-256 over the previous chain value and the record's canonical bytes — so editing, inserting
-or deleting a record breaks every chain value after it. The head of the chain is anchored into
-the transparency log at intervals, so rewriting the whole chain is caught too.
+touched: who, which RPC, the outcome, when — and one without a subject when it noted none (each
+service binding declares which of its RPCs touch subscriber data). Records are chained — each
+record's ``chain`` is SHA-256 over the previous chain value and the record's canonical bytes —
+so editing, inserting or deleting a record breaks every chain value after it. The head of the
+chain is anchored into the transparency log at intervals, so rewriting the whole chain is caught
+too.
 
 Domain and storage code report subjects with ``note_subject`` (the pseudonymizer does it for
 every document key it derives, the card repository for every card row it reads); the RPC layer
@@ -103,11 +105,16 @@ class PruneEvent:
 
 @dataclass
 class AuditContext:
-    """Subjects touched and whether anything was written, during one RPC."""
+    """Subjects touched and whether anything was written, during one RPC.
+
+    ``subscriber_data``: the RPC is declared to read or change subscriber data, so it is
+    recorded (without a subject) even when it noted no document.
+    """
 
     subjects: list[bytes] = field(default_factory=list)
     overflow: int = 0
     wrote: bool = False
+    subscriber_data: bool = False
 
     def add(self, subject: bytes) -> None:
         """Notes a subject once."""
@@ -124,9 +131,9 @@ _current: contextvars.ContextVar[AuditContext | None] = contextvars.ContextVar(
 )
 
 
-def begin() -> AuditContext:
+def begin(*, subscriber_data: bool = False) -> AuditContext:
     """Opens a fresh context for the RPC running on this thread."""
-    context = AuditContext()
+    context = AuditContext(subscriber_data=subscriber_data)
     _current.set(context)
     return context
 

@@ -110,11 +110,13 @@ class AuditTrail:
         A failed append answers the waiting calls UNAVAILABLE at once rather than holding them
         through a database outage; their records stay queued and are written when it is back.
         """
-        if not context.subjects and not context.overflow:
+        if not context.subjects and not context.overflow and not context.subscriber_data:
             return
         now = self._clock()
         items = [repo.PendingAudit(now, principal, method, outcome, s) for s in context.subjects]
-        if context.overflow:
+        if context.overflow or not context.subjects:
+            # A bulk call past the subject limit, or a subscriber-data call that named no
+            # document (an empty listing, a refused request): one record without a subject.
             items.append(repo.PendingAudit(now, principal, method, outcome, None))
         with self._cond:
             self._queue.extend(items)

@@ -11,6 +11,7 @@ a blocked document is refused (no card is put in service under it, as at activat
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import queue
 import re
@@ -172,7 +173,12 @@ def pipelined(source: Iterator[_T], work: Callable[[_T], _U], depth: int = 2) ->
         except BaseException as exc:  # handed to the consumer, which raises it
             offer((None, exc))
 
-    thread = threading.Thread(target=produce, name="legacy-import-prefetch", daemon=True)
+    # In the caller's context: what ``work`` notes (the documents whose keys it derives) goes
+    # to the running RPC's audit record, not to a thread that belongs to no call.
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run, args=(produce,), name="legacy-import-prefetch", daemon=True
+    )
     thread.start()
     try:
         while True:

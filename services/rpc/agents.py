@@ -26,7 +26,16 @@ def agent_binding(desk: AgentDesk) -> ServiceBinding:
     def add(server: grpc.Server) -> None:
         agrpc.add_AgentServiceServicer_to_server(AgentServicer(desk), server)
 
-    return ServiceBinding(AGENT_SERVICE, add, {AGENT_SERVICE: frozenset({Role.OPERATOR})})
+    return ServiceBinding(
+        AGENT_SERVICE,
+        add,
+        {AGENT_SERVICE: frozenset({Role.OPERATOR})},
+        # Per-document signals name a document (its pseudonym and masked number).
+        subscriber_data=frozenset({"ListAgentSignals"}),
+        no_subscriber_data=frozenset(
+            {"RegisterAgent", "GetAgent", "ListAgents", "SuspendAgent", "ReinstateAgent"}
+        ),
+    )
 
 
 def agent_message(agent: Agent) -> apb.Agent:

@@ -33,10 +33,18 @@ def citizen_bindings(desk: CitizenDesk) -> list[ServiceBinding]:
 
     return [
         ServiceBinding(
-            CITIZEN_SERVICE, add_citizen, {CITIZEN_SERVICE: frozenset({Role.CITIZEN_PORTAL})}
+            CITIZEN_SERVICE,
+            add_citizen,
+            {CITIZEN_SERVICE: frozenset({Role.CITIZEN_PORTAL})},
+            subscriber_data=frozenset({"ListMyCards", "DisputeCard"}),
+            no_subscriber_data=frozenset(),
         ),
         ServiceBinding(
-            DISPUTE_SERVICE, add_disputes, {DISPUTE_SERVICE: frozenset({Role.OPERATOR})}
+            DISPUTE_SERVICE,
+            add_disputes,
+            {DISPUTE_SERVICE: frozenset({Role.OPERATOR})},
+            subscriber_data=frozenset({"ListDisputes", "ResolveDispute"}),
+            no_subscriber_data=frozenset(),
         ),
     ]
 

@@ -21,7 +21,11 @@ def compliance_binding(desk: ComplianceDesk) -> ServiceBinding:
         cgrpc.add_ComplianceServiceServicer_to_server(ComplianceServicer(desk), server)
 
     return ServiceBinding(
-        COMPLIANCE_SERVICE, add, {COMPLIANCE_SERVICE: frozenset({Role.REGULATOR})}
+        COMPLIANCE_SERVICE,
+        add,
+        {COMPLIANCE_SERVICE: frozenset({Role.REGULATOR})},
+        subscriber_data=frozenset(),
+        no_subscriber_data=frozenset({"GetComplianceReport"}),  # counts only, no document
     )
 
 

@@ -33,7 +33,13 @@ def delivery_binding(desk: DeliveryDesk) -> ServiceBinding:
         DELIVERY_SERVICE: frozenset({Role.COURIER}),
         f"{DELIVERY_SERVICE}/UnlockShipment": frozenset({Role.OPERATOR}),
     }
-    return ServiceBinding(DELIVERY_SERVICE, add, rules)
+    return ServiceBinding(
+        DELIVERY_SERVICE,
+        add,
+        rules,
+        subscriber_data=frozenset({"VerifyDelivery", "ConfirmDelivery", "UnlockShipment"}),
+        no_subscriber_data=frozenset(),
+    )
 
 
 def verdict_message(verdict: DeliveryVerdict) -> dpb.DeliveryVerdict:

@@ -40,7 +40,22 @@ def enterprise_binding(desk: EnterpriseDesk, cards: CardDesk) -> ServiceBinding:
     def add(server: grpc.Server) -> None:
         igrpc.add_EnterpriseServiceServicer_to_server(EnterpriseServicer(desk, cards), server)
 
-    return ServiceBinding(ENTERPRISE_SERVICE, add, {ENTERPRISE_SERVICE: frozenset({Role.OPERATOR})})
+    return ServiceBinding(
+        ENTERPRISE_SERVICE,
+        add,
+        {ENTERPRISE_SERVICE: frozenset({Role.OPERATOR})},
+        # An enterprise names its responsible person (document pseudonym and masked number).
+        subscriber_data=frozenset(
+            {
+                "RegisterEnterprise",
+                "GetEnterprise",
+                "ListEnterprises",
+                "UpdateScenarios",
+                "RebindDevice",
+            }
+        ),
+        no_subscriber_data=frozenset(),
+    )
 
 
 def network_binding(authorizer: ServiceAuthorizer) -> ServiceBinding:
@@ -49,7 +64,13 @@ def network_binding(authorizer: ServiceAuthorizer) -> ServiceBinding:
     def add(server: grpc.Server) -> None:
         igrpc.add_NetworkServiceServicer_to_server(NetworkServicer(authorizer), server)
 
-    return ServiceBinding(NETWORK_SERVICE, add, {NETWORK_SERVICE: frozenset({Role.OPERATOR})})
+    return ServiceBinding(
+        NETWORK_SERVICE,
+        add,
+        {NETWORK_SERVICE: frozenset({Role.OPERATOR})},
+        subscriber_data=frozenset({"AuthorizeService"}),  # reads a card; may suspend it
+        no_subscriber_data=frozenset(),
+    )
 
 
 def enterprise_message(row: EnterpriseRow) -> ipb.Enterprise:

@@ -122,9 +122,16 @@ def _refusing_malformed(behavior: Callable[..., Any], client_streams: bool) -> C
 
 
 def _audited(
-    method: str, behavior: Callable[..., Any], sink: audit.AuditSink, streams_out: bool
+    method: str,
+    behavior: Callable[..., Any],
+    sink: audit.AuditSink,
+    streams_out: bool,
+    subscriber_data: bool,
 ) -> Callable[..., Any]:
-    """Collects the documents a call touches and hands them to the audit trail at its end."""
+    """Collects the documents a call touches and hands them to the audit trail at its end.
+
+    A ``subscriber_data`` method's call is recorded even when it noted no document.
+    """
 
     def finish(
         context: audit.AuditContext, outcome: str, grpc_context: grpc.ServicerContext
@@ -134,7 +141,7 @@ def _audited(
         sink.submit(current_principal().name, method, outcome, context, remaining)
 
     def call(request: Any, grpc_context: grpc.ServicerContext) -> Any:
-        context = audit.begin()
+        context = audit.begin(subscriber_data=subscriber_data)
         try:
             response = behavior(request, grpc_context)
         except RealnameError as err:
@@ -150,7 +157,7 @@ def _audited(
             audit.end()
 
     def stream(request: Any, grpc_context: grpc.ServicerContext) -> Iterator[Any]:
-        context = audit.begin()
+        context = audit.begin(subscriber_data=subscriber_data)
         try:
             yield from behavior(request, grpc_context)
         except RealnameError as err:
@@ -176,8 +183,13 @@ class RealnameInterceptor(_Interceptor):
         policy: AccessPolicy,
         principal_limiter: RateLimiter | None = None,
         audit_sink: audit.AuditSink | None = None,
+        *,
+        unaudited: frozenset[str] = frozenset(),
     ) -> None:
         self._audit = audit_sink
+        # Methods declared not to touch subscriber data; every other one (health and reflection
+        # aside) is recorded at each call: an undeclared method is audited, not let through.
+        self._unaudited = unaudited
         self._auth = authenticator
         self._policy = policy
         self._limiter = principal_limiter
@@ -213,7 +225,9 @@ class RealnameInterceptor(_Interceptor):
             if behavior is not None:
                 behavior = _refusing_malformed(behavior, attr.startswith("stream"))
                 if self._audit is not None:
-                    behavior = _audited(method, behavior, self._audit, streams_out)
+                    public = method.strip("/").split("/", 1)[0] in PUBLIC_SERVICES
+                    subscriber_data = not public and method not in self._unaudited
+                    behavior = _audited(method, behavior, self._audit, streams_out, subscriber_data)
                 wrapped = (
                     self._wrap_streaming(method, behavior)
                     if streams_out

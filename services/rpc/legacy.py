@@ -36,7 +36,13 @@ def legacy_binding(desk: LegacyDesk) -> ServiceBinding:
     def add(server: grpc.Server) -> None:
         lgrpc.add_LegacyServiceServicer_to_server(LegacyServicer(desk), server)
 
-    return ServiceBinding(LEGACY_SERVICE, add, {LEGACY_SERVICE: frozenset({Role.OPERATOR})})
+    return ServiceBinding(
+        LEGACY_SERVICE,
+        add,
+        {LEGACY_SERVICE: frozenset({Role.OPERATOR})},
+        subscriber_data=frozenset({"ImportLegacy", "CompleteRegistration"}),
+        no_subscriber_data=frozenset({"GetImport", "SetDeadlinePolicy", "GetDeadlinePolicy"}),
+    )
 
 
 def import_message(record: ImportRecord) -> lpb.LegacyImport:

@@ -44,7 +44,15 @@ def log_binding(transparency: TransparencyLog) -> ServiceBinding:
     def add(server: grpc.Server) -> None:
         lgrpc.add_LogServiceServicer_to_server(LogServicer(transparency), server)
 
-    return ServiceBinding(LOG_SERVICE, add, {LOG_SERVICE: frozenset(Role)})
+    return ServiceBinding(
+        LOG_SERVICE,
+        add,
+        {LOG_SERVICE: frozenset(Role)},
+        subscriber_data=frozenset(),
+        no_subscriber_data=frozenset(
+            {"GetCheckpoint", "GetInclusionProof", "GetConsistencyProof", "GetEntries"}
+        ),
+    )
 
 
 def checkpoint_message(stored: StoredCheckpoint) -> lpb.Checkpoint:

@@ -38,7 +38,24 @@ def proofing_binding(desk: ProofingDesk) -> ServiceBinding:
         f"{PROOFING_SERVICE}/UnblockDocument": regulator,
         f"{PROOFING_SERVICE}/ListFraudSignals": operator | regulator,
     }
-    return ServiceBinding(PROOFING_SERVICE, add, rules)
+    return ServiceBinding(
+        PROOFING_SERVICE,
+        add,
+        rules,
+        subscriber_data=frozenset({"BlockDocument", "UnblockDocument"}),
+        # Fraud signals name readers and agents, never a person.
+        no_subscriber_data=frozenset(
+            {
+                "SetProofingPolicy",
+                "GetProofingPolicy",
+                "RegisterReader",
+                "ListReaders",
+                "RevokeReader",
+                "GetAttestationNonce",
+                "ListFraudSignals",
+            }
+        ),
+    )
 
 
 def attestation_of(request: vpb.ActivateCardRequest) -> ReaderAttestation | None:

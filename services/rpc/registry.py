@@ -64,7 +64,28 @@ def registry_binding(
         f"{REGISTRY_SERVICE}/VerifySeller": _READERS,
         f"{REGISTRY_SERVICE}/VerifySellers": frozenset({Role.MARKETPLACE, Role.REGULATOR}),
     }
-    return ServiceBinding(REGISTRY_SERVICE, add, rules)
+    # Sellers are businesses: nothing here is subscriber data.
+    return ServiceBinding(
+        REGISTRY_SERVICE,
+        add,
+        rules,
+        subscriber_data=frozenset(),
+        no_subscriber_data=frozenset(
+            {
+                "SubmitApplication",
+                "GetApplication",
+                "ListApplications",
+                "ReviewApplication",
+                "IssueAuthorization",
+                "RenewAuthorization",
+                "RevokeAuthorization",
+                "GetAuthorization",
+                "ListAuthorizations",
+                "VerifySeller",
+                "VerifySellers",
+            }
+        ),
+    )
 
 
 _CARD_TYPES = {cpb.CARD_TYPE_PERSONAL: CardType.PERSONAL, cpb.CARD_TYPE_INDUSTRY: CardType.INDUSTRY}

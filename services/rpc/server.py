@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -27,11 +27,22 @@ class ServiceBinding:
 
     ``access`` maps the service's full name, or ``Service/Method`` for a method-specific rule,
     to the roles allowed; the access matrix in the docs mirrors these tables.
+
+    Every method is declared in exactly one of ``subscriber_data`` (it reads or changes
+    subscriber data: each call leaves an audit record, one without a subject when it named no
+    document) and ``no_subscriber_data`` (recorded only for the documents it notes). A method in
+    neither is recorded like a subscriber-data one; a test fails for it until it is declared.
     """
 
     name: str
     add_to_server: Callable[[grpc.Server], None]
     access: dict[str, frozenset[Role]]
+    subscriber_data: frozenset[str] = field(kw_only=True)
+    no_subscriber_data: frozenset[str] = field(kw_only=True)
+
+    def unaudited_methods(self) -> frozenset[str]:
+        """The ``/Service/Method`` paths declared not to touch subscriber data."""
+        return frozenset(f"/{self.name}/{method}" for method in self.no_subscriber_data)
 
 
 @dataclass(frozen=True)
@@ -82,10 +93,16 @@ def create_server(
 ) -> RunningServer:
     """Creates and starts a server on ``address`` (port 0 picks one); ``tls=None`` is plaintext."""
     rules: dict[str, frozenset[Role]] = {}
+    unaudited: set[str] = set()
     for binding in bindings:
         rules.update(binding.access)
+        unaudited |= binding.unaudited_methods()
     interceptor = RealnameInterceptor(
-        Authenticator(insecure=tls is None), AccessPolicy(rules), principal_limiter, audit_sink
+        Authenticator(insecure=tls is None),
+        AccessPolicy(rules),
+        principal_limiter,
+        audit_sink,
+        unaudited=frozenset(unaudited),
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),

@@ -34,7 +34,12 @@ def supervision_binding(
         )
 
     return ServiceBinding(
-        SUPERVISION_SERVICE, add, {SUPERVISION_SERVICE: frozenset({Role.REGULATOR})}
+        SUPERVISION_SERVICE,
+        add,
+        {SUPERVISION_SERVICE: frozenset({Role.REGULATOR})},
+        # Who accessed a document is itself subscriber data: the regulator's queries are recorded.
+        subscriber_data=frozenset({"QueryAudit"}),
+        no_subscriber_data=frozenset({"RecordEnforcement", "LiftSuspension", "ListEnforcements"}),
     )
 
 

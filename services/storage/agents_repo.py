@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from services.domain import audit
 from services.storage.rawsql import Probe, Tx
 
 _AGENT_COLUMNS = (
@@ -98,6 +99,8 @@ def _agent(tx: Tx, row: tuple[Any, ...]) -> AgentRow:
 def _signal(tx: Tx, row: tuple[Any, ...]) -> SignalRow:
     window_start, at = tx.parse_timestamp(row[9]), tx.parse_timestamp(row[11])
     assert window_start is not None and at is not None
+    if row[4]:  # a per-document signal names the document (hex of its pseudonym)
+        audit.note_subject(bytes.fromhex(row[4]))
     return SignalRow(
         int(row[0]), row[1], row[2], row[3], row[4], row[5], int(row[6]), int(row[7]),
         int(row[8]), window_start, row[10], at,

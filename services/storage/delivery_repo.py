@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from services.domain import audit
 from services.domain.cards import CardState, CardType
 from services.storage import industry_repo, proofing_repo
 from services.storage.rawsql import Tx
@@ -56,16 +57,23 @@ class PendingCard:
     enterprise_id: str | None = None  # set for an industry card: it holds enterprise quota
 
 
+def _note_holder(id_key: bytes | None) -> None:
+    # A shipment is checked against its card's holder: an access to the holder's data.
+    if id_key is not None:
+        audit.note_subject(bytes(id_key))
+
+
 def shipment(tx: Tx, token_digest: bytes) -> ShipmentRow | None:
     """Loads a shipment and its card's state by token digest."""
     row = tx.one(
         "SELECT s.token_digest, s.card_id, s.operator_id, s.courier, s.order_id, s.waybill, "
-        "s.mismatches, s.locked, s.delivered_at, s.courier_staff_id, c.state, c.iccid, c.msisdn "
-        "FROM shipments s JOIN cards c ON c.id = s.card_id WHERE s.token_digest = ?",
+        "s.mismatches, s.locked, s.delivered_at, s.courier_staff_id, c.state, c.iccid, c.msisdn, "
+        "c.id_key FROM shipments s JOIN cards c ON c.id = s.card_id WHERE s.token_digest = ?",
         (token_digest,),
     )
     if row is None:
         return None
+    _note_holder(row[13])
     return ShipmentRow(
         token_digest=bytes(row[0]),
         card_id=int(row[1]),
@@ -88,11 +96,14 @@ def live_card_for_shipment(
 ) -> ShipmentCard | None:
     """Finds the live online-sold card with this ICCID, operator and store authorization."""
     row = tx.one(
-        "SELECT id, state, msisdn FROM cards WHERE iccid = ? AND operator_id = ? "
+        "SELECT id, state, msisdn, id_key FROM cards WHERE iccid = ? AND operator_id = ? "
         "AND channel = 'online' AND store_authorization_serial = ? AND state <> ?",
         (iccid, operator_id, store_serial_hex, _DEACTIVATED),
     )
-    return None if row is None else ShipmentCard(int(row[0]), CardState(row[1]), str(row[2]))
+    if row is None:
+        return None
+    _note_holder(row[3])
+    return ShipmentCard(int(row[0]), CardState(row[1]), str(row[2]))
 
 
 def insert_shipment(

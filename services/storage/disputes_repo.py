@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
+from services.domain import audit
 from services.domain.cards import Suspension
 from services.storage import proofing_repo
 from services.storage.rawsql import Tx
@@ -14,7 +15,7 @@ _OPEN = "OPEN"
 _RESOLVED = "RESOLVED"
 _COLUMNS = (
     "d.id, d.operator_id, d.card_id, d.reason, d.state, d.resolution, d.previous_state, "
-    "d.previous_suspension, d.agent_id, d.note, d.opened_at, d.resolved_at, c.msisdn"
+    "d.previous_suspension, d.agent_id, d.note, d.opened_at, d.resolved_at, c.msisdn, c.id_key"
 )
 
 
@@ -40,6 +41,8 @@ class DisputeRow:
 def _dispute(tx: Tx, row: tuple[Any, ...]) -> DisputeRow:
     opened = tx.parse_timestamp(row[10])
     assert opened is not None
+    if row[13] is not None:  # a dispute shows its card's number: an access to the holder's data
+        audit.note_subject(bytes(row[13]))
     return DisputeRow(
         int(row[0]), row[1], int(row[2]), row[3], row[4], row[5], row[6], row[7], row[8],
         row[9], opened, tx.parse_timestamp(row[11]), row[12],

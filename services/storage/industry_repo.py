@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry.subscribers import DocumentType
+from services.domain import audit
 from services.domain.cards import CardState, CardType, ServiceStage, Suspension
 from services.domain.records import EnterpriseRow, ScenarioRow
 from services.storage.rawsql import Tx
@@ -111,6 +112,7 @@ def _enterprises(tx: Tx, operator_id: str, rows: list[tuple[Any, ...]]) -> list[
     out = []
     for row in rows:
         op_id, code, name, key, doc_type, masked, quota, active, registered = row
+        audit.note_subject(bytes(key))  # the responsible person's document
         registered_at = tx.parse_timestamp(registered)
         assert registered_at is not None
         out.append(
@@ -211,7 +213,7 @@ def live_cards_by_scenario(tx: Tx, operator_id: str, credit_code: str) -> dict[s
 # (ix_cards_operator_msisdn / ix_cards_operator_iccid), joined to its scenario's APNs.
 _SESSION_CARD = (
     "SELECT c.id, c.msisdn, c.card_type, c.state, c.service_stage, c.suspension, "
-    "c.bound_imei, c.scenario, s.apns FROM cards c "
+    "c.bound_imei, c.scenario, s.apns, c.id_key FROM cards c "
     "LEFT JOIN enterprise_scenarios s ON s.operator_id = c.operator_id "
     "AND s.credit_code = c.enterprise_id AND s.scenario = c.scenario "
     "WHERE c.operator_id = ? AND c.{column} = ? "
@@ -225,7 +227,9 @@ def session_card(tx: Tx, operator_id: str, column: str, value: str) -> SessionCa
     row = tx.one(_SESSION_BY[column], (operator_id, value, _DEACTIVATED))
     if row is None:
         return None
-    card_id, msisdn, card_type, state, stage, suspension, imei, scenario, apns = row
+    card_id, msisdn, card_type, state, stage, suspension, imei, scenario, apns, id_key = row
+    if id_key is not None:
+        audit.note_subject(bytes(id_key))
     return SessionCard(
         int(card_id), str(msisdn), CardType(card_type), CardState(state), ServiceStage[stage],
         suspension, imei, scenario, None if apns is None else tuple(json.loads(apns)),

@@ -86,7 +86,11 @@ def registry_server(
     assert app.seller_checks is not None
     # What `realname serve`'s refresher does at start: the backdated CAs' CRLs are re-signed now.
     app.seller_checks.refresh_crls()
-    running = create_server(app.bindings(), "127.0.0.1:0", tls=TlsFiles.in_pki_dir(pki_dir))
+    assert app.audit is not None
+    app.audit.start()  # audited as `realname serve` is (the harness's close stops it)
+    running = create_server(
+        app.bindings(), "127.0.0.1:0", tls=TlsFiles.in_pki_dir(pki_dir), audit_sink=app.audit
+    )
     harness = RegistryHarness(
         running, f"127.0.0.1:{running.port}", pki_dir, app.cards, app=app, data_dir=data_dir
     )

@@ -336,15 +336,15 @@ def test_audit_cli_verify_query_and_tampering(
     (data_dir / "pepper").write_text(pepper_path.read_text())
     env = {"REALNAME_DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"}
 
-    def audit(*args: str) -> subprocess.CompletedProcess[str]:
+    def audit(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [realname_bin(), "audit", *args, "--data-dir", str(data_dir)],
-            capture_output=True, text=True, env=env, check=False,
+            input=stdin, capture_output=True, text=True, env=env, check=False,
         )  # fmt: skip
 
     ok = audit("verify")
     assert ok.returncode == 0 and "audit trail intact" in ok.stdout, ok.stderr
-    query = audit("query", "--document-number", resident_id(2))
+    query = audit("query", "--document-number-file", "-", stdin=resident_id(2))
     assert query.returncode == 0, query.stderr
     assert '"method": "/realname.v1.VerificationService/GetCard"' in query.stdout
     assert resident_id(2) not in query.stdout + query.stderr

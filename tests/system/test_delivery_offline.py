@@ -126,8 +126,8 @@ def test_courier_cli_verifies_offline_and_refuses_a_stale_bundle(
         return subprocess.run(
             [str(Path(sys.executable).parent / "realname"), "courier", "verify",
              "--bundle", str(bundle_path), "--token", encode_text(text), "--courier", "demo",
-             "--document-number", RECIPIENT, *extra],
-            capture_output=True, text=True, check=False, timeout=60,
+             "--document-number-file", "-", *extra],
+            input=RECIPIENT, capture_output=True, text=True, check=False, timeout=60,
         )  # fmt: skip
 
     ok = courier(path)

@@ -150,21 +150,29 @@ def test_no_clear_name_or_number_after_a_run(
             "--agent", "shop-0042", "--latitude", "26.08", "--longitude", "119.30",
             "--label", "Fuzhou shop")  # fmt: skip
         sim = ("reader", "simulate", "--key", str(key), "--serial", "RDR-P1", *cmcc)
+        # The numbers come from files, never the command line.
+        number_files = []
+        for index, number in enumerate(DOCS[:2]):
+            number_files.append(tmp_path / f"document-{index}.txt")
+            number_files[-1].write_text(number + "\n")
         with channel(server.address, data_dir / "dev-pki", "operator-cmcc") as ch:
             stub = vgrpc.VerificationServiceStub(ch)
-            good = run(*sim, "--document-number", DOCS[0], "--name", NAME)
+            good = run(*sim, "--document-number-file", str(number_files[0]), "--name", NAME)
             card = _activate(stub, "p-1", DOCS[0], 9501, NAME, good).card
             assert card.state == vpb.CARD_STATE_ACTIVE
             for broken in ("signature", "nonce", "stale", "document", "face"):
-                att = run(*sim, "--document-number", DOCS[1], "--name", NAME, "--break", broken)
+                att = run(
+                    *sim, "--document-number-file", str(number_files[1]), "--name", NAME,
+                    "--break", broken,
+                )  # fmt: skip
                 with pytest.raises(grpc.RpcError) as info:
                     _activate(stub, f"p-{broken}", DOCS[1], 9502, NAME, att)
                 assert rich_error(info.value).code == grpc.StatusCode.FAILED_PRECONDITION
-            att = run(*sim, "--document-number", DOCS[1], "--name", WRONG)
+            att = run(*sim, "--document-number-file", str(number_files[1]), "--name", WRONG)
             with pytest.raises(grpc.RpcError) as info:
                 _activate(stub, "p-wrong", DOCS[1], 9503, WRONG, att)
             assert rich_error(info.value).reason == "IDENTITY_MISMATCH"
-        blocked = run("proofing", "block", *client, "--document-number", DOCS[0],
+        blocked = run("proofing", "block", *client, "--document-number-file", str(number_files[0]),
                       "--reason", "stolen", "--reference", "PSB-1")  # fmt: skip
         assert json.loads(blocked)["cards_flagged"] == 1
         report = run("report", "readers", *dd)
