@@ -147,7 +147,7 @@ def _wrong_state(card: Card, rule: str, reason: str) -> _Refusal:
 
 
 def _refuse_blocked(tx: Tx, id_key: bytes, masked: str) -> None:
-    """Refuses (as a recorded outcome) to return a card to service under a blocked document."""
+    """Refuses (as a recorded outcome) to put a card in service under a blocked document."""
     reason = proofing_repo.is_blocked(tx, id_key)
     if reason is not None:
         raise _Refusal(
@@ -507,6 +507,8 @@ class CardDesk:
                         "the card is already registered under this document", reason=SAME_HOLDER
                     )
                 )
+            # The screen ran before the transaction; a block landing since is met here.
+            _refuse_blocked(tx, key, cmd.new_document.masked())
             try:
                 # The activation rules about the holder (the minimum interval) hold for them too.
                 for guard in self._guards:

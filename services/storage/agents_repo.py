@@ -195,15 +195,17 @@ def suspension_probe(operator_id: str, agent_id: str) -> Probe:
 
 
 def last_activation_probe(id_key: bytes, operator_id: str) -> Probe:
-    """When the document last had a card activated with the operator (any state), or None."""
+    """When the document last got a card with the operator (activated or transferred to it, any
+    state), or None."""
     return Probe(
-        "SELECT MAX(activated_at) FROM cards WHERE id_key = ? AND operator_id = ?",
+        "SELECT MAX(COALESCE(holder_since, activated_at)) FROM cards "
+        "WHERE id_key = ? AND operator_id = ?",
         (id_key, operator_id),
     )
 
 
 def last_activation(tx: Tx, id_key: bytes, operator_id: str) -> dt.datetime | None:
-    """When the document last had a card activated with the operator (any state), or None."""
+    """When the document last got a card with the operator (any state), or None."""
     return tx.parse_timestamp(tx.probe(last_activation_probe(id_key, operator_id)))
 
 

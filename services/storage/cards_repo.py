@@ -163,11 +163,12 @@ def change_holder(
 ) -> bool:
     """Moves an ACTIVE card from ``old_key`` to a new holder; False if it changed meanwhile.
 
-    The card counts as activated for its new holder ``now``: the minimum interval between a
-    document's activations counts from it.
+    The card is the new holder's from ``now`` (``holder_since``): the minimum interval between a
+    document's cards counts from it; ``activated_at`` stays the sale's time, which the agent's
+    sales signals count.
     """
     changed = tx.execute(
-        "UPDATE cards SET id_key = ?, document_type = ?, document_masked = ?, activated_at = ? "
+        "UPDATE cards SET id_key = ?, document_type = ?, document_masked = ?, holder_since = ? "
         "WHERE id = ? AND id_key = ? AND state = ?",
         (
             new_key, document_type.value, document_masked, tx.timestamp(now), card_id, old_key,

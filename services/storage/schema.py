@@ -77,6 +77,9 @@ cards = Table(
     Column("agent_id", String(64)),
     Column("store_authorization_serial", String(64)),
     Column("activated_at", DateTime(timezone=True), nullable=False),
+    # Set by a transfer: the minimum interval counts from it for the new holder, while the
+    # agent's sales keep counting from activated_at.
+    Column("holder_since", DateTime(timezone=True)),
     Column("deactivated_at", DateTime(timezone=True)),
     # 0 only for legacy subscribers who have not completed real-name registration.
     Column("verified", SmallInteger, nullable=False, server_default=text("1")),

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import grpc
 import pytest
 
+from registry.subscribers import DocumentType
+from services.domain.documents import Document
+from services.domain.errors import ErrorKind, RealnameError
+from services.domain.pseudonym import Pseudonymizer
+from services.features.cards import CardDesk, TransferCard
 from services.proto.realname.v1 import common_pb2 as cpb
+from services.proto.realname.v1 import proofing_pb2 as ppb
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.storage.database import Database
-from services.storage.rawsql import Tx
+from services.storage.rawsql import Probe, Tx
 from tests.integration.test_industry import doc, industry_card, personal_card, register
 from tests.support.identities import resident_id
+from tests.support.proofing import proofing_stub
 from tests.support.rpc import rich_error
 from tests.support.server import GrpcHarness
 
@@ -212,3 +220,39 @@ def test_transfers_racing_deactivations_keep_every_count_exact(grpc_server: Grpc
         got = stub.GetCard(vpb.GetCardRequest(msisdn=card.msisdn)).card
         assert got.state == vpb.CARD_STATE_DEACTIVATED
     assert (held(grpc_server, OLD), held(grpc_server, NEW)) == (0, 0)
+
+
+def test_the_transfer_transaction_itself_refuses_a_blocked_new_holder(
+    grpc_server: GrpcHarness, db: Database, pseudonymizer: Pseudonymizer
+) -> None:
+    # A desk without the proofing screen: what a block racing the screen meets in the transaction.
+    card = grpc_server.verification().ActivateCard(personal_card(1, doc(OLD))).card
+    proofing_stub(grpc_server, "regulator").BlockDocument(
+        ppb.BlockDocumentRequest(document=doc(NEW), reason=ppb.BLOCK_REASON_STOLEN)
+    )
+    bare = CardDesk(db, pseudonymizer)
+    new_holder = Document(DocumentType.RESIDENT_ID_CARD, resident_id(NEW))
+    for _ in range(2):  # recorded, and replayed
+        with pytest.raises(RealnameError) as info:
+            bare.transfer("cmcc", TransferCard("race-1", card.msisdn, new_holder))
+        assert (info.value.kind, info.value.reason) == (
+            ErrorKind.FAILED_PRECONDITION,
+            "DOCUMENT_BLOCKED",
+        )
+        assert resident_id(NEW) not in info.value.message
+    assert (held(grpc_server, OLD), held(grpc_server, NEW)) == (1, 0)
+
+
+def test_a_transfer_keeps_the_sale_time_and_starts_the_new_holders_interval(
+    grpc_server: GrpcHarness, db: Database
+) -> None:
+    # The agent's sales count from activated_at; the new holder's interval from the transfer.
+    card = grpc_server.verification().ActivateCard(personal_card(1, doc(OLD))).card
+    sold = card.activated_at.ToDatetime(dt.UTC)
+    moved = transfer(grpc_server, card.msisdn, NEW).card
+    assert moved.activated_at.ToDatetime(dt.UTC) == sold
+
+    def holder_since(tx: Tx) -> object:
+        return tx.probe(Probe("SELECT holder_since FROM cards WHERE msisdn = ?", (card.msisdn,)))
+
+    assert db.run_tx(holder_since) is not None
