@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from services.domain.pseudonym import Pseudonymizer
 from services.runtime.devpki import ensure_dev_pki
@@ -27,6 +28,11 @@ from tests.support.databases import (
 from tests.support.server import GrpcHarness, start_harness
 
 BACKENDS = ("sqlite", "postgresql")
+
+# Speed is measured by `make bench`, never asserted: on a shared 2-core machine an example that
+# takes longer than Hypothesis's default 200 ms deadline is load, not a defect (it made runs flaky).
+settings.register_profile("realname", deadline=None)
+settings.load_profile("realname")
 
 
 @pytest.fixture(scope="session")
