@@ -215,9 +215,9 @@ def test_courier_verify_shows_the_parcel_and_answers_in_json(
     def courier(number: str, *extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [realname_bin(), "courier", "verify", "--bundle", str(path),
-             "--token", encode_text(token), "--courier", "demo", "--document-number", number,
+             "--token", encode_text(token), "--courier", "demo", "--document-number-file", "-",
              *extra],
-            capture_output=True, text=True, check=False, timeout=60,
+            input=number, capture_output=True, text=True, check=False, timeout=60,
         )  # fmt: skip
 
     shown = courier(RECIPIENT)
