@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from registry.delivery import DeliveryBundle, Reason, encode_text, sign_shipment
@@ -46,6 +47,7 @@ from registry.delivery.errors import TokenDecodeError
 from registry.delivery.offline import OfflineVerifier
 from registry.delivery.token import decode_text, decode_token
 from registry.pki.keys import generate_private_key
+from registry.pki.revocation import Revocation
 from registry.subscribers import DocumentType
 from tests.support.identities import resident_id
 from tests.support.paths import VECTORS_DIR
@@ -98,7 +100,41 @@ def _text(token: bytes) -> str:
     return encode_text(token)
 
 
-def _cases(world: Delivery, bundle: DeliveryBundle) -> list[Case]:
+@dataclass(frozen=True)
+class Extra:
+    """Stores beyond the unit tests' world, logged like the others: past and future validity,
+    and one under an operator CA the regulator revoked."""
+
+    expired: x509.Certificate
+    not_yet_valid: x509.Certificate
+    under_revoked_ca: x509.Certificate
+
+
+def _extend(world: Delivery) -> tuple[Extra, DeliveryBundle]:
+    """Issue and log the extra stores; return them and the bundle holding every store."""
+    extra = Extra(
+        # Valid for 365 days from 400 days ago.
+        expired=world.pki.issue("cmcc", shop_id="shop-5005", now=NOW - dt.timedelta(days=400)),
+        not_yet_valid=world.pki.issue("cmcc", shop_id="shop-6006", now=NOW + dt.timedelta(days=1)),
+        under_revoked_ca=world.pki.issue("vno1", shop_id="shop-7007"),
+    )
+    indices = [
+        world.log.log_issuance(certificate, NOW - dt.timedelta(days=1))
+        for certificate in (extra.expired, extra.not_yet_valid, extra.under_revoked_ca)
+    ]
+    revoked_ca = world.pki.operators["vno1"].certificate.serial_number
+    crls = world.crls(
+        root_revocations=[
+            Revocation(
+                revoked_ca, NOW - dt.timedelta(days=3), x509.ReasonFlags.cessation_of_operation
+            )
+        ]
+    )
+    stores = world.logged_stores() + [world.log.logged(index) for index in indices]
+    return extra, world.bundle(crls=crls, stores=stores)
+
+
+def _cases(world: Delivery, extra: Extra, bundle: DeliveryBundle) -> list[Case]:
     key = world.store_key
     good = world.token(number=RECIPIENT)
     text = _text(good)
@@ -151,8 +187,8 @@ def _cases(world: Delivery, bundle: DeliveryBundle) -> list[Case]:
         ),
         Case(
             "bad_signature_truncated",
-            "the good token's text without its last three characters (two bytes)",
-            text[:-3],
+            "the good token without its last two bytes (the signature cut short)",
+            _text(good[:-2]),
             Reason.BAD_SIGNATURE,
         ),
         Case(
@@ -200,6 +236,24 @@ def _cases(world: Delivery, bundle: DeliveryBundle) -> list[Case]:
             "a logged store certificate from an operator CA the bundle does not trust",
             _text(world.token(world.outsider, number=RECIPIENT)),
             Reason.SELLER_NOT_AUTHORIZED,
+        ),
+        Case(
+            "seller_not_authorized_expired",
+            "a logged store certificate that expired 35 days ago",
+            _text(world.token(extra.expired, number=RECIPIENT)),
+            Reason.SELLER_NOT_AUTHORIZED,
+        ),
+        Case(
+            "seller_not_authorized_not_yet_valid",
+            "a logged store certificate valid only from tomorrow",
+            _text(world.token(extra.not_yet_valid, number=RECIPIENT)),
+            Reason.SELLER_NOT_AUTHORIZED,
+        ),
+        Case(
+            "seller_revoked_operator_ca",
+            "a store of an operator whose CA is on the regulator root's CRL",
+            _text(world.token(extra.under_revoked_ca, number=RECIPIENT)),
+            Reason.SELLER_REVOKED,
         ),
         Case(
             "seller_revoked",
@@ -283,8 +337,8 @@ def _pins(bundle: DeliveryBundle) -> dict[str, Any]:
 def generate() -> tuple[bytes, dict[str, Any]]:
     """Make a new world; return its bundle's JSON and the vectors document."""
     world = make_delivery(NOW)
-    bundle = world.bundle()
-    cases = _cases(world, bundle)
+    extra, bundle = _extend(world)
+    cases = _cases(world, extra, bundle)
     document = {
         "format": FORMAT,
         "version": VERSION,
