@@ -59,3 +59,21 @@ test("a document that is not one is bad input, not a verdict", async () => {
     InvalidDocumentError,
   );
 });
+
+for (const variant of document.bundle_cases) {
+  test(`bundle: ${variant.name}`, async () => {
+    const json = fs.readFileSync(path.join(vectors, variant.bundle), "utf8");
+    if (!variant.accepted) {
+      await assert.rejects(openBundle(json, deps, pins), /./, variant.description);
+      return;
+    }
+    const ok = document.cases.find((c) => c.name === "ok");
+    const opened = await openBundle(json, deps, pins);
+    const verdict = await opened.verify(ok.token, ok.document_type, ok.document_number, {
+      courierCompany: ok.courier_company,
+      at: new Date(ok.at),
+      stalePolicy: ok.stale_policy,
+    });
+    assert.equal(verdict.reason, Reason.OK, verdict.detail);
+  });
+}

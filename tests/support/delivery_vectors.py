@@ -41,9 +41,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from registry.checkpoint import Checkpoint, sign_checkpoint
 from registry.delivery import DeliveryBundle, Reason, encode_text, sign_shipment
+from registry.delivery.bundle import LoggedCertificate
 from registry.delivery.commitment import Kdf, KdfParams
-from registry.delivery.errors import TokenDecodeError
+from registry.delivery.errors import DeliveryBundleError, TokenDecodeError
 from registry.delivery.offline import OfflineVerifier
 from registry.delivery.token import decode_text, decode_token
 from registry.pki.keys import generate_private_key
@@ -52,7 +54,14 @@ from registry.subscribers import DocumentType
 from tests.support.identities import resident_id
 from tests.support.paths import VECTORS_DIR
 from tests.support.tokens import as_version_1, with_params
-from tests.unit.registry.delivery.support import COURIER, Delivery, make_delivery
+from tests.unit.registry.delivery.support import (
+    COURIER,
+    ORIGIN,
+    Delivery,
+    log_signer,
+    make_delivery,
+    witness_signer,
+)
 
 OUT_DIR = VECTORS_DIR / "delivery"
 FORMAT = "realname-delivery-vectors"
@@ -110,8 +119,8 @@ class Extra:
     under_revoked_ca: x509.Certificate
 
 
-def _extend(world: Delivery) -> tuple[Extra, DeliveryBundle]:
-    """Issue and log the extra stores; return them and the bundle holding every store."""
+def _extend(world: Delivery) -> tuple[Extra, dict[str, DeliveryBundle]]:
+    """Issue and log the extra stores; return them and the bundles, the main one first."""
     extra = Extra(
         # Valid for 365 days from 400 days ago.
         expired=world.pki.issue("cmcc", shop_id="shop-5005", now=NOW - dt.timedelta(days=400)),
@@ -131,7 +140,47 @@ def _extend(world: Delivery) -> tuple[Extra, DeliveryBundle]:
         ]
     )
     stores = world.logged_stores() + [world.log.logged(index) for index in indices]
-    return extra, world.bundle(crls=crls, stores=stores)
+    return extra, _bundles(world, crls, stores)
+
+
+def _bundles(
+    world: Delivery, crls: list[x509.CertificateRevocationList], stores: list[LoggedCertificate]
+) -> dict[str, DeliveryBundle]:
+    """The main bundle, and variants of it that differ only in their log part."""
+    one, two = witness_signer(1), witness_signer(2)
+    size = world.log.tree.size
+    head = Checkpoint(ORIGIN, size, world.log.tree.root(size))
+    signed = world.log.checkpoint()
+    # The tree size is the checkpoint's second line: a smaller one no longer matches the signature.
+    tampered = signed.replace(f"\n{size}\n".encode(), f"\n{size - 1}\n".encode(), 1)
+
+    def bundle(**log: Any) -> DeliveryBundle:
+        return world.bundle(crls=crls, stores=stores, **log)
+
+    return {
+        "bundle.json": bundle(),
+        "bundle-witnessed.json": bundle(
+            checkpoint=world.log.checkpoint(one),
+            witness_keys=[one.verifier().verifier_key],
+            witness_threshold=1,
+        ),
+        "bundle-too-few-cosignatures.json": bundle(
+            checkpoint=world.log.checkpoint(one),
+            witness_keys=[one.verifier().verifier_key, two.verifier().verifier_key],
+            witness_threshold=2,
+        ),
+        "bundle-other-log-key.json": bundle(checkpoint=sign_checkpoint(head, log_signer(8))),
+        "bundle-tampered-checkpoint.json": bundle(checkpoint=tampered),
+    }
+
+
+# Each variant bundle, whether a verifier must accept it, and why (the main bundle is accepted).
+BUNDLE_CASES = (
+    ("bundle-witnessed.json", True, "the checkpoint cosigned by the one witness required"),
+    ("bundle-too-few-cosignatures.json", False, "2 of 2 witnesses required, 1 cosigned"),
+    ("bundle-other-log-key.json", False, "the checkpoint is signed by a key that is not the log's"),
+    ("bundle-tampered-checkpoint.json", False, "the checkpoint's tree size changed after signing"),
+)
 
 
 def _cases(world: Delivery, extra: Extra, bundle: DeliveryBundle) -> list[Case]:
@@ -334,10 +383,15 @@ def _pins(bundle: DeliveryBundle) -> dict[str, Any]:
     return {"root_sha256": hashlib.sha256(root).hexdigest(), "log_keys": list(bundle.log_keys)}
 
 
-def generate() -> tuple[bytes, dict[str, Any]]:
-    """Make a new world; return its bundle's JSON and the vectors document."""
+Vectors = tuple[bytes, dict[str, Any], dict[str, bytes]]
+"""The main bundle's JSON, the vectors document, and the variant bundles' JSON by file name."""
+
+
+def generate() -> Vectors:
+    """Make a new world; return its bundles' JSON and the vectors document."""
     world = make_delivery(NOW)
-    extra, bundle = _extend(world)
+    extra, bundles = _extend(world)
+    bundle = bundles["bundle.json"]
     cases = _cases(world, extra, bundle)
     document = {
         "format": FORMAT,
@@ -349,8 +403,19 @@ def generate() -> tuple[bytes, dict[str, Any]]:
         "bundle_fresh_until": bundle.fresh_until.strftime(_TIME),
         "pins": _pins(bundle),
         "cases": [case.to_json() for case in cases],
+        "bundle_cases": [
+            {
+                "name": name.removesuffix(".json"),
+                "description": description,
+                "bundle": name,
+                "accepted": accepted,
+                "then": "the ok case's token and document give OK" if accepted else None,
+            }
+            for name, accepted, description in BUNDLE_CASES
+        ],
     }
-    return bundle.to_json(), document
+    extras = {name: variant.to_json() for name, variant in bundles.items() if name != "bundle.json"}
+    return bundle.to_json(), document, extras
 
 
 def verdict_of(verifier: OfflineVerifier, case: dict[str, Any]) -> tuple[str, bool]:
@@ -376,8 +441,13 @@ def verifier_of(bundle_json: bytes, document: dict[str, Any]) -> OfflineVerifier
     )
 
 
-def problems(bundle_json: bytes, document: dict[str, Any]) -> list[str]:
-    """Every vector whose verdict from the Python verifier is not the expected one."""
+def problems(
+    bundle_json: bytes, document: dict[str, Any], extras: dict[str, bytes] | None = None
+) -> list[str]:
+    """Every vector whose verdict from the Python verifier is not the expected one.
+
+    With ``extras`` (the variant bundles), also every bundle case accepted or refused wrongly.
+    """
     verifier = verifier_of(bundle_json, document)
     found = []
     for case in document["cases"]:
@@ -385,6 +455,20 @@ def problems(bundle_json: bytes, document: dict[str, Any]) -> list[str]:
         got = verdict_of(verifier, case)
         if got != expected:
             found.append(f"{case['name']}: expected {expected}, got {got}")
+    if extras is None:
+        return found
+    ok = next(case for case in document["cases"] if case["name"] == "ok")
+    for case in document.get("bundle_cases", []):
+        try:
+            variant = verifier_of(extras[case["bundle"]], document)
+        except DeliveryBundleError as error:
+            if case["accepted"]:
+                found.append(f"{case['name']}: expected accepted, refused ({error})")
+            continue
+        if not case["accepted"]:
+            found.append(f"{case['name']}: expected refused, accepted")
+        elif verdict_of(variant, ok) != ("OK", False):
+            found.append(f"{case['name']}: the ok case is not OK against it")
     return found
 
 
@@ -437,26 +521,32 @@ def _shape(text: str) -> object:
     )
 
 
-def write(out: Path, bundle_json: bytes, document: dict[str, Any]) -> None:
-    """Write the bundle and the vectors into ``out``."""
+def write(
+    out: Path, bundle_json: bytes, document: dict[str, Any], extras: dict[str, bytes]
+) -> None:
+    """Write the bundles and the vectors into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "bundle.json").write_bytes(bundle_json)
+    for name, data in extras.items():
+        (out / name).write_bytes(data)
     text = json.dumps(document, indent=1, ensure_ascii=False) + "\n"
     (out / "vectors.json").write_text(text, encoding="utf-8")
 
 
-def load(out: Path) -> tuple[bytes, dict[str, Any]]:
-    """Read the bundle and the vectors from ``out``."""
+def load(out: Path) -> Vectors:
+    """Read the bundles and the vectors from ``out``."""
     document: dict[str, Any] = json.loads((out / "vectors.json").read_text(encoding="utf-8"))
-    return (out / document["bundle"]).read_bytes(), document
+    extras = {
+        case["bundle"]: (out / case["bundle"]).read_bytes()
+        for case in document.get("bundle_cases", [])
+    }
+    return (out / document["bundle"]).read_bytes(), document, extras
 
 
-def check(
-    out: Path = OUT_DIR, make: Callable[[], tuple[bytes, dict[str, Any]]] = generate
-) -> list[str]:
+def check(out: Path = OUT_DIR, make: Callable[[], Vectors] = generate) -> list[str]:
     """Every problem with the committed vectors: wrong verdicts, and drift from the generator."""
-    bundle_json, committed = load(out)
-    return problems(bundle_json, committed) + drift(committed, make()[1])
+    bundle_json, committed, extras = load(out)
+    return problems(bundle_json, committed, extras) + drift(committed, make()[1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -471,13 +561,13 @@ def main(argv: list[str] | None = None) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(found)} problems in {args.out}")
         return 1 if found else 0
-    bundle_json, document = generate()
-    found = problems(bundle_json, document)
+    bundle_json, document, extras = generate()
+    found = problems(bundle_json, document, extras)
     if found:  # never write vectors that contradict the verifier
         for problem in found:
             print(problem, file=sys.stderr)
         return 1
-    write(args.out, bundle_json, document)
+    write(args.out, bundle_json, document, extras)
     print(f"wrote {len(document['cases'])} vectors to {args.out}")
     return 0
 

@@ -16,9 +16,8 @@
 //     courierCompany, at: new Date(), stalePolicy: "refuse" });
 //   // { reason: "OK" | "RECIPIENT_MISMATCH" | ..., detail, staleBundle, token }
 //
-// Not yet ported: witness cosignature policies (a bundle requiring witnesses is refused) and
-// the full RFC 5280 profile checks of cryptography's path validator (here: signatures, validity
-// windows, the store EKU, no SAN, basicConstraints of the CA).
+// Not ported: the full RFC 5280 profile checks of cryptography's path validator (here:
+// signatures, validity windows, the store EKU, no SAN, not a CA).
 
 export const Reason = Object.freeze({
   OK: "OK",
@@ -306,55 +305,90 @@ async function sha256(crypto, ...parts) {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", concat(...parts)));
 }
 
-async function parseVerifierKey(crypto, key) {
-  const [name, keyHash, encoded, ...rest] = key.split("+");
-  if (!name || rest.length || !/^[0-9a-f]{8}$/i.test(keyHash || "")) {
-    throw new BundleError(`log verifier key ${key} is malformed`);
+const ED25519_TYPE = 0x01; // a log's note signature
+const COSIGNATURE_TYPE = 0x04; // a witness's timestamped cosignature (C2SP tlog-cosignature)
+
+async function parseVerifierKey(crypto, key, type) {
+  // name+hash+base64: the base64 may itself hold "+", the name and hash cannot.
+  const [, name, keyHash, encoded] = /^([^+]+)\+([^+]*)\+(.*)$/.exec(key) || [];
+  if (!name || !/^[0-9a-f]{8}$/i.test(keyHash || "")) {
+    throw new BundleError(`verifier key ${key} is malformed`);
   }
   const raw = fromBase64(encoded);
-  if (raw.length !== 33 || raw[0] !== 1) throw new BundleError("log key is not an Ed25519 key");
+  if (raw.length !== 33 || raw[0] !== type) throw new BundleError(`${name} is not the expected kind of key`);
   const expected = await sha256(crypto, utf8(name + "\n"), raw);
   if (hex(expected.subarray(0, 4)) !== keyHash.toLowerCase()) {
-    throw new BundleError("log verifier key hash does not match the key");
+    throw new BundleError("verifier key hash does not match the key");
   }
   const publicKey = await crypto.subtle.importKey("raw", raw.subarray(1), { name: "Ed25519" }, false, [
     "verify",
   ]);
-  return { name, keyHash: expected.subarray(0, 4), publicKey };
+  return { name, keyHash: expected.subarray(0, 4), type, publicKey };
 }
 
-/** Open the bundle's checkpoint with one of the log keys; return its size and root hash. */
-async function openCheckpoint(crypto, note, origin, keys) {
+async function signatureHolds(crypto, verifier, signature, text) {
+  if (verifier.type === ED25519_TYPE) {
+    return signature.length === 64 && crypto.subtle.verify({ name: "Ed25519" }, verifier.publicKey, signature, utf8(text));
+  }
+  if (signature.length !== 72) return false;
+  const time = bigint(signature.subarray(0, 8));
+  const message = utf8(`cosignature/v1\ntime ${time}\n${text}`);
+  return crypto.subtle.verify({ name: "Ed25519" }, verifier.publicKey, signature.subarray(8), message);
+}
+
+/**
+ * Open the bundle's checkpoint with one of the log keys (registry/checkpoint.py open_checkpoint):
+ * every signature by a known key must verify, the log's must be there, and witnesses' verified
+ * cosignatures must reach the threshold. Return the tree size and root hash.
+ */
+async function openCheckpoint(crypto, note, origin, logKeys, witnessKeys, threshold) {
+  const witnesses = [];
+  for (const key of witnessKeys) {
+    const witness = await parseVerifierKey(crypto, key, COSIGNATURE_TYPE);
+    const id = `${witness.name}+${hex(witness.keyHash)}`;
+    if (!witnesses.some((w) => `${w.name}+${hex(w.keyHash)}` === id)) witnesses.push(witness);
+  }
+  if ((witnesses.length || threshold) && !(threshold >= 1 && threshold <= witnesses.length)) {
+    throw new BundleError(`witness threshold ${threshold} must be 1..${witnesses.length}`);
+  }
   const split = note.lastIndexOf("\n\n");
   if (split < 0 || !note.endsWith("\n")) throw new BundleError("checkpoint is not a signed note");
   const text = note.slice(0, split + 1);
-  const lines = note.slice(split + 2, -1).split("\n");
+  const lines = note.slice(split + 2, -1).split("\n").map((line) => {
+    const match = /^\u2014 (\S+) (\S+)$/.exec(line);
+    if (!match) throw new BundleError("malformed signature line");
+    const data = fromBase64(match[2]);
+    if (data.length < 5) throw new BundleError("signature too short");
+    return { name: match[1], keyHash: data.subarray(0, 4), signature: data.subarray(4) };
+  });
   const problems = [];
-  for (const key of keys) {
-    const verifier = await parseVerifierKey(crypto, key);
+  attempt: for (const key of logKeys) {
+    const log = await parseVerifierKey(crypto, key, ED25519_TYPE);
+    let logSigned = false;
+    const cosigned = new Set();
     for (const line of lines) {
-      if (!line.startsWith("\u2014 ")) throw new BundleError("malformed signature line");
-      const [name, encoded] = line.slice(2).split(" ");
-      const signature = fromBase64(encoded);
-      if (name !== verifier.name || !equal(signature.subarray(0, 4), verifier.keyHash)) continue;
-      const ok = await crypto.subtle.verify(
-        { name: "Ed25519" },
-        verifier.publicKey,
-        signature.subarray(4),
-        utf8(text),
-      );
-      if (!ok) {
-        problems.push(`${name}: signature does not verify`);
-        continue;
+      const verifier = [log, ...witnesses].find((v) => v.name === line.name && equal(v.keyHash, line.keyHash));
+      if (!verifier) continue; // a signature by an unknown key is ignored, as open_note does
+      if (!(await signatureHolds(crypto, verifier, line.signature, text))) {
+        problems.push(`${line.name}: signature does not verify`);
+        continue attempt;
       }
-      const [checkpointOrigin, size, root] = text.split("\n");
-      if (checkpointOrigin !== origin) throw new BundleError("checkpoint names another log");
-      if (!/^(0|[1-9][0-9]*)$/.test(size)) throw new BundleError("checkpoint size is malformed");
-      const rootHash = fromBase64(root);
-      if (rootHash.length !== 32) throw new BundleError("checkpoint root is not a SHA-256 hash");
-      return { size: Number(size), root: rootHash };
+      if (verifier === log) logSigned = true;
+      else cosigned.add(`${verifier.name}+${hex(verifier.keyHash)}`);
     }
-    problems.push(`${verifier.name}: no signature by this key`);
+    if (!logSigned) {
+      problems.push(`${log.name}: checkpoint not signed by this key`);
+      continue;
+    }
+    if (cosigned.size < threshold) {
+      throw new BundleError(`${threshold} witness cosignatures required, ${cosigned.size} verified`);
+    }
+    const [checkpointOrigin, size, root] = text.split("\n");
+    if (checkpointOrigin !== origin) throw new BundleError("checkpoint names another log");
+    if (!/^(0|[1-9][0-9]*)$/.test(size)) throw new BundleError("checkpoint size is malformed");
+    const rootHash = fromBase64(root);
+    if (rootHash.length !== 32) throw new BundleError("checkpoint root is not a SHA-256 hash");
+    return { size: Number(size), root: rootHash };
   }
   throw new BundleError(`bundle checkpoint does not verify (${problems.join("; ")})`);
 }
@@ -680,16 +714,20 @@ export async function openBundle(bundleJson, deps, pins = {}) {
   if (bundle.format !== "realname-delivery-bundle" || bundle.version !== 1) {
     throw new BundleError("not a realname-delivery-bundle version 1");
   }
-  if (bundle.log.witness_threshold || (bundle.log.witness_keys || []).length) {
-    throw new BundleError("witness cosignature policies are not supported by this verifier yet");
-  }
   const verifier = new OfflineVerifier();
   verifier.deps = deps;
   verifier.trust = await Trust.open(deps, bundle.trust);
   if (pins.rootSha256 && hex(await sha256(crypto, verifier.trust.rootDer)) !== pins.rootSha256) {
     throw new BundleError("bundle root is not the pinned regulator root");
   }
-  const checkpoint = await openCheckpoint(crypto, bundle.log.checkpoint, bundle.log.origin, pins.logKeys || bundle.log.verifier_keys);
+  const checkpoint = await openCheckpoint(
+    crypto,
+    bundle.log.checkpoint,
+    bundle.log.origin,
+    pins.logKeys || bundle.log.verifier_keys,
+    bundle.log.witness_keys || [],
+    bundle.log.witness_threshold || 0,
+  );
   verifier.issuedAt = new Date(bundle.issued_at);
   const expiresAt = new Date(verifier.issuedAt.getTime() + bundle.max_age_seconds * 1000);
   const horizon = verifier.trust.horizon;

@@ -14,7 +14,7 @@ from registry.delivery import DeliveryBundle, Reason
 from tests.support import delivery_vectors as vectors
 from tests.support.delivery_vectors import OUT_DIR, check, drift, load, problems
 
-BUNDLE_JSON, DOCUMENT = load(OUT_DIR)
+BUNDLE_JSON, DOCUMENT, EXTRAS = load(OUT_DIR)
 CASES = {case["name"]: case for case in DOCUMENT["cases"]}
 OFFLINE_REASONS = set(Reason) - {Reason.ALREADY_DELIVERED, Reason.LOCKED}
 # An 18-character resident ID number standing alone (not inside base64 or hex).
@@ -33,6 +33,12 @@ def test_each_vector_gets_its_verdict_from_the_python_verifier(verifier: Any, na
     assert vectors.verdict_of(verifier, case) == expected
 
 
+@pytest.mark.parametrize("case", DOCUMENT["bundle_cases"], ids=lambda case: case["name"])
+def test_each_variant_bundle_is_accepted_or_refused_as_expected(case: dict[str, Any]) -> None:
+    only = {**DOCUMENT, "bundle_cases": [case]}
+    assert problems(BUNDLE_JSON, only, EXTRAS) == []
+
+
 def test_the_vectors_cover_every_offline_verdict() -> None:
     assert {case["expect"]["verdict"] for case in CASES.values()} == OFFLINE_REASONS
     assert any(case["expect"]["stale_bundle"] for case in CASES.values())
@@ -40,7 +46,8 @@ def test_the_vectors_cover_every_offline_verdict() -> None:
 
 def test_the_bundle_is_what_bundle_export_writes() -> None:
     assert json.loads(BUNDLE_JSON)["format"] == "realname-delivery-bundle"
-    assert DeliveryBundle.from_json(BUNDLE_JSON).to_json() == BUNDLE_JSON
+    for bundle in (BUNDLE_JSON, *EXTRAS.values()):
+        assert DeliveryBundle.from_json(bundle).to_json() == bundle
 
 
 def test_the_committed_vectors_match_their_generator() -> None:
@@ -70,4 +77,5 @@ def test_no_identity_number_but_the_synthetic_ones_is_in_clear() -> None:
     found = {match.upper() for match in RESIDENT_ID.findall(text)}
     # Only the two synthetic numbers of tests.support.identities (count only, never the values).
     assert found <= {vectors.RECIPIENT, vectors.STRANGER}, f"{len(found)} numbers found"
-    assert not RESIDENT_ID.search(BUNDLE_JSON.decode("utf-8"))
+    for bundle in (BUNDLE_JSON, *EXTRAS.values()):
+        assert not RESIDENT_ID.search(bundle.decode("utf-8"))
