@@ -80,7 +80,10 @@ def decoded(image: Image.Image) -> list[zxingcpp.Barcode]:
 
 def render(browser: Browser, svg: Path, width_px: int, height_px: int) -> Image.Image:
     """The SVG file as chromium draws it, as an image."""
-    page = browser.new_page(viewport={"width": width_px, "height": height_px})
+    # Twice the CSS pixels, as a phone screen or a 200 dpi printer would draw it.
+    page = browser.new_page(
+        viewport={"width": width_px, "height": height_px}, device_scale_factor=2
+    )
     try:
         page.goto(svg.as_uri())
         png = page.screenshot(full_page=False)
