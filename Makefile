@@ -8,7 +8,7 @@ DATA_DIR ?= $(CURDIR)/.data
 PROTO_SRC := $(wildcard protos/realname/v1/*.proto)
 PROTO_OUT := services/proto
 
-.PHONY: run test test-fast protos lint bench venv clean browser
+.PHONY: run test test-fast test-js protos lint bench venv clean browser node
 
 venv: $(STAMP)
 
@@ -24,8 +24,13 @@ run: $(STAMP)
 
 # The whole pyramid: unit, integration (in-process gRPC, real databases), system (servers,
 # CLI, docs walkthroughs, faults, browser).
-test: $(STAMP) browser
+test: $(STAMP) browser node
+	$(MAKE) test-js
 	$(BIN)/pytest
+
+# The courier's in-browser verifier against the shared delivery vectors, under Node's own runner.
+test-js: node
+	node --test tests/js/
 
 # Unit tests only: no server process, no database server (under a minute).
 test-fast: $(STAMP)
@@ -37,6 +42,12 @@ browser:
 	@test -x /usr/bin/chromium || { \
 	  echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# The JavaScript tests run under Debian's Node.js; install it once if it is missing.
+node:
+	@command -v node >/dev/null || { \
+	  echo "installing Debian's nodejs for the JavaScript tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs; }
 
 # Regenerates the committed protobuf/gRPC code; imports are rewritten so the generated modules
 # live inside the services package instead of claiming the top-level name `realname`.

@@ -11,6 +11,7 @@ Pure library (no database, no network, no ``services/``); the service side build
 * :mod:`~registry.delivery.checks` — the ordered checks shared by offline and online verdicts;
 * :mod:`~registry.delivery.offline` — the offline verifier;
 * :mod:`~registry.delivery.queue` — offline confirmations waiting to sync;
+* :mod:`~registry.delivery.label` — the token's QR code and the parcel's printable label;
 * :mod:`~registry.delivery.errors` — the exception hierarchy.
 """
 

@@ -6,7 +6,8 @@
   running server over mTLS, presenting ``<data_dir>/dev-pki/clients/<principal>`` (``--as``).
 * ``store sign-shipment`` (local, the store's side): signs a shipment token with the store's
   authorization key (passphrase from ``REALNAME_STORE_PASSPHRASE``) and prints its text (QR)
-  form, for the courier to check at the door (`realname courier verify`).
+  form, for the courier to check at the door (`realname courier verify`); ``--qr`` also writes
+  it as a QR code (SVG or PNG), ``--label`` as a printable 100 x 150 mm label (SVG).
 
 Exit codes: 0 done (verify-seller: AUTHORIZED), 1 the call failed, 2 bad arguments or local
 state, 3 verify-seller's verdict was not AUTHORIZED.
@@ -25,8 +26,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from registry.authz.errors import RegistryError
-from registry.delivery import encode_text, new_shipment, sign_shipment
+from registry.delivery import decode_token, encode_text, new_shipment, sign_shipment
 from registry.delivery.errors import DeliveryError
+from registry.delivery.label import check_label_path, check_qr_path, write_label, write_qr
 from registry.pki.errors import PkiError
 from registry.pki.keys import Passphrase, generate_private_key, load_private_key, save_private_key
 from services.cli.common import (
@@ -200,7 +202,12 @@ def cmd_store_show(args: argparse.Namespace) -> int:
 
 
 def cmd_sign_shipment(args: argparse.Namespace) -> int:
-    """Sign a shipment token with the store's key; print its text form."""
+    """Sign a shipment token with the store's key; print its text form, write QR and label."""
+    # A mistyped output name is refused before the key is unlocked and anything is signed.
+    if args.qr is not None:
+        check_qr_path(args.qr)
+    if args.label is not None:
+        check_label_path(args.label)
     secret = env_default(STORE_PASSPHRASE_ENV)
     if not secret:
         raise UsageError(f"set {STORE_PASSPHRASE_ENV} to the store key's passphrase")
@@ -220,6 +227,12 @@ def cmd_sign_shipment(args: argparse.Namespace) -> int:
         valid_for=args.valid_for,
     )
     token = sign_shipment(fields, key, certificate=certificate)
+    if args.qr is not None:
+        write_qr(decode_token(token), args.qr)
+        print(f"QR code written to {args.qr}", file=sys.stderr)
+    if args.label is not None:
+        write_label(decode_token(token), args.label)
+        print(f"label written to {args.label}", file=sys.stderr)
     print(encode_text(token))
     return EXIT_OK
 
@@ -326,6 +339,8 @@ def register(subparsers: SubParsers) -> None:
     p.add_argument("--document-type", choices=sorted(DOCUMENT_TYPES), default="resident-id-card")
     add_document_number_argument(p, "committed to, never in the token")
     p.add_argument("--valid-for", type=duration, default=dt.timedelta(days=15))
+    p.add_argument("--qr", type=Path, help="also write the token as a QR code (.svg or .png)")
+    p.add_argument("--label", type=Path, help="also write a printable 100x150 mm label (.svg)")
     p.set_defaults(func=_guarded(cmd_sign_shipment))
 
     p = subparsers.add_parser("verify-seller", help="verify a seller (exit 0 iff AUTHORIZED)")

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+import zxingcpp
+from PIL import Image
 
 from tests.support.docs import doc_block, run_block
 from tests.support.server import dev_init, free_port, start_server_process
@@ -77,8 +79,11 @@ def test_readme_delivery_flow_works(served: tuple[Path, str]) -> None:
     assert "RECIPIENT_MISMATCH" in out and "courier verify exit status 3" in out
     assert "queued confirmation" in out
     assert '"state": "CARD_STATE_ACTIVE"' in out
+    # The parcel's QR code reads back (zxing-cpp) as the token the block printed.
+    codes = zxingcpp.read_barcodes(Image.open(data_dir / "parcel-77.png"))
+    assert len(codes) == 1 and codes[0].text.startswith("RN1:") and codes[0].text in out
     # The document number stays with the store and the door: not in the queue, not in the bundle.
-    for kept in ("confirmations.jsonl", "bundle.json"):
+    for kept in ("confirmations.jsonl", "bundle.json", "label-77.svg"):
         assert "11010519900307005X" not in (data_dir / kept).read_text()
 
 
