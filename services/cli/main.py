@@ -55,6 +55,7 @@ from services.runtime.config import (
     Settings,
     add_data_dir_argument,
     audit_anchor_seconds,
+    database_timeouts,
     env_default,
     rate_limit_argument,
     validate,
@@ -132,7 +133,8 @@ def cmd_dev_init(args: argparse.Namespace) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     """Migrates the database to the newest schema."""
-    db = Database(_settings(args).database())
+    # A migration may rewrite a large table: no statement or stall bound.
+    db = Database(replace(_settings(args).database(), statement_timeout_ms=0, stall_timeout_ms=0))
     try:
         migrate.upgrade(db.engine)
         print(f"database at revision {migrate.current_revision(db.engine)}")
@@ -149,6 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         delivery_config()  # refuses bad REALNAME_DELIVERY_* before anything starts
         agent_policy()  # refuses bad REALNAME_AGENT_* likewise
         audit_anchor_seconds()  # and a bad REALNAME_AUDIT_ANCHOR_SECONDS
+        database_timeouts()  # and bad REALNAME_DB_* timeouts
         pseudonymizer = load_pepper(settings.pepper_path)
     except (ConfigError, PepperError) as exc:
         print(f"realname serve: {exc}", file=sys.stderr)

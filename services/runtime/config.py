@@ -76,12 +76,43 @@ class Settings:
             url=self.database_url or sqlite_url(self.data_dir),
             isolation=self.db_isolation,
             pool_size=self.max_workers,
+            **database_timeouts(),
         )
 
 
 def env_default(name: str, fallback: str | None = None) -> str | None:
     """Reads a REALNAME_* environment variable."""
     return os.environ.get(name, fallback)
+
+
+# REALNAME_DB_* variable -> DatabaseConfig field: PostgreSQL timeouts and keepalives (0: off).
+DATABASE_TIMEOUT_VARIABLES = {
+    "REALNAME_DB_CONNECT_TIMEOUT_S": "connect_timeout_s",
+    "REALNAME_DB_STATEMENT_TIMEOUT_MS": "statement_timeout_ms",
+    "REALNAME_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS": "idle_in_transaction_timeout_ms",
+    "REALNAME_DB_KEEPALIVES_IDLE_S": "keepalives_idle_s",
+    "REALNAME_DB_KEEPALIVES_INTERVAL_S": "keepalives_interval_s",
+    "REALNAME_DB_KEEPALIVES_COUNT": "keepalives_count",
+    "REALNAME_DB_TCP_USER_TIMEOUT_MS": "tcp_user_timeout_ms",
+    "REALNAME_DB_STALL_TIMEOUT_MS": "stall_timeout_ms",
+}
+
+
+def database_timeouts() -> dict[str, int]:
+    """The REALNAME_DB_* timeouts that are set, as DatabaseConfig fields; ConfigError if bad."""
+    found: dict[str, int] = {}
+    for name, field_name in DATABASE_TIMEOUT_VARIABLES.items():
+        text = env_default(name)
+        if text is None or text == "":
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if not 0 <= value <= 86_400_000:
+            raise ConfigError(f"{name} must be a whole number from 0 (off) to 86400000")
+        found[field_name] = value
+    return found
 
 
 DEFAULT_AUDIT_ANCHOR_SECONDS = 60.0

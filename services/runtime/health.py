@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from services.runtime.metrics import DATABASE_UP
 from services.runtime.periodic import PeriodicJob
+from services.storage.stall import GUARD
 
 log = logging.getLogger("realname.health")
 
@@ -58,10 +59,18 @@ def database_probe(url: str, timeout: float = PROBE_TIMEOUT) -> Probe:
     options = f"-c statement_timeout={int(timeout * 1000)}"
 
     def probe_postgresql() -> None:
+        # libpq bounds the connect (2 s at least); the guard bounds the query even when the
+        # server still acknowledges TCP but never answers (stalled, or behind a hung proxy).
         with psycopg.connect(
             conninfo, connect_timeout=max(1, round(timeout)), options=options, autocommit=True
         ) as conn:
-            conn.execute("SELECT 1").fetchone()
+            key, watch = GUARD.arm(conn.fileno(), timeout)
+            try:
+                conn.execute("SELECT 1").fetchone()
+            finally:
+                GUARD.disarm(key)
+            if watch.fired:
+                raise TimeoutError("the database did not answer the probe in time")
 
     return probe_postgresql
 
