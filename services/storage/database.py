@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -35,8 +36,10 @@ _UNAVAILABLE_SQLSTATE_CLASSES = ("08", "57", "53")
 # Of those, the ones after which the session is dead: connection failures, server shutdown,
 # and the server ending a session idle in a transaction (25P03) or idle (57P05) past its timeout.
 _LOST_CONNECTION_SQLSTATES = ("08", "57P", "25P03")
-# A session the server ended for sitting idle in a transaction: the server can't serve it now.
-_UNAVAILABLE_SQLSTATES = frozenset({"25P03"})
+# A session the server ended for sitting idle in a transaction, and a write refused because
+# the server is (now) read-only — a primary demoted by a failover: the server can't serve it now.
+_READ_ONLY_SQLSTATE = "25006"
+_UNAVAILABLE_SQLSTATES = frozenset({"25P03", _READ_ONLY_SQLSTATE})
 # What the caller is told for each kind of "can't serve now" (all UNAVAILABLE: retry the call).
 _UNAVAILABLE_REASONS = {
     "unavailable": ("the database is unavailable; retry later", "DATABASE_UNAVAILABLE"),
@@ -86,6 +89,34 @@ class DatabaseConfig:
     stall_timeout_ms: int = 60_000
 
 
+# libpq's multi-host authority: user@h1:p1,h2:p2/db (SQLAlchemy's parser takes one host:port).
+_MULTI_HOST_URL = re.compile(
+    r"^(?P<scheme>[^:/]+://)(?P<auth>[^@/]*@)?(?P<hosts>[^/?]*)(?P<rest>.*)$"
+)
+
+
+def normalize_url(url: str) -> str:
+    """Rewrites libpq's multi-host form (``…://user@h1:p1,h2:p2/db?…``) as SQLAlchemy's
+    (``…://user@/db?host=h1:p1&host=h2:p2&…``), which psycopg hands to libpq as one conninfo
+    listing every host; any other URL is returned unchanged."""
+    found = _MULTI_HOST_URL.match(url)
+    if found is None or "," not in found["hosts"]:
+        return url
+    hosts = "&".join(f"host={h}" for h in found["hosts"].split(",") if h)
+    path, _, query = found["rest"].partition("?")
+    query = f"{hosts}&{query}" if query else hosts
+    return f"{found['scheme']}{found['auth'] or ''}{path or '/'}?{query}"
+
+
+def libpq_params(url: str) -> dict[str, Any]:
+    """The libpq connection parameters psycopg is given for a PostgreSQL URL (every host)."""
+    parsed = make_url(normalize_url(url))
+    # The engine only lends its dialect here: nothing connects.
+    _args, params = create_engine(parsed).dialect.create_connect_args(parsed)
+    params.pop("context", None)
+    return dict(params)
+
+
 def sqlite_url(data_dir: Path) -> str:
     """Returns the URL of the embedded SQLite database under a data directory."""
     return f"sqlite+pysqlite:///{data_dir / 'realname.db'}"
@@ -96,7 +127,7 @@ class Database:
 
     def __init__(self, config: DatabaseConfig) -> None:
         self.config = config
-        url = make_url(config.url)
+        url = make_url(normalize_url(config.url))
         self.is_sqlite = url.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"pool_pre_ping": False}
         if self.is_sqlite:
@@ -118,6 +149,7 @@ class Database:
         event.listen(self.engine, "connect", _mark_fresh)
         if not self.is_sqlite:
             event.listen(self.engine, "do_connect", _bound_connect_by_deadline)
+            event.listen(self.engine, "handle_error", _demoted_is_a_disconnect)
         if self.is_sqlite:
             self._configure_sqlite(self.engine, config.busy_timeout_ms)
         # SQLite's busy handler backs off in sleeps of up to 100 ms, starving some of many
@@ -242,6 +274,12 @@ class Database:
                     self.engine.pool._invalidate(proxy, exc)
                     if pooled and not committing:
                         raise _StaleConnection from exc
+                elif isinstance(exc, Exception) and read_only_server(exc):
+                    # A failover demoted this server: every pooled session is on the old
+                    # primary. The refused statement wrote nothing, so run once more on a new
+                    # session, which libpq's target_session_attrs puts on the new primary.
+                    self.engine.pool._invalidate(proxy, exc)
+                    raise _StaleConnection from exc
                 elif isinstance(exc, Exception) and classify_driver_error(exc) == "unavailable":
                     proxy.invalidate()
                 raise
@@ -413,6 +451,19 @@ def classify_driver_error(exc: BaseException) -> str:
         # I/O errors, a database that can't be opened, interrupts: the database can't serve.
         return "unavailable"
     return "other"
+
+
+def read_only_server(exc: BaseException) -> bool:
+    """Tells whether a PostgreSQL error is a write refused by a read-only server (a standby, or
+    a primary demoted by a failover)."""
+    return isinstance(exc, psycopg.Error) and exc.sqlstate == _READ_ONLY_SQLSTATE
+
+
+def _demoted_is_a_disconnect(context: ExceptionContext) -> None:
+    # The SQLAlchemy Connection paths: a session on a demoted primary is as useless as a lost
+    # one, so let SQLAlchemy's disconnect handling drop it and the rest of the pool.
+    if read_only_server(context.original_exception):
+        context.is_disconnect = True
 
 
 def lost_connection(exc: BaseException) -> bool:

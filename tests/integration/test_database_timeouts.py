@@ -12,11 +12,18 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from services.domain import retry_budget
 from services.domain.errors import Unavailable
 from services.runtime.config import ConfigError, Settings, database_timeouts
-from services.storage.database import Database, DatabaseConfig, postgresql_connect_args
+from services.storage.database import (
+    Database,
+    DatabaseConfig,
+    libpq_params,
+    normalize_url,
+    postgresql_connect_args,
+)
 from services.storage.rawsql import Tx
 from tests.support.databases import PostgresDatabases
 from tests.support.stall_proxy import StallProxy
@@ -131,3 +138,45 @@ def test_timeouts_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("REALNAME_DB_STALL_TIMEOUT_MS", "soon")
     with pytest.raises(ConfigError, match="REALNAME_DB_STALL_TIMEOUT_MS"):
         database_timeouts()
+
+
+def test_multi_host_urls_are_rewritten_for_sqlalchemy() -> None:
+    url = "postgresql+psycopg://app@db1:5432,db2:5433/realname?target_session_attrs=read-write"
+    assert normalize_url(url) == (
+        "postgresql+psycopg://app@/realname?host=db1:5432&host=db2:5433"
+        "&target_session_attrs=read-write"
+    )
+    params = libpq_params(url)
+    assert (params["host"], params["port"]) == ("db1,db2", "5432,5433")
+    assert params["target_session_attrs"] == "read-write"
+    single = "postgresql+psycopg://app@db1:5432/realname"
+    assert normalize_url(single) == single
+
+
+def test_a_read_only_server_answers_unavailable_and_empties_the_pool(
+    pg_url: str, pg_databases: PostgresDatabases
+) -> None:
+    # What pooled sessions on a primary demoted by a failover see: every write refused.
+    name = make_url(pg_url).database
+    with pg_databases.admin.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+    db = Database(DatabaseConfig(pg_url, pool_size=2))
+    insert = "UPDATE operators SET card_limit = card_limit WHERE id = 'cmcc'"
+
+    def session() -> object:
+        return db.read(lambda conn: conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+    try:
+        before = session()
+        with pytest.raises(Unavailable) as raised:
+            db.run_tx(lambda tx: tx.execute(insert))
+        assert raised.value.reason == "DATABASE_UNAVAILABLE"
+        # The pool kept no session from before: the next one is new.
+        after_raw = session()
+        assert after_raw != before
+        with pytest.raises(Unavailable) as raised:
+            db.write(lambda conn: conn.execute(text(insert)))
+        assert raised.value.reason == "DATABASE_UNAVAILABLE"
+        assert session() != after_raw
+    finally:
+        db.dispose()
