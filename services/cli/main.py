@@ -97,6 +97,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         http_address=getattr(args, "http_address", DEFAULT_HTTP_ADDRESS),
         admin_address=getattr(args, "admin_address", DEFAULT_ADMIN_ADDRESS),
         database_url=env_default("REALNAME_DATABASE_URL"),
+        read_database_url=env_default("REALNAME_READ_DATABASE_URL"),
         db_isolation=env_default("REALNAME_DB_ISOLATION", "default") or "default",
         insecure=getattr(args, "insecure_plaintext", False),
         max_workers=getattr(args, "threads", DEFAULT_THREADS),
@@ -228,7 +229,10 @@ def _serve_process(
     database_health = DatabaseHealth(database_probe(settings.database().url))
     serving = threading.Event()
     serving.set()
-    web = create_app(lambda: serving.is_set() and database_health.healthy, app.http_routes())
+    # The public HTTP reads may come from a standby; the cap and every write never do.
+    read_config = settings.read_database()
+    read_db = Database(read_config) if read_config is not None else None
+    web = create_app(lambda: serving.is_set() and database_health.healthy, app.http_routes(read_db))
     host, port = settings.http_address.rsplit(":", 1)
     # log_config=None: uvicorn's dictConfig would close the handlers logs.configure installed.
     config = uvicorn.Config(
@@ -271,6 +275,8 @@ def _serve_process(
             compliance_snapshots.stop()
             app.audit.stop()
             db.dispose()
+            if read_db is not None:
+                read_db.dispose()
             return 2
         time.sleep(0.01)
     running = create_server(
@@ -322,6 +328,8 @@ def _serve_process(
         admin.stop()
     http_thread.join(timeout=5)
     db.dispose()
+    if read_db is not None:
+        read_db.dispose()
     logger.info("stopped")
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ class Settings:
     http_address: str = DEFAULT_HTTP_ADDRESS
     admin_address: str = DEFAULT_ADMIN_ADDRESS
     database_url: str | None = None
+    # A standby for the public HTTP reads (registry page, log tiles, CRLs, OCSP), if any.
+    read_database_url: str | None = None
     db_isolation: str = "default"
     insecure: bool = False
     grace_seconds: float = 10.0
@@ -69,6 +72,12 @@ class Settings:
         """This process's limiter for ``principal`` or ``document``: its 1/workers share."""
         limit = self.principal_rate if scope == "principal" else self.document_rate
         return None if limit is None else RateLimiter(limit.split(self.workers), scope)
+
+    def read_database(self) -> DatabaseConfig | None:
+        """REALNAME_READ_DATABASE_URL's database with the primary's settings, or None."""
+        if not self.read_database_url:
+            return None
+        return dataclasses.replace(self.database(), url=self.read_database_url)
 
     def database(self) -> DatabaseConfig:
         """The database to use: REALNAME_DATABASE_URL, else SQLite under the data directory."""
@@ -179,5 +188,7 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             f"plaintext serving is only allowed on a loopback address, not {settings.grpc_address}"
         )
+    if settings.read_database_url and not (settings.database_url or "").startswith("postgresql"):
+        raise ConfigError("REALNAME_READ_DATABASE_URL needs a PostgreSQL REALNAME_DATABASE_URL")
     if settings.db_isolation not in ("default", "serializable"):
         raise ConfigError("REALNAME_DB_ISOLATION must be 'default' or 'serializable'")
