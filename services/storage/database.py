@@ -286,6 +286,9 @@ class Database:
             finally:
                 if armed is not None:
                     GUARD.disarm(armed[0])
+                    if armed[1].fired and proxy.dbapi_connection is not None:
+                        # Cut just as the work finished: never hand the dead session on.
+                        proxy.invalidate()
                 if readonly and not self.is_sqlite and not dbapi.closed:
                     dbapi.autocommit = False
         finally:
@@ -323,6 +326,8 @@ class Database:
                     finally:
                         if armed is not None:
                             GUARD.disarm(armed[0])
+                            if armed[1].fired:
+                                raw.invalidate()  # cut just as the work finished
                     if not readonly:
                         audit.note_write()
                     return result
