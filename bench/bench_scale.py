@@ -1,6 +1,7 @@
-"""Scale-out benches on PostgreSQL: workers 1 vs 2, default vs SERIALIZABLE, 10k vs 10M cards.
+"""Scale-out benches on PostgreSQL: workers 1 vs 2, default vs SERIALIZABLE, 10k vs 10M cards,
+a synchronous standby vs one server.
 
-Three phases, each runnable alone (``python -m bench.bench_scale workers|isolation|scale``):
+Four phases, each runnable alone (``python -m bench.bench_scale workers|isolation|scale``):
 
 - ``workers``: CheckEligibility and ActivateCard (distinct documents) against `realname serve
   --workers 1` and `--workers 2`, each on its own fresh database, measured alternately so that a
@@ -14,6 +15,11 @@ Three phases, each runnable alone (``python -m bench.bench_scale workers|isolati
   known subset loaded through the real pseudonymizer (the same in both databases); the bulk is
   generated in SQL (``generate_series``, SHA-256-derived 32-byte keys, unique MSISDNs and
   Luhn-valid ICCIDs, holdings counting the cards) with the secondary indexes built after the load.
+
+- ``ha``: ActivateCard on distinct documents against a Patroni primary with a synchronous
+  standby (tests/support/ha_cluster.py) and against the single server, alternately in one run
+  (the ratio), then the failover time: the primary's machine killed, to the first write
+  committed through the multi-host URL.
 
 Each phase prints its figures and writes its section of bench/results/latest.md.
 """
@@ -50,6 +56,8 @@ from services.domain.documents import Document
 from services.domain.numbers import luhn_complete
 from services.proto.realname.v1 import common_pb2, verification_pb2, verification_pb2_grpc
 from services.runtime.key_files import load_pepper
+from services.storage.database import libpq_params, normalize_url
+from tests.support.ha_cluster import HaCluster
 
 # A generous rate-limit default would throttle one principal driving hundreds of calls a second,
 # and the regulator's HTTPS listener has a fixed default port that two bench servers (or a server
@@ -630,7 +638,95 @@ async def probe(args: argparse.Namespace) -> dict[str, Any]:
 # Main
 
 
-SECTIONS = {"workers": workers_phase, "isolation": isolation_phase, "scale": scale_phase}
+# ---------------------------------------------------------------------------------------------
+# a synchronous standby (Patroni) vs one server, and the failover time
+
+
+def first_write_after(url: str, limit: float = 120.0) -> float:
+    """Seconds until a write commits through the multi-host ``url`` (polling every 0.1 s)."""
+    started = time.monotonic()
+    params = libpq_params(url)
+    params["connect_timeout"] = 2
+    while time.monotonic() - started < limit:
+        try:
+            with psycopg.connect(autocommit=True, **params) as conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS bench_failover (at timestamptz)")
+                conn.execute("INSERT INTO bench_failover VALUES (now())")
+                return time.monotonic() - started
+        except psycopg.Error:
+            time.sleep(0.1)
+    raise RuntimeError(f"no write committed within {limit:g} s of the kill")
+
+
+def ha_phase(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """ActivateCard (distinct documents) on a Patroni primary with a synchronous standby against
+    the single server, alternately, in one run; then the primary's machine is killed and the
+    time to the first committed write through the multi-host URL is measured."""
+    cfg = run.BenchConfig(args.concurrency, 1, args.warmup, args.duration)
+    phases: dict[tuple[str, int], run.Phase] = {}
+    cluster = HaCluster()
+    try:
+        cluster.start()
+        with tempfile.TemporaryDirectory(prefix="realname-bench-ha-") as tmp:
+            data_dir = Path(tmp)
+            ha_url = normalize_url(cluster.url())
+            with postgres_server() as pg, ExitStack() as stack:
+                sides = {
+                    "single": stack.enter_context(fresh_server(data_dir, pg.url, "pg-single")),
+                    "sync standby": stack.enter_context(
+                        fresh_server(data_dir, ha_url, "pg-sync-standby")
+                    ),
+                }
+                for round_ in range(2):
+                    for side, (server, _url) in sides.items():
+                        phases[side, round_] = run.run_load(
+                            server, data_dir / "dev-pki", "activate", f"pg, {side}", cfg, []
+                        )
+        primary = cluster.primary()
+        assert primary is not None
+        cluster.kill_machine(primary)
+        failover_s = first_write_after(cluster.url())
+    finally:
+        cluster.stop()
+
+    def rps(side: str) -> float:
+        return sum(phases[side, r].result["rps"] for r in range(2)) / 2
+
+    rows = [
+        phase_line(f"ActivateCard, {side}, round {r + 1}", p) for (side, r), p in phases.items()
+    ]
+    text = (
+        f"ActivateCard, distinct documents: single server {rps('single'):,.0f} RPC/s, primary "
+        f"with a synchronous standby {rps('sync standby'):,.0f} RPC/s, ratio standby/single = "
+        f"{ratio(rps('sync standby'), rps('single'))}"
+    )
+    failover = (
+        f"failover: primary's postmaster and Patroni killed (SIGKILL) → first write committed "
+        f"on the promoted standby through the multi-host URL: {failover_s:.1f} s (Patroni ttl 20 s)"
+    )
+    print(f"\nsynchronous standby vs single server:\n  {text}\n  {failover}")
+    lines = [
+        "### PostgreSQL with a synchronous standby (Patroni) vs a single server",
+        "",
+        *PHASE_HEADER,
+        *rows,
+        "",
+        f"- {text}",
+        f"- {failover}",
+        f"- Load: {cfg.concurrency} calls in flight over one mTLS channel, {cfg.warmup:g} s "
+        f"warm-up, {cfg.duration:g} s measured, two rounds per side alternately; the cluster "
+        "(tests/support/ha_cluster.py) runs on the same machine, so the standby's replay "
+        "competes with the server for the same cores, and replication is over loopback.",
+    ]
+    return lines, check_phases(list(phases.values()))
+
+
+SECTIONS = {
+    "workers": workers_phase,
+    "isolation": isolation_phase,
+    "scale": scale_phase,
+    "ha": ha_phase,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

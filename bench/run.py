@@ -458,7 +458,7 @@ def run_module_bench(module: str, *args: str) -> int:
 
 
 # Phases `--only` can pick; "main" is the table above, the others run as module subprocesses.
-PHASES = ("main", "features", "workers", "isolation", "scale", "soak")
+PHASES = ("main", "features", "workers", "isolation", "ha", "scale", "soak")
 
 
 def run_extra_phases(args: argparse.Namespace, only: set[str]) -> int:
@@ -468,7 +468,7 @@ def run_extra_phases(args: argparse.Namespace, only: set[str]) -> int:
         codes += [run_module_bench(module) for module in FEATURE_BENCHES]
     shape = ["--concurrency", str(args.concurrency), "--warmup", str(args.warmup),
              "--duration", str(args.duration)]  # fmt: skip
-    for phase in ("workers", "isolation"):
+    for phase in ("workers", "isolation", "ha"):
         if phase in only:
             codes.append(run_module_bench("bench.bench_scale", phase, *shape))
     if "scale" in only:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -197,12 +198,20 @@ class App:
         tolerated = (RegistryError, PkiError, Unavailable, FailedPrecondition)
         return PeriodicJob("crl-refresh", self.seller_checks.refresh_crls, 600.0, tolerated)
 
-    def http_routes(self) -> list[BaseRoute]:
-        """The HTTP routes of the process's features (health is added by the HTTP app)."""
+    def http_routes(self, reads: Database | None = None) -> list[BaseRoute]:
+        """The HTTP routes of the process's features (health is added by the HTTP app).
+
+        With ``reads`` (REALNAME_READ_DATABASE_URL, a standby), the public reads — registry
+        page, log checkpoint and tiles, CRLs, CA certificates, OCSP — come from it; whatever
+        writes (cosignatures, a CRL re-signed on demand) still goes to the primary.
+        """
         routes: list[BaseRoute] = []
+        read_log = self.log
         if self.log is not None:
-            routes.extend(log_routes(self.log))
+            routes.extend(log_routes(self.log, reads))
+            if reads is not None:
+                read_log = dataclasses.replace(self.log, db=reads)
         if self.sellers is not None and self.seller_checks is not None:
-            routes.extend(pki_routes(self.seller_checks))
-            routes.extend(public_routes(self.sellers, self.log))
+            routes.extend(pki_routes(self.seller_checks.reading_from(reads)))
+            routes.extend(public_routes(self.sellers.reading_from(reads), read_log))
         return routes

@@ -55,6 +55,7 @@ from services.runtime.config import (
     Settings,
     add_data_dir_argument,
     audit_anchor_seconds,
+    database_timeouts,
     env_default,
     rate_limit_argument,
     validate,
@@ -96,6 +97,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         http_address=getattr(args, "http_address", DEFAULT_HTTP_ADDRESS),
         admin_address=getattr(args, "admin_address", DEFAULT_ADMIN_ADDRESS),
         database_url=env_default("REALNAME_DATABASE_URL"),
+        read_database_url=env_default("REALNAME_READ_DATABASE_URL"),
         db_isolation=env_default("REALNAME_DB_ISOLATION", "default") or "default",
         insecure=getattr(args, "insecure_plaintext", False),
         max_workers=getattr(args, "threads", DEFAULT_THREADS),
@@ -132,7 +134,8 @@ def cmd_dev_init(args: argparse.Namespace) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     """Migrates the database to the newest schema."""
-    db = Database(_settings(args).database())
+    # A migration may rewrite a large table: no statement or stall bound.
+    db = Database(replace(_settings(args).database(), statement_timeout_ms=0, stall_timeout_ms=0))
     try:
         migrate.upgrade(db.engine)
         print(f"database at revision {migrate.current_revision(db.engine)}")
@@ -149,6 +152,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         delivery_config()  # refuses bad REALNAME_DELIVERY_* before anything starts
         agent_policy()  # refuses bad REALNAME_AGENT_* likewise
         audit_anchor_seconds()  # and a bad REALNAME_AUDIT_ANCHOR_SECONDS
+        database_timeouts()  # and bad REALNAME_DB_* timeouts
         pseudonymizer = load_pepper(settings.pepper_path)
     except (ConfigError, PepperError) as exc:
         print(f"realname serve: {exc}", file=sys.stderr)
@@ -225,7 +229,10 @@ def _serve_process(
     database_health = DatabaseHealth(database_probe(settings.database().url))
     serving = threading.Event()
     serving.set()
-    web = create_app(lambda: serving.is_set() and database_health.healthy, app.http_routes())
+    # The public HTTP reads may come from a standby; the cap and every write never do.
+    read_config = settings.read_database()
+    read_db = Database(read_config) if read_config is not None else None
+    web = create_app(lambda: serving.is_set() and database_health.healthy, app.http_routes(read_db))
     host, port = settings.http_address.rsplit(":", 1)
     # log_config=None: uvicorn's dictConfig would close the handlers logs.configure installed.
     config = uvicorn.Config(
@@ -268,6 +275,8 @@ def _serve_process(
             compliance_snapshots.stop()
             app.audit.stop()
             db.dispose()
+            if read_db is not None:
+                read_db.dispose()
             return 2
         time.sleep(0.01)
     running = create_server(
@@ -319,6 +328,8 @@ def _serve_process(
         admin.stop()
     http_thread.join(timeout=5)
     db.dispose()
+    if read_db is not None:
+        read_db.dispose()
     logger.info("stopped")
     return 0
 

@@ -13,6 +13,10 @@ MAX_ATTEMPTS = 40
 # Stop retrying this long before the caller's deadline, so the refusal still reaches it in time.
 _MARGIN_S = 0.05
 
+ANSWER_MARGIN_S = 0.25
+"""Work waiting on the database gives up this long before the caller's deadline, so that the
+UNAVAILABLE answer still reaches the caller in time."""
+
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "retry_deadline", default=None
 )
@@ -39,3 +43,9 @@ def may_retry(attempts: int) -> bool:
         return True
     deadline = _deadline.get()
     return deadline is not None and time.monotonic() + _MARGIN_S < deadline
+
+
+def remaining() -> float | None:
+    """Seconds left before the current call's deadline (None: no deadline)."""
+    deadline = _deadline.get()
+    return None if deadline is None else deadline - time.monotonic()

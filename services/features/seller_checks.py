@@ -517,24 +517,26 @@ class SellerChecks(SellerService):
 
     def crl(self, issuer: str) -> bytes | None:
         """The DER CRL of ``root`` or an operator, re-signed first if it has aged; None if none."""
-        stored = read_mapped(self._db, lambda conn: authorities.stored_crls(conn, issuer))
+        stored = read_mapped(self._reads, lambda conn: authorities.stored_crls(conn, issuer))
         if not stored:
             return None
         if stored[0].this_update <= self._clock() - authorities.CRL_REFRESH_AFTER:
             self.refresh_crls()
-            stored = read_mapped(self._db, lambda conn: authorities.stored_crls(conn, issuer))
+            stored = read_mapped(self._reads, lambda conn: authorities.stored_crls(conn, issuer))
         return stored[0].der
 
     def ca_certificates_pem(self, issuer: str) -> bytes | None:
         """PEM certificates of every generation of ``issuer`` (root or operator), or None."""
-        ders = read_mapped(self._db, lambda conn: authorities.ca_certificates(conn, issuer))
+        ders = read_mapped(self._reads, lambda conn: authorities.ca_certificates(conn, issuer))
         if not ders:
             return None
         pem = serialization.Encoding.PEM
         return b"".join(x509.load_der_x509_certificate(der).public_bytes(pem) for der in ders)
 
     def _responder(self, operator: str) -> OcspResponder | None:
-        generations = read_mapped(self._db, lambda conn: authorities.ca_generations(conn, operator))
+        generations = read_mapped(
+            self._reads, lambda conn: authorities.ca_generations(conn, operator)
+        )
         if not generations:
             return None
         ids = tuple(ca.id for ca in generations)
@@ -543,7 +545,7 @@ class SellerChecks(SellerService):
             if cached is not None and cached[0] == ids:
                 return cached[1]
         authorities_ = read_mapped(
-            self._db, lambda conn: authorities.operator_authorities(conn, operator, self._keys)
+            self._reads, lambda conn: authorities.operator_authorities(conn, operator, self._keys)
         )
         responder = OcspResponder(authorities_)
         with self._ocsp_lock:
@@ -585,7 +587,7 @@ class SellerChecks(SellerService):
                     )
                 return CertificateStatus.good(issuer_key_id=key_id)
 
-            return read_mapped(self._db, work)
+            return read_mapped(self._reads, work)
 
         return responder.answer(request_der, lookup, now=self._clock())
 

@@ -14,11 +14,12 @@ and revokes it. Authorizations are public: any authenticated party may read and 
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from typing import Final, Self, TypeVar
 
 from sqlalchemy import Connection
 
@@ -184,10 +185,21 @@ class SellerService:
         clock: Clock = utc_now,
     ) -> None:
         self._db = db
+        # Where the public reads go (a standby, see reading_from); writes always go to _db.
+        self._reads = db
         self._config = config
         self._clock = clock
         # One set of opened CA keys per process, shared by the desk and the checks.
         self._keys = keys if keys is not None else operator_keys(config)
+
+    def reading_from(self, reads: Database | None) -> Self:
+        """This service with its public reads (authorizations, CRLs, OCSP) served from ``reads``
+        (a standby, where a little staleness is harmless); writes still go to the primary."""
+        if reads is None:
+            return self
+        view = copy.copy(self)  # shares the keys and caches, which hold no per-database state
+        view._reads = reads
+        return view
 
     def now(self) -> dt.datetime:
         """The service's clock."""
@@ -368,7 +380,7 @@ class SellerDesk(SellerService):
     def get_authorization(self, serial: str) -> AuthorizationRecord:
         """One authorization (public)."""
         canonical = canonical_serial(serial)
-        return read_mapped(self._db, lambda conn: workflow.get_authorization(conn, canonical))
+        return read_mapped(self._reads, lambda conn: workflow.get_authorization(conn, canonical))
 
     def list_authorizations(
         self,
@@ -385,7 +397,7 @@ class SellerDesk(SellerService):
             operator=operator, marketplace=marketplace, shop_id=shop_id, after_serial=after_serial
         )
         return read_mapped(
-            self._db,
+            self._reads,
             lambda conn: workflow.list_authorizations(
                 conn,
                 operator=operator,
@@ -408,7 +420,7 @@ class SellerDesk(SellerService):
         """Authorizations by store name prefix or credit code (public)."""
         refuse_nul(legal_name=legal_name, credit_code=credit_code, after_serial=after_serial)
         return read_mapped(
-            self._db,
+            self._reads,
             lambda conn: workflow.search_authorizations(
                 conn,
                 legal_name=legal_name,

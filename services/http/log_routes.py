@@ -26,6 +26,7 @@ from services.domain.errors import Unavailable
 
 if TYPE_CHECKING:
     from services.features.transparency import TransparencyLog
+    from services.storage.database import Database
 
 log = logging.getLogger("realname.http.log")
 
@@ -53,9 +54,10 @@ _REJECTION_STATUS: Final = {
 }
 
 
-def log_routes(transparency: TransparencyLog) -> list[BaseRoute]:
-    """Return the log's routes, mounted at ``/log``."""
-    db, reader = transparency.db, transparency.reader
+def log_routes(transparency: TransparencyLog, reads: Database | None = None) -> list[BaseRoute]:
+    """Return the log's routes, mounted at ``/log``; checkpoint and tiles are read from
+    ``reads`` (a standby) when given, cosignatures always written to the log's database."""
+    db, reader = reads or transparency.db, transparency.reader
 
     # Plain functions: Starlette runs them in its thread pool, where blocking SQL belongs.
     def checkpoint(_request: Request) -> Response:

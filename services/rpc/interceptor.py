@@ -136,8 +136,11 @@ def _audited(
     def finish(
         context: audit.AuditContext, outcome: str, grpc_context: grpc.ServicerContext
     ) -> None:
-        # Never hold a call past its deadline waiting for its audit record.
+        # Never hold a call past its deadline waiting for its audit record: give up early
+        # enough that the UNAVAILABLE answer still reaches the caller.
         remaining = grpc_context.time_remaining()
+        if remaining is not None:
+            remaining -= retry_budget.ANSWER_MARGIN_S
         sink.submit(current_principal().name, method, outcome, context, remaining)
 
     def call(request: Any, grpc_context: grpc.ServicerContext) -> Any:

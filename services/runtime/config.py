@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ class Settings:
     http_address: str = DEFAULT_HTTP_ADDRESS
     admin_address: str = DEFAULT_ADMIN_ADDRESS
     database_url: str | None = None
+    # A standby for the public HTTP reads (registry page, log tiles, CRLs, OCSP), if any.
+    read_database_url: str | None = None
     db_isolation: str = "default"
     insecure: bool = False
     grace_seconds: float = 10.0
@@ -70,18 +73,55 @@ class Settings:
         limit = self.principal_rate if scope == "principal" else self.document_rate
         return None if limit is None else RateLimiter(limit.split(self.workers), scope)
 
+    def read_database(self) -> DatabaseConfig | None:
+        """REALNAME_READ_DATABASE_URL's database with the primary's settings, or None."""
+        if not self.read_database_url:
+            return None
+        return dataclasses.replace(self.database(), url=self.read_database_url)
+
     def database(self) -> DatabaseConfig:
         """The database to use: REALNAME_DATABASE_URL, else SQLite under the data directory."""
         return DatabaseConfig(
             url=self.database_url or sqlite_url(self.data_dir),
             isolation=self.db_isolation,
             pool_size=self.max_workers,
+            **database_timeouts(),
         )
 
 
 def env_default(name: str, fallback: str | None = None) -> str | None:
     """Reads a REALNAME_* environment variable."""
     return os.environ.get(name, fallback)
+
+
+# REALNAME_DB_* variable -> DatabaseConfig field: PostgreSQL timeouts and keepalives (0: off).
+DATABASE_TIMEOUT_VARIABLES = {
+    "REALNAME_DB_CONNECT_TIMEOUT_S": "connect_timeout_s",
+    "REALNAME_DB_STATEMENT_TIMEOUT_MS": "statement_timeout_ms",
+    "REALNAME_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS": "idle_in_transaction_timeout_ms",
+    "REALNAME_DB_KEEPALIVES_IDLE_S": "keepalives_idle_s",
+    "REALNAME_DB_KEEPALIVES_INTERVAL_S": "keepalives_interval_s",
+    "REALNAME_DB_KEEPALIVES_COUNT": "keepalives_count",
+    "REALNAME_DB_TCP_USER_TIMEOUT_MS": "tcp_user_timeout_ms",
+    "REALNAME_DB_STALL_TIMEOUT_MS": "stall_timeout_ms",
+}
+
+
+def database_timeouts() -> dict[str, int]:
+    """The REALNAME_DB_* timeouts that are set, as DatabaseConfig fields; ConfigError if bad."""
+    found: dict[str, int] = {}
+    for name, field_name in DATABASE_TIMEOUT_VARIABLES.items():
+        text = env_default(name)
+        if text is None or text == "":
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if not 0 <= value <= 86_400_000:
+            raise ConfigError(f"{name} must be a whole number from 0 (off) to 86400000")
+        found[field_name] = value
+    return found
 
 
 DEFAULT_AUDIT_ANCHOR_SECONDS = 60.0
@@ -148,5 +188,7 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             f"plaintext serving is only allowed on a loopback address, not {settings.grpc_address}"
         )
+    if settings.read_database_url and not (settings.database_url or "").startswith("postgresql"):
+        raise ConfigError("REALNAME_READ_DATABASE_URL needs a PostgreSQL REALNAME_DATABASE_URL")
     if settings.db_isolation not in ("default", "serializable"):
         raise ConfigError("REALNAME_DB_ISOLATION must be 'default' or 'serializable'")

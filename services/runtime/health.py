@@ -21,6 +21,8 @@ from sqlalchemy.engine import make_url
 
 from services.runtime.metrics import DATABASE_UP
 from services.runtime.periodic import PeriodicJob
+from services.storage.database import libpq_params, normalize_url
+from services.storage.stall import GUARD
 
 log = logging.getLogger("realname.health")
 
@@ -38,7 +40,7 @@ PROBE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error, OSErr
 
 def database_probe(url: str, timeout: float = PROBE_TIMEOUT) -> Probe:
     """A probe of the database at a SQLAlchemy ``url``: connect afresh, run one query."""
-    parsed = make_url(url)
+    parsed = make_url(normalize_url(url))
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database
         if not path or path == ":memory:":
@@ -54,14 +56,23 @@ def database_probe(url: str, timeout: float = PROBE_TIMEOUT) -> Probe:
                 conn.close()
 
         return probe_sqlite
-    conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
-    options = f"-c statement_timeout={int(timeout * 1000)}"
+    # Every host of a multi-host URL, with its target_session_attrs: the probe reaches the
+    # server the pool would (after a failover, the new primary).
+    params = libpq_params(url)
+    params["options"] = f"-c statement_timeout={int(timeout * 1000)}"
+    params["connect_timeout"] = max(1, round(timeout))
 
     def probe_postgresql() -> None:
-        with psycopg.connect(
-            conninfo, connect_timeout=max(1, round(timeout)), options=options, autocommit=True
-        ) as conn:
-            conn.execute("SELECT 1").fetchone()
+        # libpq bounds the connect (2 s at least); the guard bounds the query even when the
+        # server still acknowledges TCP but never answers (stalled, or behind a hung proxy).
+        with psycopg.connect(autocommit=True, **params) as conn:
+            key, watch = GUARD.arm(conn.fileno(), timeout)
+            try:
+                conn.execute("SELECT 1").fetchone()
+            finally:
+                GUARD.disarm(key)
+            if watch.fired:
+                raise TimeoutError("the database did not answer the probe in time")
 
     return probe_postgresql
 
