@@ -29,6 +29,7 @@ from services.features.seller_checks import SellerChecks
 from services.features.sellers import RegistryConfig, SellerDesk, operator_keys
 from services.features.service_authorization import ServiceAuthorizer
 from services.features.transparency import TransparencyLog
+from services.http.courier import courier_page_routes
 from services.http.log_routes import log_routes
 from services.http.pki_routes import pki_routes
 from services.http.public_routes import public_routes
@@ -199,7 +200,7 @@ class App:
 
     def http_routes(self) -> list[BaseRoute]:
         """The HTTP routes of the process's features (health is added by the HTTP app)."""
-        routes: list[BaseRoute] = []
+        routes: list[BaseRoute] = [*courier_page_routes()]
         if self.log is not None:
             routes.extend(log_routes(self.log))
         if self.sellers is not None and self.seller_checks is not None:
