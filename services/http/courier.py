@@ -120,5 +120,6 @@ def courier_page_routes() -> list[BaseRoute]:
     return [
         Route("/courier", home),
         Route(PREFIX, file),
+        Route(PREFIX + "sw.js", worker),
         Route(PREFIX + "{name:path}", file),
     ]

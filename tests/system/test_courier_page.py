@@ -132,3 +132,51 @@ def test_the_page_shows_each_verdict_in_the_couriers_words(origin: str) -> None:
     assert problems == []
     numbers = {c["document_number"] for c in cases.values()}
     assert not [n for n in numbers if n in kept], "a document number was kept"
+
+
+def test_once_loaded_the_page_opens_and_verifies_offline(origin: str) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make browser does)")
+    data = vectors()
+    ok = data["cases"]["ok"]
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True)
+            page = context.new_page()
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            open_page(page, origin, ok["at"])
+            manifest = page.evaluate(
+                "async () => (await fetch(document.querySelector('link[rel=manifest]').href))"
+                ".json()"
+            )
+            assert manifest["display"] == "standalone" and manifest["start_url"] == "./"
+            # The worker has cached every file once it controls the page.
+            page.wait_for_function(
+                "() => navigator.serviceWorker.controller !== null", timeout=30_000
+            )
+            page.click("text=粘贴信任包")
+            page.fill("#bundle-text", data["bundle"])
+            page.click("#bundle-load")
+            page.fill("#courier", "sf-express")
+            page.wait_for_function(
+                "document.getElementById('bundle-status').textContent.includes('有效至')"
+            )
+
+            context.set_offline(True)
+            assert page.evaluate("navigator.onLine") is False
+            page.reload()
+            page.wait_for_selector("body[data-ready='1']")
+            assert "有效至" in str(page.text_content("#bundle-status"))
+            assert check(page, data["cases"]["recipient_mismatch"]) == "RECIPIENT_MISMATCH"
+            assert check(page, ok) == "OK"
+            # A fresh tab, still offline, opens from the worker too.
+            second = context.new_page()
+            second.clock.set_fixed_time(ok["at"])
+            second.goto(f"{origin}/courier/")
+            second.wait_for_selector("body[data-ready='1']")
+            assert check(second, data["cases"]["seller_revoked"]) == "SELLER_REVOKED"
+        finally:
+            browser.close()
+    assert problems == []

@@ -308,12 +308,15 @@ async function start() {
   $("bundle-fetch").onclick = async () => note("bundle-status", (await fetchBundle()) ? t().fetched : t().offline, "");
   $("bundle-file").onchange = async (event) => { const file = event.target.files[0]; if (file) await useBundle(await file.text(), true); };
   $("bundle-load").onclick = () => useBundle($("bundle-text").value, true);
+  $("courier").oninput = () => kvPut("courier", $("courier").value.trim());
+  $("staff").oninput = () => kvPut("staff", $("staff").value.trim());
   $("verify").onclick = check;
   $("confirm").onclick = confirmHandover;
   $("sync").onclick = sync;
   $("export").onclick = exportQueue;
   $("scan").onclick = scan;
   window.addEventListener("online", sync);
+  if ("serviceWorker" in navigator) await navigator.serviceWorker.register("sw.js");
   document.body.dataset.ready = "1";
   if (navigator.onLine) await sync();
 }
