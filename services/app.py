@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import grpc
 from starlette.routing import BaseRoute
 
+from registry.authz import authorities
 from registry.authz.errors import RegistryError
 from registry.clock import Clock, utc_now
+from registry.delivery import DEFAULT_MAX_AGE, DeliveryBundle
 from registry.pki import PkiError
 from services.domain.errors import FailedPrecondition, Unavailable
 from services.domain.principal import Role
@@ -21,6 +23,7 @@ from services.features.cards import CardDesk
 from services.features.citizen import CitizenDesk
 from services.features.compliance import DEFAULT_TARGETS, ComplianceDesk, parse_targets
 from services.features.delivery import DeliveryConfig, DeliveryDesk
+from services.features.delivery_bundle import export_bundle
 from services.features.enforcement import EnforcementDesk, SuspensionGuard
 from services.features.industry import EnterpriseDesk
 from services.features.legacy import LegacyDesk, cap_policy_start
@@ -73,6 +76,8 @@ class App:
     enterprises: EnterpriseDesk | None = None
     network: ServiceAuthorizer | None = None
     proofing: ProofingDesk | None = None
+    operator_keys: authorities.OperatorKeys | None = None
+    clock: Clock = utc_now
 
     @classmethod
     def build(
@@ -102,6 +107,8 @@ class App:
         )
         deliveries = DeliveryDesk(db, checks, clock, delivery)
         app = cls(db, pseudonymizer, cards, log, sellers, checks, deliveries)
+        app.operator_keys = keys
+        app.clock = clock
         app.citizens = CitizenDesk(db, pseudonymizer, clock)
         app.audit = AuditTrail(db, clock)
         app.enforcement = EnforcementDesk(db, clock)
@@ -124,6 +131,15 @@ class App:
         # A legacy subscriber completing registration is screened like a buyer.
         app.legacy.add_holder_check(app.proofing.screen)
         return app
+
+    def delivery_bundle(self) -> DeliveryBundle:
+        """The courier's offline bundle now, as ``realname bundle export`` writes it."""
+        if self.log is None or self.operator_keys is None:
+            raise FailedPrecondition("no transparency log: no bundle", reason="NO_LOG")
+        max_age = self.deliveries.config.offline_window if self.deliveries else DEFAULT_MAX_AGE
+        return export_bundle(
+            self.db, self.log, self.operator_keys, now=self.clock(), max_age=max_age
+        )
 
     def bindings(self) -> list[ServiceBinding]:
         """The gRPC services this process serves, with their access rules."""

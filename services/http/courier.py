@@ -7,6 +7,18 @@ its bundle download and handover sync.
 * ``GET /courier/sw.js`` — the service worker, with the list of files to keep offline and a
   version derived from their contents (a changed file updates the installed app).
 
+Behind the courier company's client certificate (the mTLS listener of the regulator's dashboard,
+:class:`services.http.admin.AdminListener`, where the page is served too, so its calls are
+same-origin), for callers whose certificate names a courier company:
+
+* ``GET /courier/api/bundle`` — the current ``realname-delivery-bundle`` (what
+  ``realname bundle export`` writes), the company named in ``X-Courier-Company``;
+* ``POST /courier/api/confirmations`` — queued handovers as the JSON lines of
+  ``registry/delivery/queue.py`` (``realname courier sync``'s input), each recorded through
+  :meth:`DeliveryDesk.confirm` exactly as ``ConfirmDelivery`` records it (idempotent: a replayed
+  line answers the first record). The reply gives each line's verdict; ``recorded`` says the
+  handover is on file, ``final`` that the server refused it for good (retrying will not help).
+
 No document number reaches the server from the page: a queued handover carries the commitment
 of the presented document under the token's salt, as ``realname courier sync`` sends it.
 """
@@ -17,14 +29,27 @@ import base64
 import functools
 import hashlib
 import json
+import logging
 import re
+from collections.abc import Callable
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Final
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
+
+from registry.delivery import DeliveryBundle, PresentedCommitment
+from registry.delivery.errors import DeliveryError, QueueCorruptError
+from registry.delivery.queue import Confirmation, parse_queue
+from services.domain.errors import ErrorKind, RealnameError, Unavailable
+from services.domain.principal import Principal, Role
+from services.features.delivery import DeliveryDesk
+from services.http.mtls_protocol import request_principal
+
+log = logging.getLogger("realname.courier")
 
 PREFIX: Final = "/courier/"
 """Where the page is published."""
@@ -101,7 +126,10 @@ def _media_type(name: str) -> str:
 
 
 def courier_page_routes() -> list[BaseRoute]:
-    """The static courier page under ``/courier/`` (public: it holds no data)."""
+    """The static courier page under ``/courier/`` (public: it holds no data; mount after the API).
+
+    Its catch-all file route would answer 404 for ``/courier/api/…`` placed before the API.
+    """
 
     def home(_request: Request) -> Response:
         return RedirectResponse(PREFIX, status_code=308)
@@ -122,4 +150,92 @@ def courier_page_routes() -> list[BaseRoute]:
         Route(PREFIX, file),
         Route(PREFIX + "sw.js", worker),
         Route(PREFIX + "{name:path}", file),
+    ]
+
+
+MAX_UPLOAD: Final = 1 << 20
+"""Largest confirmation upload accepted (about 1,500 queued handovers)."""
+
+# Refusals of one confirmation as such: the others in the upload still go through (as
+# `realname courier sync` carries on past them).
+_FINAL_KINDS: Final = frozenset(
+    {ErrorKind.INVALID_ARGUMENT, ErrorKind.FAILED_PRECONDITION, ErrorKind.NOT_FOUND}
+)
+_API_HEADERS: Final = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def _courier(request: Request) -> Principal | Response:
+    principal = request_principal(request)
+    if principal is None or principal.role is not Role.COURIER:
+        who = "no client certificate" if principal is None else principal.name
+        log.warning("courier API refused", extra={"fields": {"principal": who}})
+        return PlainTextResponse(
+            "403 this is for a courier company's client certificate only\n",
+            status_code=403,
+            headers=_API_HEADERS,
+        )
+    return principal
+
+
+def _synced(desk: DeliveryDesk, courier: str, item: Confirmation) -> dict[str, object]:
+    answer: dict[str, object] = {"id": item.id}
+    try:
+        verdict, delivery = desk.confirm(
+            courier,
+            item.token,
+            PresentedCommitment(item.presented_commitment),
+            courier_staff_id=item.courier_staff_id,
+            delivered_at=item.delivered_at,
+        )
+    except RealnameError as exc:
+        if exc.kind not in _FINAL_KINDS:
+            raise
+        return {**answer, "reason": exc.reason, "detail": exc.message, "recorded": False,
+                "final": True}  # fmt: skip
+    recorded = delivery is not None
+    return {**answer, "reason": verdict.reason.value, "detail": verdict.detail,
+            "recorded": recorded, "final": not recorded}  # fmt: skip
+
+
+def courier_api_routes(desk: DeliveryDesk, bundle: Callable[[], DeliveryBundle]) -> list[BaseRoute]:
+    """The courier company's bundle download and handover sync (mount behind mTLS only)."""
+
+    async def current_bundle(request: Request) -> Response:
+        principal = _courier(request)
+        if isinstance(principal, Response):
+            return principal
+        try:
+            built = await run_in_threadpool(bundle)
+        except Unavailable as exc:
+            return PlainTextResponse(f"503 {exc}\n", status_code=503, headers=_API_HEADERS)
+        headers = {**_API_HEADERS, "X-Courier-Company": principal.organisation}
+        return Response(built.to_json(), media_type="application/json", headers=headers)
+
+    async def confirmations(request: Request) -> Response:
+        principal = _courier(request)
+        if isinstance(principal, Response):
+            return principal
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_UPLOAD:
+                return PlainTextResponse("413 too many confirmations at once\n", status_code=413)
+        try:
+            pending = parse_queue(body).pending()
+        except (QueueCorruptError, DeliveryError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400, headers=_API_HEADERS)
+
+        def record() -> list[dict[str, object]]:
+            return [_synced(desk, principal.organisation, item) for item in pending]
+
+        try:
+            results = await run_in_threadpool(record)
+        except Unavailable as exc:
+            # Nothing is lost: what was recorded answers OK again when the page retries.
+            return JSONResponse({"error": str(exc)}, status_code=503, headers=_API_HEADERS)
+        return JSONResponse({"results": results}, headers=_API_HEADERS)
+
+    return [
+        Route(PREFIX + "api/bundle", current_bundle, methods=["GET"]),
+        Route(PREFIX + "api/confirmations", confirmations, methods=["POST"]),
     ]
