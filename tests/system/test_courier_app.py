@@ -1,6 +1,7 @@
 """The courier's app end to end in Debian's chromium at a phone's size, served by the service's
 mTLS listener to the courier company's client certificate: the bundle downloaded, the network
-cut, the page reloaded from its service worker, a revoked store and a wrong document refused, the
+cut, the page reloaded from its service worker, a revoked store refused, the camera reads the
+parcel's QR code (chromium's fake capture device fed with it), the wrong document refused, the
 right one accepted and the handover queued; back online the queue syncs and the card is then
 ACTIVE through GetCard. Past the bundle's max age the page refuses (STALE_BUNDLE).
 
@@ -34,6 +35,7 @@ from tests.support.logdata import log_signer
 from tests.support.paths import REPO_ROOT
 from tests.support.registry import registry_server
 from tests.support.server import free_port
+from tests.system.test_courier_page import label_video
 from tests.system.test_dashboard import CHROMIUM, CHROMIUM_ARGS
 
 PHONE = {"width": 390, "height": 844}
@@ -85,7 +87,7 @@ def shot(page: Page, name: str) -> None:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_offline_check_queue_and_sync_activate_the_card(served: Served) -> None:
+def test_offline_check_queue_and_sync_activate_the_card(served: Served, tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make browser does)")
     harness = served.harness
@@ -104,6 +106,9 @@ def test_offline_check_queue_and_sync_activate_the_card(served: Served) -> None:
         # The dev transport CA is not in chromium's store, and a service worker does not
         # register over a certificate error that ignore_https_errors lets pages past.
         args = [*CHROMIUM_ARGS, "--ignore-certificate-errors"]
+        # The camera films the parcel's QR code (segno, level Q, as on the label).
+        video = label_video(token, tmp_path / "label.y4m")
+        args += ["--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={video}"]
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
         try:
             context = browser.new_context(
@@ -111,6 +116,7 @@ def test_offline_check_queue_and_sync_activate_the_card(served: Served) -> None:
                 is_mobile=True,
                 has_touch=True,
                 ignore_https_errors=True,
+                permissions=["camera"],
                 client_certificates=[
                     {
                         "origin": served.url,
@@ -137,6 +143,12 @@ def test_offline_check_queue_and_sync_activate_the_card(served: Served) -> None:
             page.wait_for_selector("body[data-ready='1']")
             assert "有效至" in str(page.text_content("#bundle-status"))
             assert check(page, revoked_token, RECIPIENT) == "SELLER_REVOKED"
+            page.fill("#token", "")
+            page.click("#scan")  # offline too: the decoder is cached with the page
+            page.wait_for_function(
+                "() => document.getElementById('token').value.startsWith('RN1:')", timeout=60_000
+            )
+            assert page.input_value("#token") == token
             assert check(page, token, STRANGER) == "RECIPIENT_MISMATCH"
             assert page.text_content("#verdict-title") == "证件不符"
             # The screenshots are in English: the test machine has no CJK font.

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import segno
 from playwright.sync_api import Page, sync_playwright
 
 from services.http.app import create_app
@@ -177,6 +179,66 @@ def test_once_loaded_the_page_opens_and_verifies_offline(origin: str) -> None:
             second.goto(f"{origin}/courier/")
             second.wait_for_selector("body[data-ready='1']")
             assert check(second, data["cases"]["seller_revoked"]) == "SELLER_REVOKED"
+        finally:
+            browser.close()
+    assert problems == []
+
+
+def label_video(text: str, path: Path) -> Path:
+    """A still Y4M video of ``text``'s QR code at level Q (as the label prints it), for
+    chromium's fake camera."""
+    code = segno.make(text, error="q", micro=False)
+    scale, size = 5, 640
+    matrix = [bytes(row) for row in code.matrix_iter(scale=scale, border=4)]
+    offset = (size - len(matrix)) // 2
+    luma = bytearray([235]) * (size * size)
+    for y, row in enumerate(matrix):
+        for x, dark in enumerate(row):
+            if dark:
+                luma[(y + offset) * size + x + offset] = 16
+    chroma = bytes([128]) * (size * size // 4)
+    frame = b"FRAME\n" + bytes(luma) + chroma + chroma
+    header = f"YUV4MPEG2 W{size} H{size} F10:1 Ip A1:1 C420jpeg\n".encode()
+    path.write_bytes(header + frame * 10)
+    return path
+
+
+def test_the_camera_reads_the_labels_qr_code(origin: str, tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make browser does)")
+    data = vectors()
+    ok = data["cases"]["ok"]
+    video = label_video(ok["token"], tmp_path / "label.y4m")
+    fake_camera = [
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
+    ]
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *fake_camera]
+        )
+        try:
+            context = browser.new_context(viewport=PHONE, permissions=["camera"])
+            page = context.new_page()
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            open_page(page, origin, ok["at"])
+            page.click("text=粘贴信任包")
+            page.fill("#bundle-text", data["bundle"])
+            page.click("#bundle-load")
+            page.fill("#courier", "sf-express")
+            # Debian's chromium has no BarcodeDetector on Linux: the page decodes with jsQR.
+            assert page.evaluate("() => 'BarcodeDetector' in window") is False
+            page.click("#scan")
+            page.wait_for_function(
+                "() => document.getElementById('token').value.startsWith('RN1:')", timeout=60_000
+            )
+            assert page.input_value("#token") == ok["token"]
+            page.select_option("#doc-type", str(ok["document_type"]))
+            page.fill("#doc-number", ok["document_number"])
+            page.click("#verify")
+            page.wait_for_selector("#verdict[data-reason]", timeout=60_000)
+            assert page.get_attribute("#verdict", "data-reason") == "OK"
         finally:
             browser.close()
     assert problems == []

@@ -25,7 +25,7 @@ const TEXT = {
     need_number: "请输入证件号码", bad_number: (m) => `证件号码格式不对：${m}`,
     queued: (n) => `${n} 条交付等待同步`, none: "没有待同步的交付", synced: (n) => `已同步 ${n} 条`,
     refused: (n) => `${n} 条被服务器拒绝，请联系站点`, confirmed: "已确认交付，已加入同步队列",
-    no_camera: "此浏览器不能扫码，请粘贴包裹码", scanning: "请对准包裹上的二维码",
+    no_camera: "无法使用摄像头，请粘贴包裹码", scanning: "请对准包裹上的二维码",
     verdicts: {
       OK: ["可以交付", "证件相符，商家合法。请点击“确认交付”，把包裹交给收件人。"],
       RECIPIENT_MISMATCH: ["证件不符", "不要交付。请收件人出示本人证件再核验；多次不符包裹会被锁定。"],
@@ -55,7 +55,7 @@ const TEXT = {
     queued: (n) => `${n} handover(s) waiting to sync`, none: "Nothing waiting to sync",
     synced: (n) => `${n} synced`, refused: (n) => `${n} refused by the server: call your depot`,
     confirmed: "Handover confirmed and queued for sync",
-    no_camera: "This browser cannot scan: paste the parcel code", scanning: "Point at the parcel's QR code",
+    no_camera: "No camera available: paste the parcel code", scanning: "Point at the parcel's QR code",
     verdicts: {
       OK: ["Hand it over", "Document matches and the seller is authorized. Tap “Confirm handover” and give the parcel to the recipient."],
       RECIPIENT_MISMATCH: ["Wrong document", "Do not hand over. Ask for the recipient's own document and check again; repeated mismatches lock the parcel."],
@@ -274,22 +274,42 @@ async function exportQueue() {
   URL.revokeObjectURL(link.href);
 }
 
-// -- the camera (BarcodeDetector where the browser has one) ---------------------------------------
+// -- the camera: BarcodeDetector where the browser has one, else jsQR (vendored) on frames ------
+function frameReader(video) {
+  if ("BarcodeDetector" in window) {
+    const detector = new window.BarcodeDetector({ formats: ["qr_code"] });
+    return async () => (await detector.detect(video)).map((c) => c.rawValue);
+  }
+  const canvas = $("frame");
+  const context = canvas.getContext("2d", { willReadFrequently: true });
+  return async () => {
+    if (!video.videoWidth) return [];
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    context.drawImage(video, 0, 0);
+    const code = window.jsQR(context.getImageData(0, 0, canvas.width, canvas.height).data, canvas.width, canvas.height);
+    return code ? [code.data] : [];
+  };
+}
 async function scan() {
-  if (!("BarcodeDetector" in window) || !navigator.mediaDevices) return showMessage(t().no_camera);
-  const detector = new window.BarcodeDetector({ formats: ["qr_code"] });
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) return showMessage(t().no_camera);
   const video = $("video");
-  const stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+  } catch {
+    return showMessage(t().no_camera);
+  }
   video.srcObject = stream;
   video.hidden = false;
   await video.play();
   showMessage(t().scanning);
+  const read = frameReader(video);
   const stop = () => { stream.getTracks().forEach((track) => track.stop()); video.hidden = true; };
   const deadline = Date.now() + 60_000;
   while (Date.now() < deadline) {
-    const codes = await detector.detect(video);
-    const found = codes.find((c) => c.rawValue.startsWith("RN1:"));
-    if (found) { $("token").value = found.rawValue; stop(); $("verdict").hidden = true; $("doc-number").focus(); return; }
+    const found = (await read()).find((text) => text.startsWith("RN1:"));
+    if (found) { $("token").value = found; stop(); $("verdict").hidden = true; $("doc-number").focus(); return; }
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   stop();
