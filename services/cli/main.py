@@ -243,7 +243,10 @@ def _serve_process(
     if tls is not None and settings.admin_address != "off":
         assert app.compliance is not None and app.enforcement is not None
         assert app.deliveries is not None
-        courier = [*courier_api_routes(app.deliveries, app.delivery_bundle), *courier_page_routes()]
+        courier = [
+            *courier_api_routes(app.deliveries, app.delivery_bundle, app.audit),
+            *courier_page_routes(),
+        ]
         admin = AdminListener.create(
             admin_app(app.compliance, app.enforcement, courier),
             settings.admin_address,

@@ -16,7 +16,8 @@ same-origin), for callers whose certificate names a courier company:
 * ``POST /courier/api/confirmations`` — queued handovers as the JSON lines of
   ``registry/delivery/queue.py`` (``realname courier sync``'s input), each recorded through
   :meth:`DeliveryDesk.confirm` exactly as ``ConfirmDelivery`` records it (idempotent: a replayed
-  line answers the first record). The reply gives each line's verdict; ``recorded`` says the
+  line answers the first record), each in the audit trail as ``POST /courier/api/confirmations``.
+  The reply gives each line's verdict; ``recorded`` says the
   handover is on file, ``final`` that the server refused it for good (retrying will not help).
 
 No document number reaches the server from the page: a queued handover carries the commitment
@@ -44,6 +45,7 @@ from starlette.routing import BaseRoute, Route
 from registry.delivery import DeliveryBundle, PresentedCommitment
 from registry.delivery.errors import DeliveryError, QueueCorruptError
 from registry.delivery.queue import Confirmation, parse_queue
+from services.domain import audit
 from services.domain.errors import ErrorKind, RealnameError, Unavailable
 from services.domain.principal import Principal, Role
 from services.features.delivery import DeliveryDesk
@@ -177,7 +179,30 @@ def _courier(request: Request) -> Principal | Response:
     return principal
 
 
-def _synced(desk: DeliveryDesk, courier: str, item: Confirmation) -> dict[str, object]:
+SYNC_METHOD: Final = "POST /courier/api/confirmations"
+"""The audit trail's method name for one synced handover (a gRPC call is named by its RPC)."""
+
+
+def _synced(
+    desk: DeliveryDesk, principal: Principal, item: Confirmation, sink: audit.AuditSink | None
+) -> dict[str, object]:
+    """Record one handover, audited as a ConfirmDelivery call is (the documents it touched)."""
+    context = audit.begin(subscriber_data=True)
+    outcome = "INTERNAL"
+    try:
+        answer = _confirmed(desk, principal.organisation, item)
+        outcome = "OK"
+        return answer
+    except RealnameError as exc:
+        outcome = exc.kind.value
+        raise
+    finally:
+        if sink is not None:
+            sink.submit(principal.name, SYNC_METHOD, outcome, context)
+        audit.end()
+
+
+def _confirmed(desk: DeliveryDesk, courier: str, item: Confirmation) -> dict[str, object]:
     answer: dict[str, object] = {"id": item.id}
     try:
         verdict, delivery = desk.confirm(
@@ -197,8 +222,15 @@ def _synced(desk: DeliveryDesk, courier: str, item: Confirmation) -> dict[str, o
             "recorded": recorded, "final": not recorded}  # fmt: skip
 
 
-def courier_api_routes(desk: DeliveryDesk, bundle: Callable[[], DeliveryBundle]) -> list[BaseRoute]:
-    """The courier company's bundle download and handover sync (mount behind mTLS only)."""
+def courier_api_routes(
+    desk: DeliveryDesk,
+    bundle: Callable[[], DeliveryBundle],
+    audit_sink: audit.AuditSink | None = None,
+) -> list[BaseRoute]:
+    """The courier company's bundle download and handover sync (mount behind mTLS only).
+
+    ``audit_sink``: the audit trail each synced handover is recorded in, as gRPC calls are.
+    """
 
     async def current_bundle(request: Request) -> Response:
         principal = _courier(request)
@@ -226,7 +258,7 @@ def courier_api_routes(desk: DeliveryDesk, bundle: Callable[[], DeliveryBundle])
             return JSONResponse({"error": str(exc)}, status_code=400, headers=_API_HEADERS)
 
         def record() -> list[dict[str, object]]:
-            return [_synced(desk, principal.organisation, item) for item in pending]
+            return [_synced(desk, principal, item, audit_sink) for item in pending]
 
         try:
             results = await run_in_threadpool(record)

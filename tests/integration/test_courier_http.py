@@ -22,7 +22,7 @@ from registry.subscribers import DocumentType
 from services.domain.pseudonym import Pseudonymizer
 from services.features.transparency import TransparencyLog
 from services.http.admin import AdminListener, admin_app
-from services.http.courier import courier_api_routes, courier_page_routes
+from services.http.courier import SYNC_METHOD, courier_api_routes, courier_page_routes
 from services.proto.realname.v1 import verification_pb2 as vpb
 from services.rpc.server import TlsFiles
 from services.storage.database import Database
@@ -51,7 +51,10 @@ def served(
         app = h.app
         assert app is not None and app.deliveries is not None
         assert app.compliance is not None and app.enforcement is not None
-        routes = [*courier_api_routes(app.deliveries, app.delivery_bundle), *courier_page_routes()]
+        routes = [
+            *courier_api_routes(app.deliveries, app.delivery_bundle, app.audit),
+            *courier_page_routes(),
+        ]
         address = f"127.0.0.1:{free_port()}"
         listener = AdminListener.create(
             admin_app(app.compliance, app.enforcement, routes),
@@ -142,6 +145,13 @@ def test_a_synced_queue_is_recorded_once_as_confirm_delivery_records_it(
             shipments.c.delivered_at.is_not(None)
         )
         return [(row[0], row[1]) for row in db.read(lambda conn: conn.execute(query).all())]
+
+    # Each synced handover is in the audit trail, as a ConfirmDelivery call would be.
+    trail = served.harness.app.audit if served.harness.app is not None else None
+    assert trail is not None
+    trail.flush()
+    synced = [r for r in trail.query(principal="courier-demo") if r.method == SYNC_METHOD]
+    assert len(synced) >= 2 and {r.outcome for r in synced} == {"OK"}
 
     once = recorded()
     assert len(once) == 1 and once[0][0] == "staff-9"

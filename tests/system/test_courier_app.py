@@ -52,7 +52,10 @@ def served(
         app = h.app
         assert app is not None and app.deliveries is not None
         assert app.compliance is not None and app.enforcement is not None
-        routes = [*courier_api_routes(app.deliveries, app.delivery_bundle), *courier_page_routes()]
+        routes = [
+            *courier_api_routes(app.deliveries, app.delivery_bundle, app.audit),
+            *courier_page_routes(),
+        ]
         address = f"127.0.0.1:{free_port()}"
         listener = AdminListener.create(
             admin_app(app.compliance, app.enforcement, routes),
