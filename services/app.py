@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import grpc
 from starlette.routing import BaseRoute
 
+from registry.authz import authorities
 from registry.authz.errors import RegistryError
 from registry.clock import Clock, utc_now
+from registry.delivery import DEFAULT_MAX_AGE, DeliveryBundle
 from registry.pki import PkiError
 from services.domain.errors import FailedPrecondition, Unavailable
 from services.domain.principal import Role
@@ -22,6 +24,7 @@ from services.features.cards import CardDesk
 from services.features.citizen import CitizenDesk
 from services.features.compliance import DEFAULT_TARGETS, ComplianceDesk, parse_targets
 from services.features.delivery import DeliveryConfig, DeliveryDesk
+from services.features.delivery_bundle import export_bundle
 from services.features.enforcement import EnforcementDesk, SuspensionGuard
 from services.features.industry import EnterpriseDesk
 from services.features.legacy import LegacyDesk, cap_policy_start
@@ -30,6 +33,7 @@ from services.features.seller_checks import SellerChecks
 from services.features.sellers import RegistryConfig, SellerDesk, operator_keys
 from services.features.service_authorization import ServiceAuthorizer
 from services.features.transparency import TransparencyLog
+from services.http.courier import courier_page_routes
 from services.http.log_routes import log_routes
 from services.http.pki_routes import pki_routes
 from services.http.public_routes import public_routes
@@ -73,6 +77,8 @@ class App:
     enterprises: EnterpriseDesk | None = None
     network: ServiceAuthorizer | None = None
     proofing: ProofingDesk | None = None
+    operator_keys: authorities.OperatorKeys | None = None
+    clock: Clock = utc_now
 
     @classmethod
     def build(
@@ -102,6 +108,8 @@ class App:
         )
         deliveries = DeliveryDesk(db, checks, clock, delivery)
         app = cls(db, pseudonymizer, cards, log, sellers, checks, deliveries)
+        app.operator_keys = keys
+        app.clock = clock
         app.citizens = CitizenDesk(db, pseudonymizer, clock)
         app.audit = AuditTrail(db, clock)
         app.enforcement = EnforcementDesk(db, clock)
@@ -124,6 +132,15 @@ class App:
         # A legacy subscriber completing registration is screened like a buyer.
         app.legacy.add_holder_check(app.proofing.screen)
         return app
+
+    def delivery_bundle(self) -> DeliveryBundle:
+        """The courier's offline bundle now, as ``realname bundle export`` writes it."""
+        if self.log is None or self.operator_keys is None:
+            raise FailedPrecondition("no transparency log: no bundle", reason="NO_LOG")
+        max_age = self.deliveries.config.offline_window if self.deliveries else DEFAULT_MAX_AGE
+        return export_bundle(
+            self.db, self.log, self.operator_keys, now=self.clock(), max_age=max_age
+        )
 
     def bindings(self) -> list[ServiceBinding]:
         """The gRPC services this process serves, with their access rules."""
@@ -205,7 +222,7 @@ class App:
         page, log checkpoint and tiles, CRLs, CA certificates, OCSP — come from it; whatever
         writes (cosignatures, a CRL re-signed on demand) still goes to the primary.
         """
-        routes: list[BaseRoute] = []
+        routes: list[BaseRoute] = [*courier_page_routes()]
         read_log = self.log
         if self.log is not None:
             routes.extend(log_routes(self.log, reads))

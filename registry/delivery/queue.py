@@ -253,6 +253,11 @@ def _parse(data: bytes) -> QueueContents:
     return QueueContents(tuple(confirmations), frozenset(synced), torn, len(lines))
 
 
+def parse_queue(data: bytes) -> QueueContents:
+    """Read a queue's lines from bytes (a synced copy, an upload) as the file is read."""
+    return _parse(data)
+
+
 class ConfirmationQueue:
     """An append-only JSON-lines queue of offline confirmations at ``path`` (created on need)."""
 

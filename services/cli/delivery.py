@@ -22,22 +22,18 @@ from pathlib import Path
 from typing import Final
 
 import grpc
-from sqlalchemy import Connection, select
 
 from registry.authz import authorities
 from registry.authz.errors import RegistryError
-from registry.authz.tables import ROOT_ISSUER, authz_authorizations
 from registry.delivery import (
     DEFAULT_MAX_AGE,
     ConfirmationQueue,
     DeliveryBundle,
     DeliveryVerdict,
-    LoggedCertificate,
     new_confirmation,
     verify_offline,
 )
 from registry.delivery.errors import DeliveryError
-from registry.log import storage as log_storage
 from registry.log.errors import LogError
 from registry.pki.errors import PkiError
 from registry.subscribers import mask_msisdn
@@ -67,6 +63,7 @@ from services.features.delivery import (
     DeliveryConfig,
     DeliveryDesk,
 )
+from services.features.delivery_bundle import export_bundle
 from services.features.seller_checks import SellerChecks
 from services.features.sellers import RegistryConfig
 from services.features.transparency import TransparencyLog
@@ -95,52 +92,6 @@ def _time(text: str) -> dt.datetime:
 
 
 # -- bundle export ------------------------------------------------------------------------------
-
-
-def export_bundle(
-    db: Database,
-    transparency: TransparencyLog,
-    keys: authorities.OperatorKeys,
-    *,
-    now: dt.datetime,
-    max_age: dt.timedelta,
-) -> DeliveryBundle:
-    """Build the courier bundle from the database and the log (re-signing CRLs if needed)."""
-
-    def resign(conn: Connection) -> None:
-        if not keys.available:
-            return
-        for crl in authorities.stored_crls(conn):
-            if crl.issuer != ROOT_ISSUER and crl.next_update < now + max_age:
-                signer = authorities.crl_signer(conn, crl.issuer, keys)
-                authorities.sign_crl(conn, crl.issuer, signer, now=now)
-
-    db.write(resign)
-    transparency.sequencer.integrate_now()
-
-    def read(conn: Connection) -> DeliveryBundle:
-        snapshot = authorities.load_bundle(conn)
-        checkpoint = transparency.reader.latest_checkpoint(conn)
-        stores: list[LoggedCertificate] = []
-        certificates = conn.execute(select(authz_authorizations.c.certificate)).scalars()
-        for der in certificates:
-            index = log_storage.index_for_certificate(conn, bytes(der))
-            if index is None or index >= checkpoint.size:
-                continue
-            proof = transparency.reader.inclusion_proof(conn, index, checkpoint.size)
-            entry = log_storage.read_entries(conn, index, index + 1)[0][1]
-            stores.append(LoggedCertificate(entry, index, tuple(proof.hashes)))
-        return DeliveryBundle(
-            trust=snapshot.bundle,
-            log_origin=transparency.origin,
-            log_keys=(transparency.verifier_key,),
-            checkpoint=checkpoint.signed_note(),
-            issued_at=now,
-            max_age=max_age,
-            stores=tuple(stores),
-        )
-
-    return db.read(read)
 
 
 def cmd_bundle_export(args: argparse.Namespace) -> int:

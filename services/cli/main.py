@@ -41,6 +41,7 @@ from services.domain.pseudonym import PepperError, Pseudonymizer
 from services.features.transparency import TransparencyLog
 from services.http.admin import AdminListener, admin_app
 from services.http.app import create_app
+from services.http.courier import courier_api_routes, courier_page_routes
 from services.rpc.server import TlsFiles, create_server
 from services.runtime import logs
 from services.runtime.ca_material import ensure_dev_authorities, registry_config
@@ -248,8 +249,13 @@ def _serve_process(
     admin = None
     if tls is not None and settings.admin_address != "off":
         assert app.compliance is not None and app.enforcement is not None
+        assert app.deliveries is not None
+        courier = [
+            *courier_api_routes(app.deliveries, app.delivery_bundle, app.audit),
+            *courier_page_routes(),
+        ]
         admin = AdminListener.create(
-            admin_app(app.compliance, app.enforcement),
+            admin_app(app.compliance, app.enforcement, courier),
             settings.admin_address,
             tls,
             reuse_port=reuse_port,

@@ -18,7 +18,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
@@ -27,7 +27,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from registry.pki.regions import PROVINCES
 from services.domain.errors import Unavailable
@@ -172,8 +172,16 @@ def _plotly_js() -> tuple[bytes, bytes]:
     return body, gzip.compress(body, compresslevel=6, mtime=0)
 
 
-def admin_app(compliance: ComplianceDesk, enforcement: EnforcementDesk) -> Starlette:
-    """The dashboard application (mount it only behind :class:`AdminListener`'s mTLS)."""
+def admin_app(
+    compliance: ComplianceDesk,
+    enforcement: EnforcementDesk,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    """The dashboard application (mount it only behind :class:`AdminListener`'s mTLS).
+
+    ``extra_routes``: other pages behind the same client certificates (the courier's app),
+    each with its own access rule.
+    """
 
     def page(_request: Request) -> Response:
         return Response(_template("dashboard.html"), media_type=_MEDIA_TYPES["html"],
@@ -214,6 +222,7 @@ def admin_app(compliance: ComplianceDesk, enforcement: EnforcementDesk) -> Starl
         Route("/regulator/static/plotly.min.js", _regulator_only(plotly_js)),
         Route("/regulator/static/{name}", _regulator_only(static)),
         Route("/regulator/api/compliance", _regulator_only(figures)),
+        *extra_routes,
     ]
     return Starlette(routes=routes)
 

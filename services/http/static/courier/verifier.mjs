@@ -638,7 +638,8 @@ class OfflineVerifier {
   /**
    * Check a token (text form or bytes) and the document shown at the door.
    *
-   * Resolves to { reason, detail, staleBundle, checkedAt, token }; rejects with
+   * Resolves to { reason, detail, staleBundle, checkedAt, token } (and, once the recipient was
+   * checked, presentedCommitment, tokenBytes, tokenDigest: what a queued handover keeps); rejects with
    * InvalidDocumentError for a document that is not one (bad input, not a verdict).
    */
   async verify(token, docType, number, { courierCompany, at = new Date(), stalePolicy = "warn" }) {
@@ -678,10 +679,16 @@ class OfflineVerifier {
       return result(Reason.WRONG_COURIER, `token is for courier ${f.courier}, not ${courierCompany}`, decoded);
     }
     const proof = await commit(this.deps.argon2id, docType, number, f.salt, f.kdf);
+    // What a queued confirmation keeps instead of the number (registry/delivery/queue.py).
+    const kept = {
+      presentedCommitment: proof,
+      tokenBytes: concat(decoded.body, decoded.signature),
+      tokenDigest: await sha256(this.deps.crypto, decoded.body),
+    };
     if (!equal(proof, f.commitment)) {
-      return result(Reason.RECIPIENT_MISMATCH, "presented document is not the recipient's", decoded);
+      return { ...result(Reason.RECIPIENT_MISMATCH, "presented document is not the recipient's", decoded), ...kept };
     }
-    return result(Reason.OK, "seller authorized and logged; recipient matches", decoded);
+    return { ...result(Reason.OK, "seller authorized and logged; recipient matches", decoded), ...kept };
   }
 
   async signatureHolds(known, decoded) {
