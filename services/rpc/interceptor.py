@@ -24,7 +24,7 @@ from services.domain.principal import Principal, Role
 from services.domain.ratelimit import RateLimiter
 from services.rpc.auth import Authenticator
 from services.rpc.status import grpc_code, status_for
-from services.runtime.metrics import OutcomeObserver, observe_rpc, outcome_observer
+from services.runtime.metrics import MethodMetrics, OutcomeObserver, outcome_observer
 
 log = logging.getLogger("realname.rpc")
 
@@ -268,8 +268,8 @@ class RealnameInterceptor(_Interceptor):
 
     def _wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         limiter = self._limiter_for(method)
-        counted = self._metrics
-        observe = outcome_observer(method) if counted else None
+        counted = MethodMetrics(method) if self._metrics else None
+        observe = outcome_observer(method) if counted is not None else None
 
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
@@ -329,8 +329,8 @@ class RealnameInterceptor(_Interceptor):
 
     def _wrap_streaming(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         limiter = self._limiter_for(method)
-        counted = self._metrics
-        observe = outcome_observer(method) if counted else None
+        counted = MethodMetrics(method) if self._metrics else None
+        observe = outcome_observer(method) if counted is not None else None
 
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start = time.perf_counter()
@@ -377,13 +377,13 @@ def _log(
     start: float,
     reason: str,
     *,
-    counted: bool,
+    counted: MethodMetrics | None,
     observe: OutcomeObserver | None = None,
     response: Any = None,
 ) -> None:
     # One line per RPC and its metrics; no personal data: requests are never logged.
-    if counted:
-        observe_rpc(method, code.name, time.perf_counter() - start)
+    if counted is not None:
+        counted.observe(code.name, time.perf_counter() - start)
     if observe is not None and principal is not None:
         observe(principal, reason, response)
     if log.isEnabledFor(logging.INFO):
