@@ -24,7 +24,7 @@ from services.domain.principal import Principal, Role
 from services.domain.ratelimit import RateLimiter
 from services.rpc.auth import Authenticator
 from services.rpc.status import grpc_code, status_for
-from services.runtime.metrics import OutcomeObserver, observe_rpc, outcome_observer
+from services.runtime.metrics import MethodMetrics, OutcomeObserver, outcome_observer
 
 log = logging.getLogger("realname.rpc")
 
@@ -188,8 +188,11 @@ class RealnameInterceptor(_Interceptor):
         audit_sink: audit.AuditSink | None = None,
         *,
         unaudited: frozenset[str] = frozenset(),
+        metrics: bool = True,
     ) -> None:
         self._audit = audit_sink
+        # Off only to measure the layer's cost (REALNAME_LAYERS_OFF=metrics).
+        self._metrics = metrics
         # Methods declared not to touch subscriber data; every other one (health and reflection
         # aside) is recorded at each call: an undeclared method is audited, not let through.
         self._unaudited = unaudited
@@ -268,7 +271,8 @@ class RealnameInterceptor(_Interceptor):
 
     def _wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         limiter = self._limiter_for(method)
-        observe = outcome_observer(method)
+        counted = MethodMetrics(method) if self._metrics else None
+        observe = outcome_observer(method) if counted is not None else None
 
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
@@ -278,21 +282,49 @@ class RealnameInterceptor(_Interceptor):
                 self._enter(method, principal, context, limiter)
                 response = behavior(request, context)
             except RealnameError as err:
-                _log(method, principal, grpc_code(err), start, err.reason, observe=observe)
+                _log(
+                    method,
+                    principal,
+                    grpc_code(err),
+                    start,
+                    err.reason,
+                    counted=counted,
+                    observe=observe,
+                )
                 context.abort_with_status(rpc_status.to_status(status_for(err)))
             except Exception as exc:
                 if _aborted_by_handler(context):
                     raise
                 if _client_gone(exc, context):
-                    _log(method, principal, grpc.StatusCode.CANCELLED, start, "CLIENT_GONE")
+                    _log(
+                        method,
+                        principal,
+                        grpc.StatusCode.CANCELLED,
+                        start,
+                        "CLIENT_GONE",
+                        counted=counted,
+                    )
                     raise
                 log.exception("unhandled error in %s", method)
                 _log(
-                    method, principal, grpc.StatusCode.INTERNAL, start, "INTERNAL", observe=observe
+                    method,
+                    principal,
+                    grpc.StatusCode.INTERNAL,
+                    start,
+                    "INTERNAL",
+                    counted=counted,
+                    observe=observe,
                 )
                 context.abort(grpc.StatusCode.INTERNAL, "internal error")
             _log(
-                method, principal, grpc.StatusCode.OK, start, "", observe=observe, response=response
+                method,
+                principal,
+                grpc.StatusCode.OK,
+                start,
+                "",
+                counted=counted,
+                observe=observe,
+                response=response,
             )
             return response
 
@@ -300,7 +332,8 @@ class RealnameInterceptor(_Interceptor):
 
     def _wrap_streaming(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         limiter = self._limiter_for(method)
-        observe = outcome_observer(method)
+        counted = MethodMetrics(method) if self._metrics else None
+        observe = outcome_observer(method) if counted is not None else None
 
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start = time.perf_counter()
@@ -315,18 +348,27 @@ class RealnameInterceptor(_Interceptor):
                         observe(principal, "", message)
                         yield message
             except RealnameError as err:
-                _log(method, principal, grpc_code(err), start, err.reason)
+                _log(method, principal, grpc_code(err), start, err.reason, counted=counted)
                 context.abort_with_status(rpc_status.to_status(status_for(err)))
             except Exception as exc:
                 if _aborted_by_handler(context):
                     raise
                 if _client_gone(exc, context):
-                    _log(method, principal, grpc.StatusCode.CANCELLED, start, "CLIENT_GONE")
+                    _log(
+                        method,
+                        principal,
+                        grpc.StatusCode.CANCELLED,
+                        start,
+                        "CLIENT_GONE",
+                        counted=counted,
+                    )
                     raise
                 log.exception("unhandled error in %s", method)
-                _log(method, principal, grpc.StatusCode.INTERNAL, start, "INTERNAL")
+                _log(
+                    method, principal, grpc.StatusCode.INTERNAL, start, "INTERNAL", counted=counted
+                )
                 context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            _log(method, principal, grpc.StatusCode.OK, start, "")
+            _log(method, principal, grpc.StatusCode.OK, start, "", counted=counted)
 
         return call
 
@@ -338,11 +380,13 @@ def _log(
     start: float,
     reason: str,
     *,
+    counted: MethodMetrics | None,
     observe: OutcomeObserver | None = None,
     response: Any = None,
 ) -> None:
     # One line per RPC and its metrics; no personal data: requests are never logged.
-    observe_rpc(method, code.name, time.perf_counter() - start)
+    if counted is not None:
+        counted.observe(code.name, time.perf_counter() - start)
     if observe is not None and principal is not None:
         observe(principal, reason, response)
     if log.isEnabledFor(logging.INFO):

@@ -90,6 +90,7 @@ def create_server(
     reuse_port: bool = False,
     principal_limiter: RateLimiter | None = None,
     audit_sink: AuditSink | None = None,
+    rpc_metrics: bool = True,
 ) -> RunningServer:
     """Creates and starts a server on ``address`` (port 0 picks one); ``tls=None`` is plaintext."""
     rules: dict[str, frozenset[Role]] = {}
@@ -103,6 +104,7 @@ def create_server(
         principal_limiter,
         audit_sink,
         unaudited=frozenset(unaudited),
+        metrics=rpc_metrics,
     )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),

@@ -23,6 +23,9 @@ DEFAULT_THREADS = 16
 # enough for the benches (one operator at ~1,500 RPC/s, one hot document at ~250 RPC/s).
 DEFAULT_PRINCIPAL_RATE = RateLimit(5000, 10000)
 DEFAULT_DOCUMENT_RATE = RateLimit(500, 1000)
+# Per-call layers that REALNAME_LAYERS_OFF may switch off, for measuring what each costs
+# (bench.bench_layers); never for production: "audit" stops recording accesses.
+SWITCHABLE_LAYERS = frozenset({"audit", "metrics"})
 
 
 class ConfigError(Exception):
@@ -47,6 +50,7 @@ class Settings:
     principal_rate: RateLimit | None = DEFAULT_PRINCIPAL_RATE
     document_rate: RateLimit | None = DEFAULT_DOCUMENT_RATE
     workers: int = 1
+    layers_off: frozenset[str] = frozenset()
 
     @property
     def pki_dir(self) -> Path:
@@ -143,6 +147,18 @@ def audit_anchor_seconds() -> float:
             f"REALNAME_AUDIT_ANCHOR_SECONDS must be a number of seconds from {low:g} to {high:g}"
         )
     return seconds
+
+
+def layers_off(text: str | None) -> frozenset[str]:
+    """Parses ``REALNAME_LAYERS_OFF`` (comma-separated layer names); ConfigError if unknown."""
+    names = frozenset(n.strip() for n in (text or "").split(",") if n.strip())
+    unknown = names - SWITCHABLE_LAYERS
+    if unknown:
+        raise ConfigError(
+            f"REALNAME_LAYERS_OFF names unknown layers {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(SWITCHABLE_LAYERS))}"
+        )
+    return names
 
 
 def rate_limit_argument(text: str) -> RateLimit | None:

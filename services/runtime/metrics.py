@@ -35,10 +35,25 @@ RPC_SECONDS = Histogram(
 )
 
 
-def observe_rpc(method: str, code: str, seconds: float) -> None:
-    """Counts one finished RPC and its latency."""
-    RPCS.labels(method, code).inc()
-    RPC_SECONDS.labels(method).observe(seconds)
+class MethodMetrics:
+    """One method's RPC counters (by status code) and latency histogram, as labelled children.
+
+    Built once per method by the interceptor: labels() on every call cost as much as the
+    counting itself.
+    """
+
+    def __init__(self, method: str) -> None:
+        self._method = method
+        self._latency = RPC_SECONDS.labels(method)
+        self._codes: dict[str, Any] = {}
+
+    def observe(self, code: str, seconds: float) -> None:
+        """Counts one finished RPC of the method and its latency."""
+        child = self._codes.get(code)
+        if child is None:
+            child = self._codes.setdefault(code, RPCS.labels(self._method, code))
+        child.inc()
+        self._latency.observe(seconds)
 
 
 ACTIVATIONS = Counter(

@@ -56,6 +56,37 @@ def test_metrics_count_rpcs_by_method_and_code(tmp_path: Path) -> None:
     assert resident_id(4) not in body
 
 
+def test_layers_off_switches_the_rpc_metrics_off_and_says_so(tmp_path: Path) -> None:
+    """REALNAME_LAYERS_OFF=metrics (the layer bench's switch) counts no RPC; serve warns."""
+    data_dir = tmp_path / "data"
+    dev_init(data_dir)
+    server = start_server_process(data_dir, env={"REALNAME_LAYERS_OFF": "metrics"})
+    try:
+        request = vpb.CheckEligibilityRequest(
+            document=cpb.Document(type=cpb.DOCUMENT_TYPE_RESIDENT_ID_CARD, number=resident_id(5)),
+            card_type=cpb.CARD_TYPE_PERSONAL,
+        )
+        with channel(server.address, data_dir / "dev-pki", "operator-cmcc") as ch:
+            vgrpc.VerificationServiceStub(ch).CheckEligibility(request, timeout=10)
+        time.sleep(0.5)  # the "serving" line is flushed with the log's next batch
+        http = re.search(r'"msg":"serving".*?"http":"([^"]+)"', server.log())
+        assert http, server.log()
+        body = httpx.get(f"http://{http.group(1)}/metrics", timeout=10).text
+    finally:
+        assert server.stop() == 0
+    assert f'method="{CHECK}"' not in body
+    assert '"msg":"layers switched off","layers":["metrics"]' in server.log()
+
+
+def test_layers_off_refuses_an_unknown_layer(tmp_path: Path) -> None:
+    """A misspelt layer stops serve before it starts, rather than leaving the layer on."""
+    data_dir = tmp_path / "data"
+    dev_init(data_dir)
+    server = start_server_process(data_dir, env={"REALNAME_LAYERS_OFF": "metric"}, wait=False)
+    assert server.proc.wait(timeout=60) == 2
+    assert "REALNAME_LAYERS_OFF names unknown layers metric" in server.log()
+
+
 def _activation(seq: int, number: str, prefix: str = "138") -> vpb.ActivateCardRequest:
     return vpb.ActivateCardRequest(
         request_id=f"metrics-{prefix}-{seq}",
