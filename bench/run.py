@@ -444,6 +444,7 @@ FEATURE_BENCHES = (
     "bench.bench_registry",
     "bench.bench_log",
     "bench.bench_delivery",
+    "bench.bench_courier_browser",
     "bench.bench_legacy",
     "bench.bench_proofing",
 )
