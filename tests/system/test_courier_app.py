@@ -1,9 +1,10 @@
 """The courier's app end to end in Debian's chromium at a phone's size, served by the service's
 mTLS listener to the courier company's client certificate: the bundle downloaded, the network
 cut, the page reloaded from its service worker, a revoked store refused, the camera reads the
-parcel's QR code (chromium's fake capture device fed with it), the wrong document refused, the
-right one accepted and the handover queued; back online the queue syncs and the card is then
-ACTIVE through GetCard. Past the bundle's max age the page refuses (STALE_BUNDLE).
+token from the parcel's printed label (chromium's fake capture device fed with the label's
+image), the wrong document refused, the right one accepted and the handover queued; back online
+the queue syncs and the card is then ACTIVE through GetCard. Past the bundle's max age the
+page refuses (STALE_BUNDLE).
 
 Screenshots of the OK and refused screens go to tests/artifacts/ (and into docs/ with
 REALNAME_UPDATE_DOCS_SCREENSHOT=1)."""
@@ -31,11 +32,11 @@ from services.storage.database import Database
 from tests.integration.test_courier_http import Served
 from tests.integration.test_delivery_rpc import RECIPIENT, STRANGER, card_state, new_store, sell
 from tests.integration.test_delivery_rpc import token_for as signed_token
+from tests.support.label_camera import label_video
 from tests.support.logdata import log_signer
 from tests.support.paths import REPO_ROOT
 from tests.support.registry import registry_server
 from tests.support.server import free_port
-from tests.system.test_courier_page import label_video
 from tests.system.test_dashboard import CHROMIUM, CHROMIUM_ARGS
 
 PHONE = {"width": 390, "height": 844}
@@ -109,8 +110,13 @@ def test_offline_check_queue_and_sync_activate_the_card(served: Served, tmp_path
         # The dev transport CA is not in chromium's store, and a service worker does not
         # register over a certificate error that ignore_https_errors lets pages past.
         args = [*CHROMIUM_ARGS, "--ignore-certificate-errors"]
-        # The camera films the parcel's QR code (segno, level Q, as on the label).
-        video = label_video(token, tmp_path / "label.y4m")
+        # The camera films the parcel's printed label (label_svg, as `store sign-shipment
+        # --label` writes it, drawn by chromium).
+        plain = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            video = label_video(plain, token, tmp_path)
+        finally:
+            plain.close()
         args += ["--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={video}"]
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
         try:

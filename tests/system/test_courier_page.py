@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import segno
 from playwright.sync_api import Page, sync_playwright
 
 from services.http.app import create_app
 from services.http.courier import courier_page_routes
 from tests.support.http import http_server
+from tests.support.label_camera import label_video
 from tests.support.paths import REPO_ROOT
 from tests.system.test_dashboard import CHROMIUM, CHROMIUM_ARGS
 
@@ -184,37 +184,23 @@ def test_once_loaded_the_page_opens_and_verifies_offline(origin: str) -> None:
     assert problems == []
 
 
-def label_video(text: str, path: Path) -> Path:
-    """A still Y4M video of ``text``'s QR code at level Q (as the label prints it), for
-    chromium's fake camera."""
-    code = segno.make(text, error="q", micro=False)
-    scale, size = 5, 640
-    matrix = [bytes(row) for row in code.matrix_iter(scale=scale, border=4)]
-    offset = (size - len(matrix)) // 2
-    luma = bytearray([235]) * (size * size)
-    for y, row in enumerate(matrix):
-        for x, dark in enumerate(row):
-            if dark:
-                luma[(y + offset) * size + x + offset] = 16
-    chroma = bytes([128]) * (size * size // 4)
-    frame = b"FRAME\n" + bytes(luma) + chroma + chroma
-    header = f"YUV4MPEG2 W{size} H{size} F10:1 Ip A1:1 C420jpeg\n".encode()
-    path.write_bytes(header + frame * 10)
-    return path
-
-
 def test_the_camera_reads_the_labels_qr_code(origin: str, tmp_path: Path) -> None:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (make browser does)")
     data = vectors()
     ok = data["cases"]["ok"]
-    video = label_video(ok["token"], tmp_path / "label.y4m")
-    fake_camera = [
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={video}",
-    ]
     problems: list[str] = []
     with sync_playwright() as playwright:
+        # The camera films the store's printed label (label_svg, drawn by chromium).
+        plain = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            video = label_video(plain, ok["token"], tmp_path)
+        finally:
+            plain.close()
+        fake_camera = [
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={video}",
+        ]
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *fake_camera]
         )
