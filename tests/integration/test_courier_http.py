@@ -11,7 +11,6 @@ import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,53 +19,21 @@ from sqlalchemy import select
 from registry.delivery import DeliveryBundle, new_confirmation, verify_offline
 from registry.subscribers import DocumentType
 from services.domain.pseudonym import Pseudonymizer
-from services.features.transparency import TransparencyLog
-from services.http.admin import AdminListener, admin_app
-from services.http.courier import SYNC_METHOD, courier_api_routes, courier_page_routes
+from services.http.courier import SYNC_METHOD
 from services.proto.realname.v1 import verification_pb2 as vpb
-from services.rpc.server import TlsFiles
 from services.storage.database import Database
 from services.storage.schema import shipments
 from tests.integration.test_delivery_rpc import RECIPIENT, STRANGER, card_state, new_store, sell
 from tests.integration.test_delivery_rpc import token_for as signed_token
-from tests.support.logdata import log_signer
-from tests.support.registry import RegistryHarness, registry_server
-from tests.support.server import free_port
-
-
-@dataclass
-class Served:
-    """The registry harness and its mTLS listener's base URL."""
-
-    harness: RegistryHarness
-    url: str
+from tests.support.courier import Served, courier_served
 
 
 @pytest.fixture
 def served(
     db: Database, pki_dir: Path, pseudonymizer: Pseudonymizer, tmp_path: Path
 ) -> Iterator[Served]:
-    transparency = TransparencyLog.create(db, log_signer())
-    with registry_server(db, pki_dir, pseudonymizer, tmp_path / "data", log=transparency) as h:
-        app = h.app
-        assert app is not None and app.deliveries is not None
-        assert app.compliance is not None and app.enforcement is not None
-        routes = [
-            *courier_api_routes(app.deliveries, app.delivery_bundle, app.audit),
-            *courier_page_routes(),
-        ]
-        address = f"127.0.0.1:{free_port()}"
-        listener = AdminListener.create(
-            admin_app(app.compliance, app.enforcement, routes),
-            address,
-            TlsFiles.in_pki_dir(pki_dir),
-        )
-        listener.start()
-        assert listener.wait_started()
-        try:
-            yield Served(h, f"https://{address}")
-        finally:
-            listener.stop()
+    with courier_served(db, pki_dir, pseudonymizer, tmp_path / "data") as served:
+        yield served
 
 
 def call(

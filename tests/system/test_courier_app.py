@@ -22,21 +22,14 @@ from playwright.sync_api import Page, sync_playwright
 
 from registry.delivery.token import encode_text
 from services.domain.pseudonym import Pseudonymizer
-from services.features.transparency import TransparencyLog
-from services.http.admin import AdminListener, admin_app
-from services.http.courier import courier_api_routes, courier_page_routes
 from services.proto.realname.v1 import registry_pb2 as rpb
 from services.proto.realname.v1 import verification_pb2 as vpb
-from services.rpc.server import TlsFiles
 from services.storage.database import Database
-from tests.integration.test_courier_http import Served
 from tests.integration.test_delivery_rpc import RECIPIENT, STRANGER, card_state, new_store, sell
 from tests.integration.test_delivery_rpc import token_for as signed_token
+from tests.support.courier import Served, courier_served
 from tests.support.label_camera import label_video
-from tests.support.logdata import log_signer
 from tests.support.paths import REPO_ROOT
-from tests.support.registry import registry_server
-from tests.support.server import free_port
 from tests.system.test_dashboard import CHROMIUM, CHROMIUM_ARGS
 
 PHONE = {"width": 390, "height": 844}
@@ -48,27 +41,8 @@ def served(
     db: Database, pki_dir: Path, pseudonymizer: Pseudonymizer, tmp_path: Path
 ) -> Iterator[Served]:
     """The registry and the mTLS listener with the courier's page and API, as serve wires them."""
-    transparency = TransparencyLog.create(db, log_signer())
-    with registry_server(db, pki_dir, pseudonymizer, tmp_path / "data", log=transparency) as h:
-        app = h.app
-        assert app is not None and app.deliveries is not None
-        assert app.compliance is not None and app.enforcement is not None
-        routes = [
-            *courier_api_routes(app.deliveries, app.delivery_bundle, app.audit),
-            *courier_page_routes(),
-        ]
-        address = f"127.0.0.1:{free_port()}"
-        listener = AdminListener.create(
-            admin_app(app.compliance, app.enforcement, routes),
-            address,
-            TlsFiles.in_pki_dir(pki_dir),
-        )
-        listener.start()
-        assert listener.wait_started()
-        try:
-            yield Served(h, f"https://{address}")
-        finally:
-            listener.stop()
+    with courier_served(db, pki_dir, pseudonymizer, tmp_path / "data") as served:
+        yield served
 
 
 def check(page: Page, token: str, number: str) -> str:
