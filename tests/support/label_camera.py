@@ -24,18 +24,25 @@ SCALE = 2
 FRAMES = 10
 
 
-def label_image(browser: Browser, token_text: str, work_dir: Path) -> Image.Image:
-    """The printed label of the token ``token_text`` (``RN1:…``) as chromium draws it."""
-    svg = work_dir / "label.svg"
-    svg.write_bytes(label_svg(decode_token(decode_text(token_text))))
-    width, height = LABEL_CSS_PX
-    page = browser.new_page(viewport={"width": width, "height": height}, device_scale_factor=SCALE)
+def render_svg(browser: Browser, svg: Path, width_px: int, height_px: int) -> Image.Image:
+    """The SVG file as chromium draws it at twice its CSS pixels (a phone screen, a 200 dpi
+    printer), as an image."""
+    page = browser.new_page(
+        viewport={"width": width_px, "height": height_px}, device_scale_factor=SCALE
+    )
     try:
         page.goto(svg.as_uri())
         png = page.screenshot(full_page=False)
     finally:
         page.close()
     return Image.open(io.BytesIO(png))
+
+
+def label_image(browser: Browser, token_text: str, work_dir: Path) -> Image.Image:
+    """The printed label of the token ``token_text`` (``RN1:…``) as chromium draws it."""
+    svg = work_dir / "label.svg"
+    svg.write_bytes(label_svg(decode_token(decode_text(token_text))))
+    return render_svg(browser, svg, *LABEL_CSS_PX)
 
 
 def _studio_range(plane: Image.Image, top: int) -> bytes:

@@ -4,7 +4,6 @@ decoder this project did not write (zxing-cpp), the SVGs rendered by Debian's ch
 from __future__ import annotations
 
 import datetime as dt
-import io
 import os
 import subprocess
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from playwright.sync_api import Browser, sync_playwright
 from registry.delivery.label import ERROR_LEVEL, LABEL_HEIGHT_MM, LABEL_WIDTH_MM
 from registry.pki.keys import Passphrase, save_private_key
 from tests.support.identities import msisdn, resident_id
+from tests.support.label_camera import LABEL_CSS_PX, render_svg
 from tests.support.server import realname_bin
 from tests.system.test_dashboard import CHROMIUM, CHROMIUM_ARGS
 from tests.unit.registry.delivery.support import ICCID, make_delivery
@@ -78,20 +78,6 @@ def decoded(image: Image.Image) -> list[zxingcpp.Barcode]:
     return [code for code in zxingcpp.read_barcodes(image) if code.format == zxingcpp.QRCode]
 
 
-def render(browser: Browser, svg: Path, width_px: int, height_px: int) -> Image.Image:
-    """The SVG file as chromium draws it, as an image."""
-    # Twice the CSS pixels, as a phone screen or a 200 dpi printer would draw it.
-    page = browser.new_page(
-        viewport={"width": width_px, "height": height_px}, device_scale_factor=2
-    )
-    try:
-        page.goto(svg.as_uri())
-        png = page.screenshot(full_page=False)
-    finally:
-        page.close()
-    return Image.open(io.BytesIO(png))
-
-
 def test_png_qr_code_and_svg_label_decode_to_the_token(
     store: StoreFiles, browser: Browser, tmp_path: Path
 ) -> None:
@@ -113,7 +99,7 @@ def test_png_qr_code_and_svg_label_decode_to_the_token(
     assert MSISDN not in svg
     assert NUMBER not in svg and NUMBER[:17] not in svg
     # 100 x 150 mm at 96 px per inch (CSS pixels) is 378 x 567 px.
-    image = render(browser, label, 378, 567)
+    image = render_svg(browser, label, *LABEL_CSS_PX)
     assert [code.text for code in decoded(image)] == [token]
 
 
@@ -124,7 +110,7 @@ def test_svg_qr_code_decodes_to_the_token(
     result = sign(store, "--qr", str(qr))
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()
-    codes = decoded(render(browser, qr, 400, 400))
+    codes = decoded(render_svg(browser, qr, 400, 400))
     assert [code.text for code in codes] == [token]
     assert codes[0].ec_level == ERROR_LEVEL
 
