@@ -119,10 +119,14 @@ class AuditTrail:
             # document (an empty listing, a refused request): one record without a subject.
             items.append(repo.PendingAudit(now, principal, method, outcome, None))
         with self._cond:
+            idle = not self._queue
             self._queue.extend(items)
             self._enqueued += len(items)
             ticket = self._enqueued
-            self._wake.notify()
+            if idle or context.wrote:
+                # Only an idle writer or a waiting call needs the writer now; waking it for
+                # every read (it re-sleeps while gathering) cost a thread switch per call.
+                self._wake.notify()
             if self._thread is None:
                 # Not started (tools, tests that never serve): write in the caller's thread.
                 self._flush_locked()

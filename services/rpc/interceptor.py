@@ -6,7 +6,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -24,6 +24,7 @@ from services.domain.principal import Principal, Role
 from services.domain.ratelimit import RateLimiter
 from services.rpc.auth import Authenticator
 from services.rpc.status import grpc_code, status_for
+from services.runtime import logs
 from services.runtime.metrics import MethodMetrics, OutcomeObserver, outcome_observer
 
 log = logging.getLogger("realname.rpc")
@@ -46,18 +47,32 @@ class AccessPolicy:
     def __init__(self, rules: dict[str, frozenset[Role]]) -> None:
         self._rules = rules
 
+    def roles_for(self, method: str) -> frozenset[Role]:
+        """The roles that may call ``method`` (every role for health and reflection)."""
+        service = _service_of(method)
+        if service in PUBLIC_SERVICES:
+            return _EVERY_ROLE
+        return self._rules.get(method.strip("/"), self._rules.get(service, frozenset()))
+
     def check(self, method: str, principal: Principal) -> None:
         """Raises PermissionDenied unless the principal's role may call ``method``."""
-        service = method.strip("/").split("/", 1)[0]
-        if service in PUBLIC_SERVICES:
-            return
-        allowed = self._rules.get(method.strip("/"), self._rules.get(service))
-        if allowed is None or principal.role not in allowed:
-            raise PermissionDenied(
-                f"role {principal.role.value} may not call {method}",
-                reason="ROLE_NOT_ALLOWED",
-                metadata={"role": principal.role.value, "method": method},
-            )
+        if principal.role not in self.roles_for(method):
+            raise _role_refused(method, principal)
+
+
+_EVERY_ROLE = frozenset(Role)
+
+
+def _service_of(method: str) -> str:
+    return method.strip("/").split("/", 1)[0]
+
+
+def _role_refused(method: str, principal: Principal) -> PermissionDenied:
+    return PermissionDenied(
+        f"role {principal.role.value} may not call {method}",
+        reason="ROLE_NOT_ALLOWED",
+        metadata={"role": principal.role.value, "method": method},
+    )
 
 
 if TYPE_CHECKING:
@@ -108,15 +123,20 @@ def _checked(requests: Iterator[Any]) -> Iterator[Any]:
         yield request
 
 
+def _decoded(request: Any, client_streams: bool) -> Any:
+    # The request (or request stream) the handler gets; a malformed one is INVALID_ARGUMENT.
+    if client_streams:
+        return _checked(request)
+    if request is _MALFORMED:
+        raise _malformed()
+    return request
+
+
 def _refusing_malformed(behavior: Callable[..., Any], client_streams: bool) -> Callable[..., Any]:
     """Runs ``behavior`` once its request(s) decoded; a malformed one is INVALID_ARGUMENT."""
 
     def call(request: Any, context: grpc.ServicerContext) -> Any:
-        if client_streams:
-            return behavior(_checked(request), context)
-        if request is _MALFORMED:
-            raise _malformed()
-        return behavior(request, context)
+        return behavior(_decoded(request, client_streams), context)
 
     return call
 
@@ -125,12 +145,15 @@ def _audited(
     method: str,
     behavior: Callable[..., Any],
     sink: audit.AuditSink,
+    *,
     streams_out: bool,
     subscriber_data: bool,
+    client_streams: bool,
 ) -> Callable[..., Any]:
-    """Collects the documents a call touches and hands them to the audit trail at its end.
+    """Refuses malformed requests, and hands the documents a call touches to the audit trail.
 
-    A ``subscriber_data`` method's call is recorded even when it noted no document.
+    A ``subscriber_data`` method's call is recorded even when it noted no document; a
+    malformed request is recorded as refused (INVALID_ARGUMENT).
     """
 
     def finish(
@@ -146,7 +169,7 @@ def _audited(
     def call(request: Any, grpc_context: grpc.ServicerContext) -> Any:
         context = audit.begin(subscriber_data=subscriber_data)
         try:
-            response = behavior(request, grpc_context)
+            response = behavior(_decoded(request, client_streams), grpc_context)
         except RealnameError as err:
             finish(context, err.kind.value, grpc_context)
             raise
@@ -162,7 +185,7 @@ def _audited(
     def stream(request: Any, grpc_context: grpc.ServicerContext) -> Iterator[Any]:
         context = audit.begin(subscriber_data=subscriber_data)
         try:
-            yield from behavior(request, grpc_context)
+            yield from behavior(_decoded(request, client_streams), grpc_context)
         except RealnameError as err:
             finish(context, err.kind.value, grpc_context)
             raise
@@ -229,11 +252,20 @@ class RealnameInterceptor(_Interceptor):
         for attr, factory, streams_out in kinds:
             behavior = getattr(handler, attr)
             if behavior is not None:
-                behavior = _refusing_malformed(behavior, attr.startswith("stream"))
+                client_streams = attr.startswith("stream")
                 if self._audit is not None:
-                    public = method.strip("/").split("/", 1)[0] in PUBLIC_SERVICES
+                    public = _service_of(method) in PUBLIC_SERVICES
                     subscriber_data = not public and method not in self._unaudited
-                    behavior = _audited(method, behavior, self._audit, streams_out, subscriber_data)
+                    behavior = _audited(
+                        method,
+                        behavior,
+                        self._audit,
+                        streams_out=streams_out,
+                        subscriber_data=subscriber_data,
+                        client_streams=client_streams,
+                    )
+                else:
+                    behavior = _refusing_malformed(behavior, client_streams)
                 wrapped = (
                     self._wrap_streaming(method, behavior)
                     if streams_out
@@ -246,31 +278,32 @@ class RealnameInterceptor(_Interceptor):
                 )
         return handler
 
-    def _limiter_for(self, method: str) -> RateLimiter | None:
+    def _entry(self, method: str) -> Callable[[grpc.ServicerContext], Principal]:
+        """The checks before a call of ``method`` runs, with what they need computed once."""
         # Health and reflection stay unlimited: a throttled probe would report a healthy server
         # as down.
-        public = method.strip("/").split("/", 1)[0] in PUBLIC_SERVICES
-        return None if public else self._limiter
+        limiter = None if _service_of(method) in PUBLIC_SERVICES else self._limiter
+        allowed = self._policy.roles_for(method)
+        authenticate = self._auth.principal
 
-    def _enter(
-        self,
-        method: str,
-        principal: Principal,
-        context: grpc.ServicerContext,
-        limiter: RateLimiter | None,
-    ) -> None:
-        # Rate limits come before the policy, so a flood of refused calls is throttled too.
-        if limiter is not None:
-            limiter.check(principal.name)
-        self._policy.check(method, principal)
-        remaining = context.time_remaining()
-        if remaining is not None and remaining <= 0:
-            raise DeadlineExceeded("the deadline passed before work began", reason="DEADLINE")
-        _current_principal.set(principal)
-        retry_budget.set_deadline(remaining)
+        def enter(context: grpc.ServicerContext) -> Principal:
+            principal = authenticate(context)
+            # Rate limits come before the policy, so a flood of refused calls is throttled too.
+            if limiter is not None:
+                limiter.check(principal.name)
+            if principal.role not in allowed:
+                raise _role_refused(method, principal)
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                raise DeadlineExceeded("the deadline passed before work began", reason="DEADLINE")
+            _current_principal.set(principal)
+            retry_budget.set_deadline(remaining)
+            return principal
+
+        return enter
 
     def _wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        limiter = self._limiter_for(method)
+        enter = self._entry(method)
         counted = MethodMetrics(method) if self._metrics else None
         observe = outcome_observer(method) if counted is not None else None
 
@@ -278,44 +311,10 @@ class RealnameInterceptor(_Interceptor):
             start = time.perf_counter()
             principal: Principal | None = None
             try:
-                principal = self._auth.principal(context)
-                self._enter(method, principal, context, limiter)
+                principal = enter(context)
                 response = behavior(request, context)
-            except RealnameError as err:
-                _log(
-                    method,
-                    principal,
-                    grpc_code(err),
-                    start,
-                    err.reason,
-                    counted=counted,
-                    observe=observe,
-                )
-                context.abort_with_status(rpc_status.to_status(status_for(err)))
             except Exception as exc:
-                if _aborted_by_handler(context):
-                    raise
-                if _client_gone(exc, context):
-                    _log(
-                        method,
-                        principal,
-                        grpc.StatusCode.CANCELLED,
-                        start,
-                        "CLIENT_GONE",
-                        counted=counted,
-                    )
-                    raise
-                log.exception("unhandled error in %s", method)
-                _log(
-                    method,
-                    principal,
-                    grpc.StatusCode.INTERNAL,
-                    start,
-                    "INTERNAL",
-                    counted=counted,
-                    observe=observe,
-                )
-                context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                _fail(exc, method, principal, context, start, counted=counted, observe=observe)
             _log(
                 method,
                 principal,
@@ -331,7 +330,7 @@ class RealnameInterceptor(_Interceptor):
         return call
 
     def _wrap_streaming(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        limiter = self._limiter_for(method)
+        enter = self._entry(method)
         counted = MethodMetrics(method) if self._metrics else None
         observe = outcome_observer(method) if counted is not None else None
 
@@ -339,38 +338,53 @@ class RealnameInterceptor(_Interceptor):
             start = time.perf_counter()
             principal: Principal | None = None
             try:
-                principal = self._auth.principal(context)
-                self._enter(method, principal, context, limiter)
+                principal = enter(context)
                 if observe is None:
                     yield from behavior(request, context)
                 else:
                     for message in behavior(request, context):
                         observe(principal, "", message)
                         yield message
-            except RealnameError as err:
-                _log(method, principal, grpc_code(err), start, err.reason, counted=counted)
-                context.abort_with_status(rpc_status.to_status(status_for(err)))
             except Exception as exc:
-                if _aborted_by_handler(context):
-                    raise
-                if _client_gone(exc, context):
-                    _log(
-                        method,
-                        principal,
-                        grpc.StatusCode.CANCELLED,
-                        start,
-                        "CLIENT_GONE",
-                        counted=counted,
-                    )
-                    raise
-                log.exception("unhandled error in %s", method)
-                _log(
-                    method, principal, grpc.StatusCode.INTERNAL, start, "INTERNAL", counted=counted
-                )
-                context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                # A stream's verdicts were observed message by message: errors only count.
+                _fail(exc, method, principal, context, start, counted=counted, observe=None)
             _log(method, principal, grpc.StatusCode.OK, start, "", counted=counted)
 
         return call
+
+
+def _fail(
+    exc: Exception,
+    method: str,
+    principal: Principal | None,
+    context: grpc.ServicerContext,
+    start: float,
+    *,
+    counted: MethodMetrics | None,
+    observe: OutcomeObserver | None,
+) -> NoReturn:
+    """Logs a failed call and ends it with the status its error maps to (unary and streams)."""
+    if isinstance(exc, RealnameError):
+        _log(method, principal, grpc_code(exc), start, exc.reason, counted=counted, observe=observe)
+        context.abort_with_status(rpc_status.to_status(status_for(exc)))
+        raise exc  # abort_with_status raised already; this line is for the type checker
+    if _aborted_by_handler(context):
+        raise exc
+    if _client_gone(exc, context):
+        _log(method, principal, grpc.StatusCode.CANCELLED, start, "CLIENT_GONE", counted=counted)
+        raise exc
+    log.error("unhandled error in %s", method, exc_info=exc)
+    _log(
+        method,
+        principal,
+        grpc.StatusCode.INTERNAL,
+        start,
+        "INTERNAL",
+        counted=counted,
+        observe=observe,
+    )
+    context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    raise exc
 
 
 def _log(
@@ -398,4 +412,4 @@ def _log(
             "reason": reason,
             "latency_ms": round((time.perf_counter() - start) * 1000, 3),
         }
-        log.info("rpc", extra={"fields": fields})
+        logs.info_fields(log, "rpc", fields)

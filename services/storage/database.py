@@ -170,6 +170,9 @@ class Database:
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cur.execute("PRAGMA foreign_keys=ON")
+            # SQLite's temporary files (a statement journal for every audit batch insert) in
+            # memory: a file created, written and unlinked per batch (seen with strace).
+            cur.execute("PRAGMA temp_store=MEMORY")
             cur.close()
 
         @event.listens_for(engine, "begin")
