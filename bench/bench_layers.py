@@ -33,8 +33,9 @@ CONFIGS: dict[str, dict[str, str]] = {
     "rate limits off": RATES_OFF,
     "metrics off": {"REALNAME_LAYERS_OFF": "metrics"},
     "log line off": {"REALNAME_LOG_LEVEL": "WARNING"},
-    "all four off": {
-        "REALNAME_LAYERS_OFF": "audit,metrics",
+    "guards' probes off": {"REALNAME_LAYERS_OFF": "guards"},
+    "all five off": {
+        "REALNAME_LAYERS_OFF": "audit,metrics,guards",
         "REALNAME_LOG_LEVEL": "WARNING",
         **RATES_OFF,
     },

@@ -151,6 +151,10 @@ def check_phases(phases: list[run.Phase]) -> list[str]:
 # workers 1 vs 2
 
 
+# Issue 17: two workers serve CheckEligibility at least this many times as fast as one.
+WORKERS_TARGET = 1.6
+
+
 def workers_phase(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """Measures --workers 1 and 2 alternately; returns (Markdown lines, problems)."""
     # Several connections for both sides, so that SO_REUSEPORT can spread them over two workers.
@@ -180,6 +184,9 @@ def workers_phase(args: argparse.Namespace) -> tuple[list[str], list[str]]:
             f"{two.result['rps']:,.0f} RPC/s, ratio 2/1 = "
             f"{ratio(two.result['rps'], one.result['rps'])}"
         )
+        if workload == "check":
+            met = two.result["rps"] >= WORKERS_TARGET * one.result["rps"]
+            text += f" (target ≥ {WORKERS_TARGET}: {'met' if met else 'missed'})"
         print(f"  {text}")
         summary.append(f"- {text}")
     lines = [

@@ -215,6 +215,8 @@ def _serve_process(
         document_limiter=settings.rate_limiter("document"),
         proofing=proofing,
     )
+    if "guards" in settings.layers_off:
+        app.cards.drop_guards()
     crl_refresher = app.crl_refresher()
     crl_refresher.start()
     delivery_expirer = app.delivery_expirer()
@@ -322,7 +324,8 @@ def _serve_process(
         },
     )
     if settings.layers_off:
-        # Measuring only: with "audit" off, accesses go unrecorded.
+        # Measuring only: with "audit" off, accesses go unrecorded; with "guards" off, the
+        # activation rules beyond the cap are not applied.
         logger.warning(
             "layers switched off", extra={"fields": {"layers": sorted(settings.layers_off)}}
         )

@@ -24,8 +24,9 @@ DEFAULT_THREADS = 16
 DEFAULT_PRINCIPAL_RATE = RateLimit(5000, 10000)
 DEFAULT_DOCUMENT_RATE = RateLimit(500, 1000)
 # Per-call layers that REALNAME_LAYERS_OFF may switch off, for measuring what each costs
-# (bench.bench_layers); never for production: "audit" stops recording accesses.
-SWITCHABLE_LAYERS = frozenset({"audit", "metrics"})
+# (bench.bench_layers); never for production: "audit" stops recording accesses, "guards" lets
+# suspended operators, blocklisted documents and unregistered agents through.
+SWITCHABLE_LAYERS = frozenset({"audit", "metrics", "guards"})
 
 
 class ConfigError(Exception):

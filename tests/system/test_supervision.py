@@ -215,3 +215,12 @@ def test_enforce_cli_suspends_and_revokes_the_authorization_ca(tmp_path: Path) -
     assert bad.returncode == 1 and "between 10,000 and 30,000" in bad.stderr
     listed = json.loads(realname("enforce", "list", *at, "--operator", "vno1").stdout)
     assert [a["kind"] for a in listed["actions"]] == ["SUSPEND_ACTIVATION"]
+
+
+def test_the_bench_switch_drops_the_guards(served: GrpcHarness) -> None:
+    """REALNAME_LAYERS_OFF=guards (the layer bench's switch) removes the suspension's rule."""
+    record(served, "vno1", spb.ENFORCEMENT_KIND_SUSPEND_ACTIVATION, reason="bench")
+    assert eligibility(served, "operator-vno1", 2).reason == "OPERATOR_SUSPENDED_BY_REGULATOR"
+    assert served.app is not None
+    served.app.cards.drop_guards()
+    assert eligibility(served, "operator-vno1", 2).eligible

@@ -11,6 +11,7 @@ def test_layers_off_reads_known_names() -> None:
     """Unset means every layer on; names are comma-separated, spaces ignored."""
     assert layers_off(None) == frozenset()
     assert layers_off(" audit , metrics") == {"audit", "metrics"}
+    assert layers_off("guards") == {"guards"}
 
 
 def test_layers_off_refuses_unknown_names() -> None:
