@@ -2,15 +2,16 @@
 
 Every configuration is a fresh `realname serve` (real mTLS, one process) on the same SQLite data
 directory, driven by the same load client as `bench.run`; the layers are switched by real
-configuration: ``REALNAME_LAYERS_OFF=audit`` / ``metrics`` (bench-only switches of `serve`),
-``REALNAME_RATE_PRINCIPAL=off`` and ``REALNAME_RATE_DOCUMENT=off`` (the rate limiters), and
-``REALNAME_LOG_LEVEL=WARNING`` (the per-RPC log line). The configurations run in alternating
+configuration: ``REALNAME_LAYERS_OFF=audit`` / ``metrics`` / ``guards`` (bench-only switches of
+`serve`; ``guards`` drops the activation guards, whose eligibility probes ride on
+CheckEligibility's statement), ``REALNAME_RATE_PRINCIPAL=off`` and ``REALNAME_RATE_DOCUMENT=off``
+(the rate limiters), and ``REALNAME_LOG_LEVEL=WARNING`` (the per-RPC log line). The configurations run in alternating
 rounds and each row reports the lowest server CPU per call over the rounds (the figure a shared
 machine disturbs least); a layer's cost is the default row's figure minus its own.
 
 Validation (the servicer's checks of the request) cannot be switched off without answering
-wrongly, so its cost is measured in-process on the same requests; the activation guards' probes
-are not on the CheckEligibility path. Run as ``python -m bench.bench_layers`` (`make bench`).
+wrongly, so its cost is measured in-process on the same requests. Run as
+``python -m bench.bench_layers`` (`make bench`).
 """
 
 from __future__ import annotations
