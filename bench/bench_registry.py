@@ -33,6 +33,7 @@ import grpc
 
 from bench.common import CHANNEL_OPTIONS, client_credentials
 from bench.load import Recorder, make_call, percentile, worker
+from bench.postgres import fresh_database, postgres_server
 from bench.run import dev_init, running, start_baseline, start_realname
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import registry_pb2 as rpb
@@ -132,12 +133,20 @@ def main() -> None:
         default=None,
         help="also serve VerifySeller from the code in this source tree (an A/B in one run)",
     )
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="realname-bench-registry-") as tmp:
+    with (
+        ExitStack() as databases,
+        tempfile.TemporaryDirectory(prefix="realname-bench-registry-") as tmp,
+    ):
         data_dir = Path(tmp)
-        dev_init(data_dir, None)
+        url: str | None = None
+        if args.backend == "postgresql":
+            pg = databases.enter_context(postgres_server())
+            url = databases.enter_context(fresh_database(pg.url))
+        dev_init(data_dir, url)
         pki_dir = data_dir / "dev-pki"
-        db = Database(DatabaseConfig(sqlite_url(data_dir)))
+        db = Database(DatabaseConfig(url or sqlite_url(data_dir)))
         started = time.perf_counter()
         seed_authorizations(
             db, operator="cmcc", marketplace=MARKETPLACE, count=args.shops, key_dir=data_dir
@@ -155,14 +164,16 @@ def main() -> None:
                     running(start_baseline(data_dir, "baseline"), pki_dir)
                 ),
                 "verify": stack.enter_context(
-                    running(start_realname(data_dir, "sqlite", None), pki_dir)
+                    running(start_realname(data_dir, args.backend, url), pki_dir)
                 ),
             }
             if args.before is not None:
                 before_env = {"PYTHONPATH": str(args.before.resolve())}
                 servers["before"] = stack.enter_context(
                     running(
-                        start_realname(data_dir, "sqlite-before", None, extra_env=before_env),
+                        start_realname(
+                            data_dir, f"{args.backend}-before", url, extra_env=before_env
+                        ),
                         pki_dir,
                     )
                 )
@@ -183,7 +194,7 @@ def main() -> None:
         "before": f"VerifySeller by shop, code at {args.before}",
     }
     print(
-        f"\nregistry bench, SQLite, {args.concurrency} concurrent callers, one mTLS channel, "
+        f"\nregistry bench, {args.backend}, {args.concurrency} callers, one mTLS channel, "
         f"{args.rounds} alternating rounds; load average {os.getloadavg()[0]:.2f}"
     )
     print(f"  {'workload':<52}{'RPC/s':>9}{'p50 ms':>9}{'p99 ms':>9}")

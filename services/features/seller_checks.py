@@ -180,7 +180,7 @@ after its commit. Above :data:`POLL_INTERVAL` by a margin for the poll's own rou
 scheduling on a busy host; a poll that does not finish in time makes answers read the database.
 """
 
-SHOP_CACHE_SIZE: Final = 100_000
+SHOP_CACHE_SIZE: Final = 50_000
 """Most shops (known or unknown) a process remembers per generation."""
 
 
