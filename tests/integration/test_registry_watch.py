@@ -1,9 +1,10 @@
 """VerifySeller from memory: no database round trip in the common case, this process's writes in
-force at once, and answers from memory only while the last poll is within the staleness bound
-(SQLite and PostgreSQL)."""
+force at once, answers from memory only while the last poll is within the staleness bound, and
+CRL freshness still checked on every call (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,8 +16,10 @@ from cryptography.hazmat.primitives import serialization
 
 from registry.authz import authorities
 from registry.pki.verify import Reason
+from services.domain.errors import Unavailable
 from services.domain.pseudonym import Pseudonymizer
 from services.features.seller_checks import STALENESS_BOUND, RegistryWatch, SellerChecks
+from services.features.sellers import RegistryConfig
 from services.proto.realname.v1 import registry_pb2 as rpb
 from services.storage import sellers_repo as repo
 from services.storage.database import Database
@@ -136,3 +139,23 @@ def test_issuance_moves_the_generation(server: RegistryHarness, db: Database) ->
     before = db.run_tx(repo.generation, readonly=True)
     authorize(server, shop_id="moves")
     assert db.run_tx(repo.generation, readonly=True) > before
+
+
+def test_stale_crls_refuse_even_a_shop_answered_from_memory(
+    server: RegistryHarness, db: Database
+) -> None:
+    """CRL freshness is checked on every call, cache or not (no CA key here to re-sign)."""
+    authorize(server, shop_id="stale")
+    now = [dt.datetime.now(dt.UTC)]
+    checks = SellerChecks(db, RegistryConfig(), clock=lambda: now[0])
+    checks.watch.start()
+    try:
+        checks.watch.poll()
+        assert checks.verify_shop("demo", "stale", None, None, None).authorized
+        assert checks.watch.fresh_generation() is not None
+        now[0] += 2 * authorities.OPERATOR_CRL_LIFETIME  # past the operator CRL's nextUpdate
+        with pytest.raises(Unavailable) as refused:
+            checks.verify_shop("demo", "stale", None, None, None)
+        assert refused.value.reason == "REVOCATION_DATA_STALE"
+    finally:
+        checks.watch.stop()
