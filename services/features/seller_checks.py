@@ -256,6 +256,8 @@ class RegistryWatch:
         try:
             self.poll()
         except Exception:
+            # Not the writer's failure: its change is committed, and the failed poll has already
+            # stopped answers from memory until the background poll reads the generation again.
             log.warning("registry generation unreadable after a write; reading the database")
 
     def shop(
@@ -311,6 +313,8 @@ class RegistryWatch:
                     self._failing = False
                     log.info("registry generation readable again; answering from memory")
             except Exception as exc:
+                # Keep polling: meanwhile verifications read the database (poll() saw to that),
+                # and one log line per outage, not ten a second.
                 if not self._failing:
                     self._failing = True
                     log.warning(
