@@ -7,7 +7,13 @@ shops/s. Both servers are subprocesses with the same mTLS; the clients run in th
 VerifySeller are driven by the same code). The registry is SQLite in a fresh data directory,
 seeded with 100,000 authorizations issued in-process. Figures are printed, not asserted.
 
-Run: ``.venv/bin/python -m bench.bench_registry [--shops N] [--duration S]``.
+Issue 17's targets, as ratios to the baseline measured in the same run (servers alternated round
+by round): VerifySeller's p99 <= 1.5x the baseline's, its throughput >= 0.6 of the baseline's.
+``--before DIR`` also serves VerifySeller from another source tree (e.g. ``git archive`` of the
+previous commit) in the same rounds, for a before/after comparison.
+
+Run: ``.venv/bin/python -m bench.bench_registry [--shops N] [--duration S] [--rounds N]
+[--before DIR]``.
 """
 
 from __future__ import annotations
@@ -15,15 +21,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
+import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import grpc
 
 from bench.common import CHANNEL_OPTIONS, client_credentials
 from bench.load import Recorder, make_call, percentile, worker
+from bench.postgres import fresh_database, postgres_server
 from bench.run import dev_init, running, start_baseline, start_realname
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import registry_pb2 as rpb
@@ -105,6 +115,10 @@ def sweep(target: str, pki_dir: Path, shops: int) -> tuple[float, int]:
         return time.perf_counter() - started, authorized
 
 
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
 def main() -> None:
     """Run both benchmarks and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -112,12 +126,27 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of every server")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="also serve VerifySeller from the code in this source tree (an A/B in one run)",
+    )
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="realname-bench-registry-") as tmp:
+    with (
+        ExitStack() as databases,
+        tempfile.TemporaryDirectory(prefix="realname-bench-registry-") as tmp,
+    ):
         data_dir = Path(tmp)
-        dev_init(data_dir, None)
+        url: str | None = None
+        if args.backend == "postgresql":
+            pg = databases.enter_context(postgres_server())
+            url = databases.enter_context(fresh_database(pg.url))
+        dev_init(data_dir, url)
         pki_dir = data_dir / "dev-pki"
-        db = Database(DatabaseConfig(sqlite_url(data_dir)))
+        db = Database(DatabaseConfig(url or sqlite_url(data_dir)))
         started = time.perf_counter()
         seed_authorizations(
             db, operator="cmcc", marketplace=MARKETPLACE, count=args.shops, key_dir=data_dir
@@ -125,38 +154,70 @@ def main() -> None:
         db.dispose()
         print(f"  seeded {args.shops:,} authorizations in {time.perf_counter() - started:.1f} s")
         shape = {"concurrency": args.concurrency, "warmup": args.warmup, "duration": args.duration}
-        with running(start_baseline(data_dir, "baseline"), pki_dir) as baseline:
-            base = asyncio.run(
-                load(
-                    baseline.address,
-                    pki_dir,
-                    "marketplace-demo",
-                    lambda channel: make_call("empty", channel, "bench"),
-                    **shape,
+        loads = {
+            "baseline": lambda channel: make_call("empty", channel, "bench"),
+            "verify": verify_seller_call(args.shops),
+        }
+        with ExitStack() as stack:
+            servers = {
+                "baseline": stack.enter_context(
+                    running(start_baseline(data_dir, "baseline"), pki_dir)
+                ),
+                "verify": stack.enter_context(
+                    running(start_realname(data_dir, args.backend, url), pki_dir)
+                ),
+            }
+            if args.before is not None:
+                before_env = {"PYTHONPATH": str(args.before.resolve())}
+                servers["before"] = stack.enter_context(
+                    running(
+                        start_realname(
+                            data_dir, f"{args.backend}-before", url, extra_env=before_env
+                        ),
+                        pki_dir,
+                    )
                 )
+                loads["before"] = loads["verify"]
+            # Alternate the servers round by round, so each sees the same neighbours' noise.
+            figures: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+            for _ in range(args.rounds):
+                for name, server in servers.items():
+                    figures[name].append(
+                        asyncio.run(
+                            load(server.address, pki_dir, "marketplace-demo", loads[name], **shape)
+                        )
+                    )
+            seconds, authorized = sweep(servers["verify"].address, pki_dir, args.shops)
+    labels = {
+        "baseline": "baseline: bare grpcio, empty handler",
+        "verify": "VerifySeller by shop",
+        "before": f"VerifySeller by shop, code at {args.before}",
+    }
+    print(
+        f"\nregistry bench, {args.backend}, {args.concurrency} callers, one mTLS channel, "
+        f"{args.rounds} alternating rounds; load average {os.getloadavg()[0]:.2f}"
+    )
+    print(f"  {'workload':<52}{'RPC/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    for name, rounds in figures.items():
+        for n, f in enumerate(rounds, 1):
+            print(
+                f"  {labels[name] + f' (round {n})':<52}{f['rps']:>9,.0f}{f['p50_ms']:>9.2f}"
+                f"{f['p99_ms']:>9.2f}"
             )
-        with running(start_realname(data_dir, "sqlite", None), pki_dir) as server:
-            verify = asyncio.run(
-                load(
-                    server.address,
-                    pki_dir,
-                    "marketplace-demo",
-                    verify_seller_call(args.shops),
-                    **shape,
-                )
-            )
-            seconds, authorized = sweep(server.address, pki_dir, args.shops)
-    print(f"\nregistry bench, SQLite, {args.concurrency} concurrent callers, one mTLS channel")
-    print(f"  {'workload':<42}{'RPC/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}")
-    for name, figures in (
-        ("baseline: bare grpcio, empty handler", base),
-        ("VerifySeller by shop", verify),
-    ):
+    base = figures["baseline"]
+    base_rps, base_p99 = _median([f["rps"] for f in base]), _median([f["p99_ms"] for f in base])
+    print("  ratios to the baseline of the same run (medians over the rounds):")
+    for name in (n for n in figures if n != "baseline"):
+        rps = _median([f["rps"] for f in figures[name]])
+        p99 = _median([f["p99_ms"] for f in figures[name]])
+        throughput, tail = rps / base_rps, p99 / base_p99
         print(
-            f"  {name:<42}{figures['rps']:>9,.0f}{figures['p50_ms']:>9.1f}{figures['p99_ms']:>9.1f}"
-            f"{figures['rps'] / base['rps']:>8.2f}"
+            f"  {labels[name]:<52} throughput {throughput:.2f} (target >= 0.6: "
+            f"{'met' if throughput >= 0.6 else 'MISSED'}), p99 {tail:.2f}x (target <= 1.5: "
+            f"{'met' if tail <= 1.5 else 'MISSED'})"
         )
-    print(f"  VerifySeller p99 target <= 2 ms: {'met' if verify['p99_ms'] <= 2 else 'MISSED'}")
+    verify_p99 = _median([f["p99_ms"] for f in figures["verify"]])
+    print(f"  VerifySeller p99 target <= 2 ms: {'met' if verify_p99 <= 2 else 'MISSED'}")
     rate = args.shops / seconds
     print(
         f"  VerifySellers sweep: {args.shops:,} shops in {seconds:.1f} s = {rate:,.0f} shops/s "

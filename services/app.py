@@ -29,7 +29,7 @@ from services.features.enforcement import EnforcementDesk, SuspensionGuard
 from services.features.industry import EnterpriseDesk
 from services.features.legacy import LegacyDesk, cap_policy_start
 from services.features.proofing import ProofingConfig, ProofingDesk, wire_proofing
-from services.features.seller_checks import SellerChecks
+from services.features.seller_checks import RegistryWatch, SellerChecks
 from services.features.sellers import RegistryConfig, SellerDesk, operator_keys
 from services.features.service_authorization import ServiceAuthorizer
 from services.features.transparency import TransparencyLog
@@ -103,6 +103,8 @@ class App:
         keys = operator_keys(config)
         sellers = SellerDesk(db, config, keys, clock)
         checks = SellerChecks(db, config, keys, clock)
+        # This process's issuances, renewals and revocations reach its shop cache at once.
+        sellers.on_change(checks.watch.changed)
         cards = CardDesk(
             db, pseudonymizer, clock, sellers=checks, document_limiter=document_limiter
         )
@@ -214,6 +216,12 @@ class App:
         # Serving goes on with CRLs that are still valid while a refresh fails.
         tolerated = (RegistryError, PkiError, Unavailable, FailedPrecondition)
         return PeriodicJob("crl-refresh", self.seller_checks.refresh_crls, 600.0, tolerated)
+
+    def registry_watch(self) -> RegistryWatch:
+        """Polls the registry generation so VerifySeller answers from memory (start when serving;
+        stop after); see ``services.features.seller_checks.STALENESS_BOUND``."""
+        assert self.seller_checks is not None, "App.build always wires the seller checks"
+        return self.seller_checks.watch
 
     def http_routes(self, reads: Database | None = None) -> list[BaseRoute]:
         """The HTTP routes of the process's features (health is added by the HTTP app).

@@ -13,8 +13,9 @@
   store's public key, so issuance can refuse a key revoked for compromise or bound elsewhere.
 * ``authz_crls`` — the latest signed CRL of each issuer (``root`` or an operator), with its
   number, so every process serves the same bytes and numbers only grow.
-* ``authz_state`` — one row: ``generation`` grows in every transaction that changes a CRL or a
-  CA, so a process holding a verifier in memory can tell with one cheap read that it is stale.
+* ``authz_state`` — one row: ``generation`` grows in every transaction that changes a CRL, a
+  CA or a shop's current authorization (issuance, renewal, revocation), so a process holding a
+  verifier or shop certificates in memory can tell with one cheap read that it is stale.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@
 Every function runs inside the caller's transaction and takes the acting operator, refusing
 with :class:`ForbiddenError` to touch another operator's records. Issuance, renewal and
 revocation append their transparency-log entry in that same transaction, so a certificate and
-its entry commit together or not at all.
+its entry commit together or not at all. Each of them also moves ``authz_state.generation``
+(issuance and an expired certificate's renewal directly, the others by re-signing a CRL), so a
+process caching what VerifySeller answers can tell with one cheap read that it is stale.
 
 Renewal issues a new certificate with a new serial for the same store and scope. It reuses the
 store's key by re-reading the CSR of the original application (the store proved possession of
@@ -39,6 +41,7 @@ from sqlalchemy import Connection, Row, and_, insert, select, update
 
 from registry.authz.authorities import (
     OperatorKeys,
+    bump_generation,
     crl_signer,
     current_ca,
     second,
@@ -669,6 +672,9 @@ def issue_authorization(
     )
     der = certificate.public_bytes(_DER)
     append_entry(conn, Issuance(moment, _store_ref(authorization), certificate.serial_number, der))
+    # A new current authorization changes what VerifySeller answers for the shop: processes
+    # caching shop -> certificates (services.features.seller_checks) watch the generation.
+    bump_generation(conn)
     return get_authorization(conn, serial)
 
 
@@ -762,6 +768,9 @@ def renew_authorization(
         _mark_revoked(conn, serial, reason_code=4, comment=f"renewed as {new_serial}", now=moment)
         entries.append(Revocation(moment, store, int(serial, 16), 4))
         sign_crl(conn, operator, crl_signer(conn, operator, keys), now=moment)
+    else:
+        # No CRL to re-sign, but the shop's current certificate changed (see issue_authorization).
+        bump_generation(conn)
     append_entries(conn, entries)
     return get_authorization(conn, new_serial)
 

@@ -3,13 +3,22 @@
 What a serving process holds in memory:
 
 * a :class:`~registry.pki.verify.Verifier` over the trust bundle (root, operator CAs, CRLs) read
-  from the database. Every transaction that changes a CRL or a CA bumps ``authz_state.generation``;
-  each verification reads that generation in the same statement as the certificate it needs, and
-  a newer one makes the process reload the bundle first. A revocation committed by any process is
-  therefore in force for the next verification in every process, at the cost of one primary-key
-  read per call;
+  from the database. Every transaction that changes a CRL, a CA or a shop's current
+  authorization bumps ``authz_state.generation``; a verification uses the generation the
+  :class:`RegistryWatch` polled (or, when it cannot, reads it in the same statement as the
+  certificate it needs), and a newer one makes the process reload the bundle first (keeping its
+  verdicts when only an issuance moved it);
 * operator CA keys, opened once from their encrypted PKCS#8 with the CA passphrase;
-* one OCSP responder per operator (all its key generations).
+* one OCSP responder per operator (all its key generations);
+* a :class:`RegistryWatch`: each shop's current certificates (or that it has none) as of the
+  generation, which every issuance, renewal, revocation, CRL and CA change moves. A background
+  thread reads the generation every :data:`POLL_INTERVAL` and drops the shop cache when it moved;
+  this process's own writes drop it at once. VerifySeller by shop or by certificate then answers
+  from memory, with no database round trip, as long as the last successful poll *started* at most
+  :data:`STALENESS_BOUND` ago -- otherwise (poller stopped, database unreachable) it reads the
+  database as before. The bound this gives: a change committed by another process (a revocation
+  at another worker or host, a new authorization, a CA revoked by the CLI) is in force for every
+  verification that starts :data:`STALENESS_BOUND` after its commit, or earlier.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import datetime as dt
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final, Protocol
@@ -41,6 +51,7 @@ from registry.authz.records import (
 from registry.authz.tables import ROOT_ISSUER
 from registry.clock import Clock, utc_now
 from registry.pki.authority import CertificateAuthority
+from registry.pki.bundle import TrustBundle
 from registry.pki.errors import (
     CertificateFormatError,
     InvalidOperatorError,
@@ -146,6 +157,7 @@ class _Trust:
     refresh_at: dt.datetime
     # From this moment on every revocation in the bundle is in force (its newest thisUpdate).
     present_from: dt.datetime
+    bundle: TrustBundle
     # AUTHORIZED verdicts (scope unchecked) by certificate bytes, about the present only.
     authorized: dict[bytes, Verdict] = field(default_factory=dict)
 
@@ -156,6 +168,160 @@ class _Trust:
 
 VERDICT_CACHE_SIZE: Final = 50_000
 """Most AUTHORIZED verdicts a process keeps per generation."""
+
+POLL_INTERVAL: Final = 0.1
+"""Seconds between two reads of the registry generation by a process's :class:`RegistryWatch`."""
+
+STALENESS_BOUND: Final = 0.25
+"""Seconds: the oldest poll an answer from memory may rest on (see :class:`RegistryWatch`).
+
+A change committed by another process is in force for every verification that starts this long
+after its commit. Above :data:`POLL_INTERVAL` by a margin for the poll's own round trip and
+scheduling on a busy host; a poll that does not finish in time makes answers read the database.
+"""
+
+SHOP_CACHE_SIZE: Final = 50_000
+"""Most shops (known or unknown) a process remembers per generation."""
+
+
+class RegistryWatch:
+    """The registry generation as last polled, and each shop's current certificates as of it.
+
+    Answers from memory are allowed only while the poller runs and its last successful poll
+    started within :data:`STALENESS_BOUND`: every change committed before that poll's statement
+    began is visible to it (each statement reads a snapshot at least that new), so a cached answer
+    is never older than the bound. A shop entry is stored only with the generation read in the
+    same statement as its certificates, and only if that is the polled one: a read racing a
+    change can never be cached as current.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        interval: float = POLL_INTERVAL,
+        bound: float = STALENESS_BOUND,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._db = db
+        self.interval = interval
+        """Seconds between polls; read before each wait, so a change applies from the next one."""
+        self._bound = bound
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        # The generation and the shops cached at it, swapped together in one assignment so a
+        # lock-free reader never pairs a new generation with the old generation's shops.
+        self._cache: tuple[int, dict[tuple[str, str], list[repo.StoredCertificate]]] = (-1, {})
+        # monotonic() at the start of the last successful poll; -inf: nothing to rely on.
+        self._polled_at = float("-inf")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+
+    @property
+    def bound(self) -> float:
+        """The staleness bound in seconds."""
+        return self._bound
+
+    def fresh_generation(self) -> int | None:
+        """The polled generation if answers may rest on it now, else None (read the database)."""
+        # polled_at before the generation: poll() sets them in the other order, so the
+        # generation read is at least as new as the poll whose age is checked.
+        polled_at = self._polled_at
+        generation = self._cache[0]
+        if self._thread is None or self._monotonic() - polled_at > self._bound:
+            return None
+        return generation
+
+    def poll(self) -> int:
+        """Read the generation now; drop the shop cache if it moved. Raises what the read does."""
+        started = self._monotonic()
+        try:
+            generation = self._db.run_tx(repo.generation, readonly=True)
+        except BaseException:
+            with self._lock:
+                # A failed poll (own write's check included) must not leave older data trusted.
+                self._polled_at = float("-inf")
+            raise
+        with self._lock:
+            if started < self._polled_at:
+                return self._cache[0]  # a poll that started later has already answered
+            if generation != self._cache[0]:
+                self._cache = (generation, {})
+            self._polled_at = started
+        return generation
+
+    def changed(self) -> None:
+        """This process committed a change: re-poll now (on failure, read the database)."""
+        try:
+            self.poll()
+        except Exception:
+            # Not the writer's failure: its change is committed, and the failed poll has already
+            # stopped answers from memory until the background poll reads the generation again.
+            log.warning("registry generation unreadable after a write; reading the database")
+
+    def shop(
+        self, generation: int, marketplace: str, shop_id: str
+    ) -> list[repo.StoredCertificate] | None:
+        """The cached certificates of a shop at ``generation`` ([] = none), None if not cached."""
+        cached, shops = self._cache
+        return shops.get((marketplace, shop_id)) if cached == generation else None
+
+    def remember(
+        self,
+        generation: int,
+        marketplace: str,
+        shop_id: str,
+        found: list[repo.StoredCertificate],
+    ) -> None:
+        """Cache what the database said of a shop, if it was read at the polled generation."""
+        with self._lock:
+            cached, shops = self._cache
+            if generation != cached or self._thread is None:
+                return
+            if len(shops) >= SHOP_CACHE_SIZE:
+                # Oldest first (dicts keep insertion order): hot shops come straight back.
+                del shops[next(iter(shops))]
+            shops[(marketplace, shop_id)] = found
+
+    def start(self) -> None:
+        """Start polling on a daemon thread (a serving process; see ``realname serve``)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        thread = threading.Thread(target=self._run, name="registry-watch", daemon=True)
+        self._thread = thread
+        thread.start()
+
+    def stop(self) -> None:
+        """Stop polling; answers read the database again."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stop.set()
+        thread.join(timeout=10)
+        with self._lock:
+            self._thread = None
+            self._polled_at = float("-inf")
+            self._cache = (self._cache[0], {})
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll()
+                if self._failing:
+                    self._failing = False
+                    log.info("registry generation readable again; answering from memory")
+            except Exception as exc:
+                # Keep polling: meanwhile verifications read the database (poll() saw to that),
+                # and one log line per outage, not ten a second.
+                if not self._failing:
+                    self._failing = True
+                    log.warning(
+                        "cannot read the registry generation; verifications read the database",
+                        extra={"fields": {"error": type(exc).__name__}},
+                    )
+            self._stop.wait(self.interval)
 
 
 class TrustCache:
@@ -188,6 +354,11 @@ class TrustCache:
                 if may_write and snapshot.earliest_next_update - REFRESH_MARGIN <= now:
                     self._refresh()
                     snapshot = self._db.read(authorities.load_bundle)
+            if trust is not None and snapshot.bundle == trust.bundle and now < trust.refresh_at:
+                # The generation moved for an issuance or renewal: same CAs and CRLs, so the
+                # verifier and its AUTHORIZED verdicts still hold.
+                self._trust = replace(trust, generation=snapshot.generation)
+                return trust.verifier
             if trust is None:
                 verifier = Verifier(snapshot.bundle)
             else:
@@ -198,7 +369,11 @@ class TrustCache:
                 snapshot.earliest_next_update - REFRESH_MARGIN, now + RETRY_STALE_AFTER
             )
             self._trust = _Trust(
-                snapshot.generation, verifier, refresh_at, snapshot.latest_this_update
+                snapshot.generation,
+                verifier,
+                refresh_at,
+                snapshot.latest_this_update,
+                snapshot.bundle,
             )
             return verifier
 
@@ -303,6 +478,7 @@ class SellerChecks(SellerService):
     ) -> None:
         super().__init__(db, config, keys, clock)
         self._trust = TrustCache(db, clock, self.refresh_crls)
+        self.watch = RegistryWatch(db)
         self._ocsp_lock = threading.Lock()
         self._ocsp: dict[str, tuple[tuple[int, ...], OcspResponder]] = {}
         self._root_lock = threading.Lock()
@@ -339,7 +515,9 @@ class SellerChecks(SellerService):
     ) -> SellerVerdict:
         """Verify a presented certificate (PEM or DER) against the registry's trust bundle."""
         moment = self._clock()
-        generation = self._db.run_tx(repo.generation, readonly=True)
+        generation = self.watch.fresh_generation()
+        if generation is None:
+            generation = self._db.run_tx(repo.generation, readonly=True)
         try:
             verdict = self._verify(generation, certificate, card_type, province, moment)
         except CertificateFormatError as exc:
@@ -357,10 +535,17 @@ class SellerChecks(SellerService):
         """Verify a shop's current authorization(s); the best verdict answers for the shop."""
         refuse_nul(**{"shop.marketplace": marketplace, "shop.shop_id": shop_id})
         moment = self._clock()
-        found = self._db.run_tx(
-            lambda tx: repo.certificates_of_shop(tx, marketplace, shop_id, operator),
-            readonly=True,
-        )
+        polled = self.watch.fresh_generation()
+        stored_now = None if polled is None else self.watch.shop(polled, marketplace, shop_id)
+        if polled is None or stored_now is None:
+            # Every operator's certificates, filtered below, so one entry serves every filter.
+            generation, stored_now = self._db.run_tx(
+                lambda tx: repo.shop_certificates(tx, marketplace, shop_id), readonly=True
+            )
+            self.watch.remember(generation, marketplace, shop_id, stored_now)
+        else:
+            generation = polled
+        found = [s for s in stored_now if operator is None or s.operator == operator]
         if not found:
             return SellerVerdict(
                 Reason.UNKNOWN_STORE,
@@ -368,7 +553,6 @@ class SellerChecks(SellerService):
                 marketplace=marketplace,
                 shop_id=shop_id,
             )
-        generation = max(stored.generation for stored in found)
         verdicts = [
             _from_verdict(
                 self._verify(generation, stored.certificate, card_type, province, moment),
@@ -512,6 +696,7 @@ class SellerChecks(SellerService):
 
         done = write_mapped(self._db, work)
         if done:
+            self.watch.changed()
             log.info("CRLs re-signed", extra={"fields": {"issuers": ",".join(done)}})
         return done
 

@@ -209,6 +209,28 @@ class SellerService:
 class SellerDesk(SellerService):
     """Applications and authorizations: who may file, review, issue, renew and revoke what."""
 
+    def __init__(
+        self,
+        db: Database,
+        config: RegistryConfig,
+        keys: authorities.OperatorKeys | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        super().__init__(db, config, keys, clock)
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every issuance, renewal and revocation this desk attempts.
+
+        The seller checks' shop cache listens, so this process's own changes are in force for
+        its next verification, not only after the next poll.
+        """
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            listener()
+
     @property
     def base_url(self) -> str:
         """The public base URL certificates point to for CRLs and OCSP."""
@@ -322,18 +344,22 @@ class SellerDesk(SellerService):
         """Issue the authorization of one of the caller's approved applications."""
         _check_row_id(application_id)
         now = self._clock()
-        return write_mapped(
-            self._db,
-            lambda conn: workflow.issue_authorization(
-                conn,
-                application_id,
-                operator=principal.organisation,
-                keys=self._keys,
-                base_url=self.base_url,
-                validity=validity,
-                now=now,
-            ),
-        )
+        try:
+            return write_mapped(
+                self._db,
+                lambda conn: workflow.issue_authorization(
+                    conn,
+                    application_id,
+                    operator=principal.organisation,
+                    keys=self._keys,
+                    base_url=self.base_url,
+                    validity=validity,
+                    now=now,
+                ),
+            )
+        finally:
+            # Also after a failure: a lost commit acknowledgement may hide a committed change.
+            self._changed()
 
     def renew(
         self, principal: Principal, serial: str, csr: bytes | None, validity: dt.timedelta
@@ -355,7 +381,10 @@ class SellerDesk(SellerService):
             )
             return renewed, workflow.get_authorization(conn, canonical)
 
-        return write_mapped(self._db, work)
+        try:
+            return write_mapped(self._db, work)
+        finally:
+            self._changed()
 
     def revoke(
         self, principal: Principal, serial: str, reason_code: int, comment: str | None
@@ -364,18 +393,21 @@ class SellerDesk(SellerService):
         canonical = canonical_serial(serial)
         refuse_nul(comment=comment)
         now = self._clock()
-        return write_mapped(
-            self._db,
-            lambda conn: workflow.revoke_authorization(
-                conn,
-                canonical,
-                operator=principal.organisation,
-                reason_code=reason_code,
-                keys=self._keys,
-                comment=comment,
-                now=now,
-            ),
-        )
+        try:
+            return write_mapped(
+                self._db,
+                lambda conn: workflow.revoke_authorization(
+                    conn,
+                    canonical,
+                    operator=principal.organisation,
+                    reason_code=reason_code,
+                    keys=self._keys,
+                    comment=comment,
+                    now=now,
+                ),
+            )
+        finally:
+            self._changed()
 
     def get_authorization(self, serial: str) -> AuthorizationRecord:
         """One authorization (public)."""

@@ -1,8 +1,8 @@
 """Hot-path SQL over the registry's tables (``registry.authz.tables``) on the driver connection.
 
 VerifySeller, the VerifySellers sweep and the online-activation check each need one indexed
-read, together with the registry's revocation generation so that the caller can tell in the same
-round trip whether its in-memory verifier is stale. SQLAlchemy Core would cost more than the
+read, together with the registry's generation so that the caller can tell in the same round trip
+whether its in-memory verifier (and shop cache) is stale. SQLAlchemy Core would cost more than the
 query itself here (see ``rawsql``); everything else in the registry goes through Core.
 """
 
@@ -56,21 +56,25 @@ def generation(tx: Tx) -> int:
     return 0 if row is None else int(row[0])
 
 
-def certificates_of_shop(
-    tx: Tx, marketplace: str, shop_id: str, operator: str | None
-) -> list[StoredCertificate]:
-    """The shop's current certificates (one per operator), with the generation."""
-    sql = (
-        f"SELECT {_GENERATION}, serial_hex, operator, certificate FROM authz_authorizations "  # noqa: S608
-        "WHERE marketplace = ? AND shop_id = ? AND is_current"
+def shop_certificates(
+    tx: Tx, marketplace: str, shop_id: str
+) -> tuple[int, list[StoredCertificate]]:
+    """The registry generation and the shop's current certificates (every operator's).
+
+    One statement: the generation comes back even for a shop with no authorization, so that an
+    unknown shop's answer can be cached against it like any other.
+    """
+    rows = tx.all(
+        "SELECT s.generation, a.serial_hex, a.operator, a.certificate FROM authz_state s "
+        "LEFT JOIN authz_authorizations a "
+        "ON a.marketplace = ? AND a.shop_id = ? AND a.is_current WHERE s.id = 1",
+        (marketplace, shop_id),
     )
-    params: list[object] = [marketplace, shop_id]
-    if operator is not None:
-        sql += " AND operator = ?"
-        params.append(operator)
-    return [
+    generation = int(rows[0][0]) if rows else 0
+    return generation, [
         StoredCertificate(int(row[0]), str(row[1]), str(row[2]), bytes(row[3]))
-        for row in tx.all(sql, params)
+        for row in rows
+        if row[1] is not None
     ]
 
 

@@ -1,9 +1,11 @@
 """Each verdict reason through VerifySeller from a real certificate made for it, the sweep's
-agreement with it, and a revocation in force at once across processes (SQLite and PostgreSQL)."""
+agreement with it, and changes made by another process (revocation, renewal, issuance to an
+unknown shop, an operator CA revoked) in force within the staleness bound (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from registry.pki.keys import generate_private_key
 from registry.pki.oids import STORE_AUTHORIZATION_EKU
 from registry.pki.scope import Scope
 from services.domain.pseudonym import Pseudonymizer
+from services.features.seller_checks import STALENESS_BOUND
 from services.proto.realname.v1 import common_pb2 as cpb
 from services.proto.realname.v1 import registry_pb2 as rpb
 from services.runtime.ca_material import key_directory
@@ -230,23 +233,54 @@ def test_the_sweep_gives_the_same_reasons_as_verify_seller(
     assert first[0].serial == ok.serial and first[1].revoked_at.seconds > 0
 
 
-def test_a_revocation_is_in_force_for_the_next_call_in_another_process(
+def test_changes_in_another_process_are_in_force_within_the_staleness_bound(
     server: RegistryHarness,
     database_url: str,
     pki_dir: Path,
     pseudonymizer: Pseudonymizer,
 ) -> None:
     auth = authorize(server, shop_id="shared")
+    renewed = authorize(server, shop_id="renewed")
     # A second server with its own engine, caches and verifier: what another process holds.
     other_db = Database(DatabaseConfig(database_url))
     try:
         with registry_server(other_db, pki_dir, pseudonymizer, server.data_dir) as other:
-            assert verify_shop(other, "shared").reason == rpb.VERDICT_REASON_AUTHORIZED
-            server.registry_service("operator-cmcc").RevokeAuthorization(
-                rpb.RevokeAuthorizationRequest(serial=auth.serial)
-            )
-            assert verify_shop(other, "shared").reason == rpb.VERDICT_REASON_REVOKED
+            assert other.app is not None and other.app.seller_checks is not None
+            watch = other.app.seller_checks.watch
             cert = x509.load_der_x509_certificate(auth.certificate)
+            assert verify_shop(other, "shared").reason == rpb.VERDICT_REASON_AUTHORIZED
+            assert by_certificate(other, cert).reason == rpb.VERDICT_REASON_AUTHORIZED
+            assert verify_shop(other, "renewed").serial == renewed.serial
+            # An unknown shop's answer is cached too, and bounded by the same poll.
+            assert verify_shop(other, "newcomer").reason == rpb.VERDICT_REASON_UNKNOWN_STORE
+            assert watch.fresh_generation() is not None  # the other answers from memory
+            # One change at a time, each alone in moving the generation, then the bound.
+            issued = authorize(server, shop_id="newcomer")
+            time.sleep(STALENESS_BOUND)  # every verification starting now sees the commit
+            newcomer = verify_shop(other, "newcomer")
+            assert newcomer.reason == rpb.VERDICT_REASON_AUTHORIZED
+            assert newcomer.serial == issued.serial
+            desk = server.registry_service("operator-cmcc")
+            desk.RevokeAuthorization(rpb.RevokeAuthorizationRequest(serial=auth.serial))
+            time.sleep(STALENESS_BOUND)
+            assert verify_shop(other, "shared").reason == rpb.VERDICT_REASON_REVOKED
             assert by_certificate(other, cert).reason == rpb.VERDICT_REASON_REVOKED
+            new = desk.RenewAuthorization(rpb.RenewAuthorizationRequest(serial=renewed.serial))
+            time.sleep(STALENESS_BOUND)
+            after_renewal = verify_shop(other, "renewed")
+            assert after_renewal.reason == rpb.VERDICT_REASON_AUTHORIZED
+            assert after_renewal.serial == new.authorization.serial
     finally:
         other_db.dispose()
+
+
+def test_an_operator_ca_revoked_elsewhere_is_in_force_within_the_bound(
+    server: RegistryHarness, db: Database
+) -> None:
+    """A CA change made outside the server (``realname ca revoke-operator``) reaches it by poll."""
+    authorize(server, shop_id="under-ca")
+    assert verify_shop(server, "under-ca").reason == rpb.VERDICT_REASON_AUTHORIZED
+    root = server.root()
+    db.write(lambda conn: authorities.revoke_operator_ca(conn, root, "cmcc"))
+    time.sleep(STALENESS_BOUND)
+    assert verify_shop(server, "under-ca").reason == rpb.VERDICT_REASON_OPERATOR_REVOKED

@@ -86,6 +86,8 @@ def registry_server(
     assert app.seller_checks is not None
     # What `realname serve`'s refresher does at start: the backdated CAs' CRLs are re-signed now.
     app.seller_checks.refresh_crls()
+    # What `realname serve` runs: VerifySeller answers from memory, bounded by the poll.
+    app.registry_watch().start()
     assert app.audit is not None
     app.audit.start()  # audited as `realname serve` is (the harness's close stops it)
     running = create_server(

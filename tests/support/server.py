@@ -59,6 +59,8 @@ class GrpcHarness:
         self.running.stop(grace=1)
         if self.app is not None and self.app.audit is not None:
             self.app.audit.stop()
+        if self.app is not None and self.app.seller_checks is not None:
+            self.app.seller_checks.watch.stop()
 
 
 def start_harness(
