@@ -5,9 +5,10 @@ directory, driven by the same load client as `bench.run`; the layers are switche
 configuration: ``REALNAME_LAYERS_OFF=audit`` / ``metrics`` / ``guards`` (bench-only switches of
 `serve`; ``guards`` drops the activation guards, whose eligibility probes ride on
 CheckEligibility's statement), ``REALNAME_RATE_PRINCIPAL=off`` and ``REALNAME_RATE_DOCUMENT=off``
-(the rate limiters), and ``REALNAME_LOG_LEVEL=WARNING`` (the per-RPC log line). The configurations run in alternating
-rounds and each row reports the lowest server CPU per call over the rounds (the figure a shared
-machine disturbs least); a layer's cost is the default row's figure minus its own.
+(the rate limiters), and ``REALNAME_LOG_LEVEL=WARNING`` (the per-RPC log line). The
+configurations run in alternating rounds and each row reports the lowest server CPU per call over
+the rounds (the figure a shared machine disturbs least); a layer's cost is the default row's
+figure minus its own.
 
 Validation (the servicer's checks of the request) cannot be switched off without answering
 wrongly, so its cost is measured in-process on the same requests. Run as
