@@ -36,6 +36,11 @@ CONFIGS: dict[str, dict[str, str]] = {
     "metrics off": {"REALNAME_LAYERS_OFF": "metrics"},
     "log line off": {"REALNAME_LOG_LEVEL": "WARNING"},
     "guards' probes off": {"REALNAME_LAYERS_OFF": "guards"},
+    "audit, rate limits, metrics and log line off": {
+        "REALNAME_LAYERS_OFF": "audit,metrics",
+        "REALNAME_LOG_LEVEL": "WARNING",
+        **RATES_OFF,
+    },
     "all five off": {
         "REALNAME_LAYERS_OFF": "audit,metrics,guards",
         "REALNAME_LOG_LEVEL": "WARNING",

@@ -10,8 +10,9 @@ workload went wrong (unexpected errors, a server that would not start), not for 
 Then, as module subprocesses adding their sections to the same results file: the feature benches,
 PostgreSQL `--workers 1` vs 2 and default vs SERIALIZABLE (bench.bench_scale), CheckEligibility
 p99 at 10,000 vs 10,000,000 cards, and the soak (bench.bench_soak); first of them the per-layer
-costs (bench.bench_layers). `--only soak` (or `scale`, `workers`, `isolation`, `features`,
-`layers`, `main`, comma-separated) runs just those.
+costs (bench.bench_layers) and their instruction counts under callgrind
+(bench.bench_instructions). `--only soak` (or `scale`, `workers`, `isolation`, `features`,
+`layers`, `instructions`, `main`, comma-separated) runs just those.
 """
 
 from __future__ import annotations
@@ -460,7 +461,17 @@ def run_module_bench(module: str, *args: str) -> int:
 
 
 # Phases `--only` can pick; "main" is the table above, the others run as module subprocesses.
-PHASES = ("main", "layers", "features", "workers", "isolation", "ha", "scale", "soak")
+PHASES = (
+    "main",
+    "layers",
+    "instructions",
+    "features",
+    "workers",
+    "isolation",
+    "ha",
+    "scale",
+    "soak",
+)
 
 
 def run_extra_phases(args: argparse.Namespace, only: set[str]) -> int:
@@ -468,6 +479,8 @@ def run_extra_phases(args: argparse.Namespace, only: set[str]) -> int:
     codes = []
     if "layers" in only:
         codes.append(run_module_bench("bench.bench_layers"))
+    if "instructions" in only:
+        codes.append(run_module_bench("bench.bench_instructions"))
     if "features" in only and not args.skip_pki:
         codes += [run_module_bench(module) for module in FEATURE_BENCHES]
     shape = ["--concurrency", str(args.concurrency), "--warmup", str(args.warmup),
