@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from registry.clock import Clock, utc_now
 from registry.subscribers import mask_msisdn
@@ -298,9 +298,55 @@ class CardDesk:
         every_probe: list[Probe] = []
 
         # The first attempt assumes the common case (a new request, free number, a free slot)
-        # and runs three statements; any surprise switches to the careful path, which reads
-        # the idempotency record and the live cards first and tells the caller exactly why.
+        # and sends its statements in one round trip; any surprise switches to the careful path,
+        # which reads the idempotency record and the live cards first and tells the caller
+        # exactly why.
         careful = False
+
+        def common_case(tx: Tx, new_card: repo.NewCard, now: dt.datetime) -> Card:
+            """A personal card's activation assuming every check passes, in one round trip.
+
+            The guards' probes, the card's insert, the slot's claim, the idempotency record and
+            the reads the guards make after the sale go together (PostgreSQL's pipeline mode);
+            any surprise rolls it all back and sends the request down the careful path, which
+            runs the same steps one at a time and says exactly why.
+            """
+            nonlocal careful
+            reads = [
+                list(guard.activation_reads(tx, operator_id, cmd, now)) for guard in self._guards
+            ]
+            record = repo.record_activation_statement(
+                tx, operator_id=operator_id, request_id=cmd.request_id,
+                fingerprint=fingerprint, now=now, msisdn=cmd.msisdn,
+            )  # fmt: skip
+            rows = tx.batch(
+                [
+                    *([Tx.probes_statement(every_probe)] if every_probe else []),
+                    new_card.statement(tx),
+                    repo.claim_slot_statement(new_card.id_key, operator_id),
+                    record,
+                    *(read for wanted in reads for read in wanted),
+                ]
+            )
+            answers: list[Any] = []
+            if every_probe:
+                probed = rows.pop(0)
+                assert probed is not None
+                answers = list(probed)
+            inserted, claimed, recorded = new_card.inserted(rows[0]), rows[1], rows[2]
+            try:
+                self._check_guards(tx, operator_id, cmd, now, probes=probes, answers=answers)
+            except RealnameError:
+                inserted = None  # refused: the careful path reads the record a retry replays
+            if inserted is None or claimed is None or recorded is None:
+                careful = True
+                raise RetryTransaction(backoff=False)
+            card_id, card = inserted
+            rest = rows[3:]
+            for guard, wanted in zip(self._guards, reads, strict=True):
+                guard.activated(tx, operator_id, card_id, cmd, now, rows=rest[: len(wanted)])
+                rest = rest[len(wanted) :]
+            return card
 
         def work(tx: Tx) -> Card:
             nonlocal careful
@@ -328,11 +374,15 @@ class CardDesk:
                     careful = True
                     raise RetryTransaction(backoff=False) from None
                 raise
+            new_card = repo.NewCard(
+                operator_id, cmd.msisdn, cmd.iccid, key, cmd.document.type,
+                cmd.document.masked(), cmd.card_type, channel, now, cmd.industry,
+            )  # fmt: skip
+            if not careful and cmd.card_type is CardType.PERSONAL:
+                return common_case(tx, new_card, now)
             try:
                 answers = tx.probe_all(every_probe)
-                for guard, wanted in zip(self._guards, probes, strict=True):
-                    guard.check(tx, operator_id, cmd, now, answers[: len(wanted)])
-                    answers = answers[len(wanted) :]
+                self._check_guards(tx, operator_id, cmd, now, probes=probes, answers=answers)
             except RealnameError as refused:
                 # Only the careful path has read the idempotency record a retry must replay.
                 if not careful:
@@ -348,19 +398,8 @@ class CardDesk:
                             reason=f"{taken.upper()}_IN_USE",
                         )
                     )
-            inserted = repo.insert_card(
-                tx,
-                operator_id=operator_id,
-                msisdn=cmd.msisdn,
-                iccid=cmd.iccid,
-                id_key=key,
-                document_type=cmd.document.type,
-                document_masked=cmd.document.masked(),
-                card_type=cmd.card_type,
-                channel=channel,
-                now=now,
-                industry=cmd.industry,
-            )
+            statement = new_card.statement(tx)
+            inserted = new_card.inserted(tx.one(statement.sql, statement.params))
             if inserted is None:
                 careful = True
                 raise RetryTransaction(backoff=False)
@@ -420,6 +459,21 @@ class CardDesk:
             "the activation rules kept changing during this request; retry",
             reason="TRANSACTION_CONFLICT",
         )
+
+    def _check_guards(
+        self,
+        tx: Tx,
+        operator_id: str,
+        cmd: ActivateCard,
+        now: dt.datetime,
+        *,
+        probes: Sequence[Sequence[Probe]],
+        answers: Sequence[Any],
+    ) -> None:
+        """Runs every guard's ``check`` on its share of the probes' answers; refuses by raising."""
+        for guard, wanted in zip(self._guards, probes, strict=True):
+            guard.check(tx, operator_id, cmd, now, answers[: len(wanted)])
+            answers = answers[len(wanted) :]
 
     def deactivate(self, operator_id: str, cmd: DeactivateCard) -> Card:
         """Deactivates the operator's live card with this MSISDN and frees its slot."""

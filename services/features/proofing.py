@@ -685,7 +685,14 @@ class ProofingGuard(ActivationGuard):
             )
 
     def activated(
-        self, tx: Tx, operator_id: str, card_id: int, cmd: ActivateCard, now: dt.datetime
+        self,
+        tx: Tx,
+        operator_id: str,
+        card_id: int,
+        cmd: ActivateCard,
+        now: dt.datetime,
+        *,
+        rows: Sequence[tuple[Any, ...] | None] = (),
     ) -> None:
         """Stores the holder's name sealed on the new card."""
         if cmd.holder_name is None:

@@ -129,8 +129,14 @@ _CLAIM_SLOT = (
 
 def claim_slot(tx: Tx, id_key: bytes, operator_id: str) -> int | None:
     """Takes one slot under the cap; returns the new count, or None when the cap is reached."""
-    row = tx.one(_CLAIM_SLOT, (id_key, operator_id, operator_id))
+    statement = claim_slot_statement(id_key, operator_id)
+    row = tx.one(statement.sql, statement.params)
     return None if row is None else int(row[0])
+
+
+def claim_slot_statement(id_key: bytes, operator_id: str) -> Probe:
+    """``claim_slot``'s statement, for a batch: a row (the new count) when a slot was taken."""
+    return Probe(_CLAIM_SLOT, (id_key, operator_id, operator_id))
 
 
 def release_slot(tx: Tx, id_key: bytes, operator_id: str) -> None:
@@ -217,32 +223,70 @@ def insert_card(
 
     An online sale starts PENDING_DELIVERY (live, unusable until delivered); others ACTIVE.
     """
-    state = CardState.PENDING_DELIVERY if isinstance(channel, OnlineSale) else CardState.ACTIVE
-    agent, serial, import_id = _channel_columns(channel)
-    enterprise, scenario, imei = (
-        (industry.enterprise_id, industry.scenario, industry.imei)
-        if industry
-        else (None, None, None)
-    )
-    row = tx.one(
-        "INSERT INTO cards (operator_id, msisdn, iccid, id_key, document_type, document_masked, "
-        "card_type, state, channel, agent_id, store_authorization_serial, activated_at, "
-        "enterprise_id, scenario, bound_imei, import_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT DO NOTHING RETURNING id",
-        (
-            operator_id, msisdn, iccid, id_key, document_type.value, document_masked,
-            card_type.value, state.value, _channel_kind(channel), agent, serial,
-            tx.timestamp(now), enterprise, scenario, imei, import_id,
-        ),
+    new = NewCard(
+        operator_id, msisdn, iccid, id_key, document_type, document_masked, card_type, channel,
+        now, industry,
     )  # fmt: skip
-    if row is None:
-        return None
-    card = Card(
-        msisdn, iccid, operator_id, card_type, state, document_type, document_masked,
-        channel, now, None, industry=industry,
-    )  # fmt: skip
-    return int(row[0]), card
+    statement = new.statement(tx)
+    return new.inserted(tx.one(statement.sql, statement.params))
+
+
+@dataclass(frozen=True)
+class NewCard:
+    """A card to insert: its INSERT statement, and the card it makes."""
+
+    operator_id: str
+    msisdn: str
+    iccid: str
+    id_key: bytes
+    document_type: DocumentType
+    document_masked: str
+    card_type: CardType
+    channel: SalesChannel
+    now: dt.datetime
+    industry: IndustryBinding | None = None
+
+    @property
+    def state(self) -> CardState:
+        """An online sale starts PENDING_DELIVERY (live, unusable until delivered); others
+        ACTIVE."""
+        return (
+            CardState.PENDING_DELIVERY if isinstance(self.channel, OnlineSale) else CardState.ACTIVE
+        )
+
+    def statement(self, tx: Tx) -> Probe:
+        """The INSERT (nothing on a taken MSISDN or ICCID), returning the new card's id."""
+        agent, serial, import_id = _channel_columns(self.channel)
+        binding = self.industry
+        enterprise, scenario, imei = (
+            (binding.enterprise_id, binding.scenario, binding.imei)
+            if binding
+            else (None, None, None)
+        )
+        return Probe(
+            "INSERT INTO cards (operator_id, msisdn, iccid, id_key, document_type, "
+            "document_masked, card_type, state, channel, agent_id, store_authorization_serial, "
+            "activated_at, enterprise_id, scenario, bound_imei, import_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT DO NOTHING RETURNING id",
+            (
+                self.operator_id, self.msisdn, self.iccid, self.id_key, self.document_type.value,
+                self.document_masked, self.card_type.value, self.state.value,
+                _channel_kind(self.channel), agent, serial, tx.timestamp(self.now), enterprise,
+                scenario, imei, import_id,
+            ),
+        )  # fmt: skip
+
+    def inserted(self, row: tuple[Any, ...] | None) -> tuple[int, Card] | None:
+        """The id and card the statement's row says were inserted; None if nothing was."""
+        if row is None:
+            return None
+        card = Card(
+            self.msisdn, self.iccid, self.operator_id, self.card_type, self.state,
+            self.document_type, self.document_masked, self.channel, self.now, None,
+            industry=self.industry,
+        )  # fmt: skip
+        return int(row[0]), card
 
 
 def _channel_kind(channel: SalesChannel) -> str:
@@ -398,13 +442,6 @@ def record_request(
     error: RealnameError | None = None,
 ) -> bool:
     """Records a request's outcome; returns False if the request id is already recorded."""
-    kind = reason = message = meta_json = None
-    if error is not None:
-        meta: dict[str, Any] = {"metadata": error.metadata}
-        if isinstance(error, QuotaExceeded):
-            meta["quota"] = [[v.subject, v.description] for v in error.violations]
-        kind, reason, message = error.kind.value, error.reason, error.message
-        meta_json = json.dumps(meta, sort_keys=True)
     # DO NOTHING rather than an error: the transaction stays usable on both engines.
     inserted = tx.execute(
         "INSERT INTO requests (operator_id, request_id, operation, fingerprint, card_id, "
@@ -412,10 +449,39 @@ def record_request(
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (
             operator_id, request_id, operation, fingerprint, card_id,
-            kind, reason, message, meta_json, tx.timestamp(now),
+            *_error_columns(error), tx.timestamp(now),
         ),
     )  # fmt: skip
     return inserted == 1
+
+
+def record_activation_statement(
+    tx: Tx, *, operator_id: str, request_id: str, fingerprint: bytes, now: dt.datetime, msisdn: str
+) -> Probe:
+    """Records an activation's outcome as its card, for a batch that inserts the card before it.
+
+    The card is found by its live MSISDN, so the statement needs no answer from the insert.
+    Returns a row when recorded, none if the request id already was. (If the insert found the
+    MSISDN taken, the caller rolls back whatever this recorded.)
+    """
+    return Probe(
+        "INSERT INTO requests (operator_id, request_id, operation, fingerprint, card_id, "
+        "error_kind, error_reason, error_message, error_metadata, created_at) "
+        "VALUES (?, ?, 'activate', ?, "
+        "(SELECT id FROM cards WHERE msisdn = ? AND state <> 'DEACTIVATED'), "
+        "NULL, NULL, NULL, NULL, ?) ON CONFLICT DO NOTHING RETURNING 1",
+        (operator_id, request_id, fingerprint, msisdn, tx.timestamp(now)),
+    )
+
+
+def _error_columns(error: RealnameError | None) -> tuple[str | None, ...]:
+    """(error_kind, error_reason, error_message, error_metadata) of a recorded outcome."""
+    if error is None:
+        return None, None, None, None
+    meta: dict[str, Any] = {"metadata": error.metadata}
+    if isinstance(error, QuotaExceeded):
+        meta["quota"] = [[v.subject, v.description] for v in error.violations]
+    return error.kind.value, error.reason, error.message, json.dumps(meta, sort_keys=True)
 
 
 def _error(kind: str, reason: str, message: str, meta_json: str | None) -> RealnameError:
