@@ -472,33 +472,8 @@ class AgentGuard(ActivationGuard):
                 },
             )
 
-    def activation_reads(
-        self, tx: Tx, operator_id: str, cmd: ActivateCard, now: dt.datetime
-    ) -> Sequence[Probe]:
-        """An agent sale's activity (the agent's pace, the document's standing) after it."""
-        if not isinstance(cmd.channel, AgentSale):
-            return ()
-        p = self.policy
-        return (
-            repo.sale_activity_statement(
-                tx, operator_id, cmd.channel.agent_id,
-                self._pseudo.document_key(cmd.document), batch_n=p.batch_max,
-                documents_n=p.documents_max,
-                batch_signal=(BATCH_ISSUANCE, _bucket(now, p.batch_window)),
-                documents_signal=(MANY_DOCUMENTS, _bucket(now, p.documents_window)),
-                agents_since=now - p.document_agents_window,
-            ),
-        )  # fmt: skip
-
     def activated(
-        self,
-        tx: Tx,
-        operator_id: str,
-        card_id: int,
-        cmd: ActivateCard,
-        now: dt.datetime,
-        *,
-        rows: Sequence[tuple[Any, ...] | None] = (),
+        self, tx: Tx, operator_id: str, card_id: int, cmd: ActivateCard, now: dt.datetime
     ) -> None:
         """Computes the agent's and the document's signals and records those that fire."""
         if not isinstance(cmd.channel, AgentSale):
@@ -506,11 +481,14 @@ class AgentGuard(ActivationGuard):
         p = self.policy
         agent_id = cmd.channel.agent_id
         key = self._pseudo.document_key(cmd.document)
-        if rows:
-            pace, standing = repo.parse_sale_activity(tx, rows[0])
-        else:
-            (read,) = self.activation_reads(tx, operator_id, cmd, now)
-            pace, standing = repo.parse_sale_activity(tx, tx.one(read.sql, read.params))
+        batch_bucket = _bucket(now, p.batch_window)
+        documents_bucket = _bucket(now, p.documents_window)
+        pace, standing = repo.sale_activity(
+            tx, operator_id, agent_id, key, batch_n=p.batch_max, documents_n=p.documents_max,
+            batch_signal=(BATCH_ISSUANCE, batch_bucket),
+            documents_signal=(MANY_DOCUMENTS, documents_bucket),
+            agents_since=now - p.document_agents_window,
+        )  # fmt: skip
         fired: list[repo.NewSignal] = []
 
         def fire(

@@ -304,48 +304,29 @@ class CardDesk:
         careful = False
 
         def common_case(tx: Tx, new_card: repo.NewCard, now: dt.datetime) -> Card:
-            """A personal card's activation assuming every check passes, in one round trip.
-
-            The guards' probes, the card's insert, the slot's claim, the idempotency record and
-            the reads the guards make after the sale go together (PostgreSQL's pipeline mode);
-            any surprise rolls it all back and sends the request down the careful path, which
-            runs the same steps one at a time and says exactly why.
-            """
+            """A personal card's activation assuming every check passes: one statement writes
+            it (``activate_common``); any surprise rolls it back and sends the request down the
+            careful path, which runs the steps one at a time and says exactly why."""
             nonlocal careful
-            reads = [
-                list(guard.activation_reads(tx, operator_id, cmd, now)) for guard in self._guards
-            ]
-            record = repo.record_activation_statement(
-                tx, operator_id=operator_id, request_id=cmd.request_id,
-                fingerprint=fingerprint, now=now, msisdn=cmd.msisdn,
+            written = repo.activate_common(
+                tx, new_card, probes=every_probe, request_id=cmd.request_id,
+                fingerprint=fingerprint,
             )  # fmt: skip
-            rows = tx.batch(
-                [
-                    *([Tx.probes_statement(every_probe)] if every_probe else []),
-                    new_card.statement(tx),
-                    repo.claim_slot_statement(new_card.id_key, operator_id),
-                    record,
-                    *(read for wanted in reads for read in wanted),
-                ]
-            )
-            answers: list[Any] = []
-            if every_probe:
-                probed = rows.pop(0)
-                assert probed is not None
-                answers = list(probed)
-            inserted, claimed, recorded = new_card.inserted(rows[0]), rows[1], rows[2]
             try:
-                self._check_guards(tx, operator_id, cmd, now, probes=probes, answers=answers)
+                self._check_guards(
+                    tx, operator_id, cmd, now, probes=probes, answers=written.answers
+                )
             except RealnameError:
-                inserted = None  # refused: the careful path reads the record a retry replays
-            if inserted is None or claimed is None or recorded is None:
+                # Only the careful path has read the idempotency record a retry must replay.
+                careful = True
+                raise RetryTransaction(backoff=False) from None
+            if not written.done:
                 careful = True
                 raise RetryTransaction(backoff=False)
-            card_id, card = inserted
-            rest = rows[3:]
-            for guard, wanted in zip(self._guards, reads, strict=True):
-                guard.activated(tx, operator_id, card_id, cmd, now, rows=rest[: len(wanted)])
-                rest = rest[len(wanted) :]
+            assert written.inserted is not None
+            card_id, card = written.inserted
+            for guard in self._guards:
+                guard.activated(tx, operator_id, card_id, cmd, now)
             return card
 
         def work(tx: Tx) -> Card:

@@ -48,29 +48,10 @@ class ActivationGuard:
         ``answers`` holds the values of this guard's ``probes``, in their order.
         """
 
-    def activation_reads(
-        self, tx: Tx, operator_id: str, cmd: ActivateCard, now: dt.datetime
-    ) -> Sequence[Probe]:
-        """Statements ``activated`` needs the first rows of, read after the card is written.
-
-        The common-case activation sends them in the round trip that writes the card.
-        """
-        return ()
-
     def activated(
-        self,
-        tx: Tx,
-        operator_id: str,
-        card_id: int,
-        cmd: ActivateCard,
-        now: dt.datetime,
-        *,
-        rows: Sequence[tuple[Any, ...] | None] = (),
+        self, tx: Tx, operator_id: str, card_id: int, cmd: ActivateCard, now: dt.datetime
     ) -> None:
-        """Runs inside the activation transaction after the card and its slot are written.
-
-        ``rows`` holds the first rows of this guard's ``activation_reads``, in their order.
-        """
+        """Runs inside the activation transaction after the card and its slot are written."""
 
     def new_holder(self, tx: Tx, operator_id: str, document: Document, now: dt.datetime) -> None:
         """Runs in a transaction giving a live card to another holder (TransferCard), before it

@@ -685,14 +685,7 @@ class ProofingGuard(ActivationGuard):
             )
 
     def activated(
-        self,
-        tx: Tx,
-        operator_id: str,
-        card_id: int,
-        cmd: ActivateCard,
-        now: dt.datetime,
-        *,
-        rows: Sequence[tuple[Any, ...] | None] = (),
+        self, tx: Tx, operator_id: str, card_id: int, cmd: ActivateCard, now: dt.datetime
     ) -> None:
         """Stores the holder's name sealed on the new card."""
         if cmd.holder_name is None:

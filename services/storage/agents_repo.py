@@ -250,27 +250,7 @@ def sale_activity(
     the window signals named by (kind, window_start) exist; the standing counts the agents that
     sold to the document since ``agents_since``.
     """
-    statement = sale_activity_statement(
-        tx, operator_id, agent_id, id_key, batch_n=batch_n, documents_n=documents_n,
-        batch_signal=batch_signal, documents_signal=documents_signal, agents_since=agents_since,
-    )  # fmt: skip
-    return parse_sale_activity(tx, tx.one(statement.sql, statement.params))
-
-
-def sale_activity_statement(
-    tx: Tx,
-    operator_id: str,
-    agent_id: str,
-    id_key: bytes,
-    *,
-    batch_n: int,
-    documents_n: int,
-    batch_signal: tuple[str, dt.datetime],
-    documents_signal: tuple[str, dt.datetime],
-    agents_since: dt.datetime,
-) -> Probe:
-    """``sale_activity``'s statement, for a batch; ``parse_sale_activity`` reads its row."""
-    return Probe(
+    row = tx.one(
         _ACTIVITY,
         (
             operator_id, agent_id, batch_n, operator_id, agent_id, documents_n,
@@ -279,10 +259,6 @@ def sale_activity_statement(
             id_key, operator_id, tx.timestamp(agents_since), id_key, operator_id, operator_id,
         ),
     )  # fmt: skip
-
-
-def parse_sale_activity(tx: Tx, row: tuple[Any, ...] | None) -> tuple[AgentPace, DocumentStanding]:
-    """The pace and standing a ``sale_activity_statement`` row gives."""
     assert row is not None
     pace = AgentPace(
         tx.parse_timestamp(row[0]), tx.parse_timestamp(row[1]), bool(row[2]), bool(row[3])

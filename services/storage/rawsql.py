@@ -25,16 +25,9 @@ def _to_format_style(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
-def _probes_statement(probes: Sequence[Probe]) -> tuple[str, list[Any]]:
-    # A SELECT of no column is invalid SQL: with no probes the row is a constant.
-    columns = ", ".join(f"({p.sql})" for p in probes) or "1"
-    return "SELECT " + columns, [param for p in probes for param in p.params]
-
-
 @dataclass(frozen=True)
 class Probe:
-    """A query and its parameters: ``Tx.probe_all`` reads its one value with others' at once;
-    ``Tx.batch`` sends whole statements together and returns their first rows."""
+    """A query answering one value (or none), which ``Tx.probe_all`` runs with others at once."""
 
     sql: str
     params: Params = ()
@@ -78,27 +71,6 @@ class Tx:
         finally:
             cur.close()
 
-    def batch(self, statements: Sequence[Probe]) -> list[tuple[Any, ...] | None]:
-        """Runs statements in order and returns each one's first row (None if it returned none).
-
-        On PostgreSQL they go in one round trip (psycopg's pipeline mode; a BEGIN the driver
-        starts the transaction with rides along); SQLite runs them one by one, in process. Each
-        statement must return rows (a write says ``RETURNING``). A statement's error is raised
-        when the batch ends, after which the transaction can only be rolled back.
-        """
-        if self.sqlite:
-            return [self.one(s.sql, s.params) for s in statements]
-        cursors = [self._conn.cursor() for _ in statements]
-        try:
-            with self._conn.pipeline():
-                for cur, statement in zip(cursors, statements, strict=True):
-                    cur.execute(self._sql(statement.sql), statement.params)
-            rows = [cur.fetchone() for cur in cursors]
-            return [None if row is None else tuple(row) for row in rows]
-        finally:
-            for cur in cursors:
-                cur.close()
-
     def probe(self, probe: Probe) -> Any:
         """The probe's value: the first column of its first row, or None."""
         row = self.one(probe.sql, probe.params)
@@ -108,14 +80,12 @@ class Tx:
         """Every probe's value, in order, from one statement (one round trip, not one each)."""
         if not probes:
             return []
-        row = self.one(*_probes_statement(probes))
+        row = self.one(
+            "SELECT " + ", ".join(f"({p.sql})" for p in probes),
+            [param for p in probes for param in p.params],
+        )
         assert row is not None
         return list(row)
-
-    @staticmethod
-    def probes_statement(probes: Sequence[Probe]) -> Probe:
-        """The one statement ``probe_all`` runs, for a ``batch`` (its row: the probes' values)."""
-        return Probe(*_probes_statement(probes))
 
     def timestamp(self, value: dt.datetime | None) -> Any:
         """A UTC datetime as the column stores it (SQLAlchemy's SQLite text form, or as is)."""
