@@ -222,10 +222,14 @@ _RECORDED = (
     "AND subject = '' AND window_start = ?"
 )
 _PACE = f"CASE WHEN EXISTS ({_RECORDED}) THEN NULL ELSE ({_NTH_SALE}) END"
-# The document's distinct agents in its window, its live cards and the operator's cap.
+# The document's distinct agents in its window, its live cards and the operator's cap. The
+# operator is compared as an expression (operator_id || '') so that only ix_cards_holder can
+# serve the count: without statistics (a table not analyzed yet) PostgreSQL took
+# ix_cards_agent_activated for operator_id and activated_at and read all of the operator's
+# recent cards, 0.9 ms a sale by 6,000 cards in the bench, against 0.06 ms by the holder.
 _STANDING = (
     "(SELECT COUNT(DISTINCT agent_id) FROM cards "
-    "WHERE id_key = ? AND operator_id = ? AND activated_at > ?), "
+    "WHERE id_key = ? AND operator_id || '' = ? AND activated_at > ?), "
     "(SELECT active FROM holdings WHERE id_key = ? AND operator_id = ?), "
     "(SELECT card_limit FROM operators WHERE id = ?)"
 )
