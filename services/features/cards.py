@@ -792,10 +792,9 @@ class CardDesk:
             error = refusal.error
 
         def record(tx: Tx) -> Card:
-            stored = self._replay(tx, operator_id, request_id, operation, fingerprint)
-            if stored is not None:
-                return stored
-            if not repo.record_request(
+            # Recorded first, read only when the request id is taken: a new refusal (the usual
+            # case, e.g. every call past the cap on a hot document) costs one statement.
+            if repo.record_request(
                 tx,
                 operator_id=operator_id,
                 request_id=request_id,
@@ -804,8 +803,11 @@ class CardDesk:
                 now=self._clock(),
                 error=error,
             ):
-                raise RetryTransaction(backoff=False)  # raced a duplicate: replay it
-            return _REFUSED
+                return _REFUSED
+            stored = self._replay(tx, operator_id, request_id, operation, fingerprint)
+            if stored is None:
+                raise RetryTransaction(backoff=False)  # the record that was there is gone
+            return stored
 
         outcome = self._db.run_tx(record)
         if outcome is _REFUSED:
