@@ -303,7 +303,9 @@ class CardDesk:
         # exactly why.
         careful = False
 
-        def common_case(tx: Tx, new_card: repo.NewCard, now: dt.datetime) -> Card:
+        def common_case(
+            tx: Tx, new_card: repo.NewCard, now: dt.datetime, op: repo.OperatorRow
+        ) -> Card:
             """A personal card's activation assuming every check passes: one statement writes
             it (``activate_common``); any surprise rolls it back and sends the request down the
             careful path, which runs the steps one at a time and says exactly why."""
@@ -320,6 +322,10 @@ class CardDesk:
                 # Only the careful path has read the idempotency record a retry must replay.
                 careful = True
                 raise RetryTransaction(backoff=False) from None
+            if written.only_the_cap:
+                # The careful path would read no earlier outcome (the request was new), find
+                # the number free and the guards content, and refuse for the cap: refuse now.
+                raise _Refusal(self._cap_refusal(operator_id, cmd, op))
             if not written.done:
                 careful = True
                 raise RetryTransaction(backoff=False)
@@ -360,7 +366,7 @@ class CardDesk:
                 cmd.document.masked(), cmd.card_type, channel, now, cmd.industry,
             )  # fmt: skip
             if not careful and cmd.card_type is CardType.PERSONAL:
-                return common_case(tx, new_card, now)
+                return common_case(tx, new_card, now, op)
             try:
                 answers = tx.probe_all(every_probe)
                 self._check_guards(tx, operator_id, cmd, now, probes=probes, answers=answers)
@@ -396,20 +402,7 @@ class CardDesk:
                 if not careful:
                     careful = True
                     raise RetryTransaction(backoff=False)
-                raise _Refusal(
-                    QuotaExceeded(
-                        f"document {cmd.document.masked()} already holds {op.card_limit} live "
-                        f"cards with operator {operator_id}",
-                        reason=CARD_LIMIT_REACHED,
-                        violations=[
-                            QuotaViolation(
-                                f"document:{cmd.document.type.name}/operator:{operator_id}",
-                                f"at most {op.card_limit} live cards per document per operator",
-                            )
-                        ],
-                        metadata={"operator": operator_id, "limit": str(op.card_limit)},
-                    )
-                )
+                raise _Refusal(self._cap_refusal(operator_id, cmd, op))
             card_id, card = inserted
             recorded = repo.record_request(
                 tx,
@@ -439,6 +432,22 @@ class CardDesk:
         raise Unavailable(
             "the activation rules kept changing during this request; retry",
             reason="TRANSACTION_CONFLICT",
+        )
+
+    @staticmethod
+    def _cap_refusal(operator_id: str, cmd: ActivateCard, op: repo.OperatorRow) -> QuotaExceeded:
+        """The refusal of an activation for a document already at the operator's cap."""
+        return QuotaExceeded(
+            f"document {cmd.document.masked()} already holds {op.card_limit} live "
+            f"cards with operator {operator_id}",
+            reason=CARD_LIMIT_REACHED,
+            violations=[
+                QuotaViolation(
+                    f"document:{cmd.document.type.name}/operator:{operator_id}",
+                    f"at most {op.card_limit} live cards per document per operator",
+                )
+            ],
+            metadata={"operator": operator_id, "limit": str(op.card_limit)},
         )
 
     def _check_guards(

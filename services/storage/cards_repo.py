@@ -147,6 +147,11 @@ class CommonActivation:
         """Whether the card, its slot and its idempotency record were all written."""
         return self.inserted is not None and self.claimed and self.recorded
 
+    @property
+    def only_the_cap(self) -> bool:
+        """Whether the cap alone stood in the way: the number was free and the request new."""
+        return self.inserted is not None and not self.claimed and self.recorded
+
 
 _RECORD_ACTIVATION = (
     "INSERT INTO requests (operator_id, request_id, operation, fingerprint, card_id, "
@@ -178,13 +183,12 @@ def activate_common(
         inserted = card.inserted(tx.one(insert.sql, insert.params))
         if inserted is None:
             return CommonActivation(answers, None, claimed=False, recorded=False)
-        if claim_slot(tx, key, operator_id) is None:
-            return CommonActivation(answers, inserted, claimed=False, recorded=False)
+        claimed = claim_slot(tx, key, operator_id) is not None
         recorded = tx.execute(
             _RECORD_ACTIVATION.format(card="?"),
             (operator_id, request_id, fingerprint, inserted[0], now),
         )
-        return CommonActivation(answers, inserted, claimed=True, recorded=recorded == 1)
+        return CommonActivation(answers, inserted, claimed=claimed, recorded=recorded == 1)
     columns = "".join(f", ({p.sql})" for p in probes)
     row = tx.one(
         f"WITH card AS ({insert.sql}), slot AS ({_CLAIM_SLOT}), "  # noqa: S608
