@@ -298,9 +298,8 @@ class CardDesk:
         every_probe: list[Probe] = []
 
         # The first attempt assumes the common case (a new request, free number, a free slot)
-        # and sends its statements in one round trip; any surprise switches to the careful path,
-        # which reads the idempotency record and the live cards first and tells the caller
-        # exactly why.
+        # and writes in one statement; any surprise switches to the careful path, which reads
+        # the idempotency record and the live cards first and tells the caller exactly why.
         careful = False
 
         def common_case(
