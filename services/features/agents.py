@@ -488,6 +488,7 @@ class AgentGuard(ActivationGuard):
             batch_signal=(BATCH_ISSUANCE, batch_bucket),
             documents_signal=(MANY_DOCUMENTS, documents_bucket),
             agents_since=now - p.document_agents_window,
+            batch_since=now - p.batch_window, documents_since=now - p.documents_window,
         )  # fmt: skip
         fired: list[repo.NewSignal] = []
 

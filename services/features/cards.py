@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from registry.clock import Clock, utc_now
 from registry.subscribers import mask_msisdn
@@ -302,9 +302,41 @@ class CardDesk:
         every_probe: list[Probe] = []
 
         # The first attempt assumes the common case (a new request, free number, a free slot)
-        # and runs three statements; any surprise switches to the careful path, which reads
+        # and writes in one statement; any surprise switches to the careful path, which reads
         # the idempotency record and the live cards first and tells the caller exactly why.
         careful = False
+
+        def common_case(
+            tx: Tx, new_card: repo.NewCard, now: dt.datetime, op: repo.OperatorRow
+        ) -> Card:
+            """A personal card's activation assuming every check passes: one statement writes
+            it (``activate_common``); any surprise rolls it back and sends the request down the
+            careful path, which runs the steps one at a time and says exactly why."""
+            nonlocal careful
+            written = repo.activate_common(
+                tx, new_card, probes=every_probe, request_id=cmd.request_id,
+                fingerprint=fingerprint,
+            )  # fmt: skip
+            try:
+                self._check_guards(
+                    tx, operator_id, cmd, now, probes=probes, answers=written.answers
+                )
+            except RealnameError:
+                # Only the careful path has read the idempotency record a retry must replay.
+                careful = True
+                raise RetryTransaction(backoff=False) from None
+            if written.only_the_cap:
+                # The careful path would read no earlier outcome (the request was new), find
+                # the number free and the guards content, and refuse for the cap: refuse now.
+                raise _Refusal(self._cap_refusal(operator_id, cmd, op))
+            if not written.done:
+                careful = True
+                raise RetryTransaction(backoff=False)
+            assert written.inserted is not None
+            card_id, card = written.inserted
+            for guard in self._guards:
+                guard.activated(tx, operator_id, card_id, cmd, now)
+            return card
 
         def work(tx: Tx) -> Card:
             nonlocal careful
@@ -332,11 +364,15 @@ class CardDesk:
                     careful = True
                     raise RetryTransaction(backoff=False) from None
                 raise
+            new_card = repo.NewCard(
+                operator_id, cmd.msisdn, cmd.iccid, key, cmd.document.type,
+                cmd.document.masked(), cmd.card_type, channel, now, cmd.industry,
+            )  # fmt: skip
+            if not careful and cmd.card_type is CardType.PERSONAL:
+                return common_case(tx, new_card, now, op)
             try:
                 answers = tx.probe_all(every_probe)
-                for guard, wanted in zip(self._guards, probes, strict=True):
-                    guard.check(tx, operator_id, cmd, now, answers[: len(wanted)])
-                    answers = answers[len(wanted) :]
+                self._check_guards(tx, operator_id, cmd, now, probes=probes, answers=answers)
             except RealnameError as refused:
                 # Only the careful path has read the idempotency record a retry must replay.
                 if not careful:
@@ -352,19 +388,8 @@ class CardDesk:
                             reason=f"{taken.upper()}_IN_USE",
                         )
                     )
-            inserted = repo.insert_card(
-                tx,
-                operator_id=operator_id,
-                msisdn=cmd.msisdn,
-                iccid=cmd.iccid,
-                id_key=key,
-                document_type=cmd.document.type,
-                document_masked=cmd.document.masked(),
-                card_type=cmd.card_type,
-                channel=channel,
-                now=now,
-                industry=cmd.industry,
-            )
+            statement = new_card.statement(tx)
+            inserted = new_card.inserted(tx.one(statement.sql, statement.params))
             if inserted is None:
                 careful = True
                 raise RetryTransaction(backoff=False)
@@ -380,20 +405,7 @@ class CardDesk:
                 if not careful:
                     careful = True
                     raise RetryTransaction(backoff=False)
-                raise _Refusal(
-                    QuotaExceeded(
-                        f"document {cmd.document.masked()} already holds {op.card_limit} live "
-                        f"cards with operator {operator_id}",
-                        reason=CARD_LIMIT_REACHED,
-                        violations=[
-                            QuotaViolation(
-                                f"document:{cmd.document.type.name}/operator:{operator_id}",
-                                f"at most {op.card_limit} live cards per document per operator",
-                            )
-                        ],
-                        metadata={"operator": operator_id, "limit": str(op.card_limit)},
-                    )
-                )
+                raise _Refusal(self._cap_refusal(operator_id, cmd, op))
             card_id, card = inserted
             recorded = repo.record_request(
                 tx,
@@ -424,6 +436,37 @@ class CardDesk:
             "the activation rules kept changing during this request; retry",
             reason="TRANSACTION_CONFLICT",
         )
+
+    @staticmethod
+    def _cap_refusal(operator_id: str, cmd: ActivateCard, op: repo.OperatorRow) -> QuotaExceeded:
+        """The refusal of an activation for a document already at the operator's cap."""
+        return QuotaExceeded(
+            f"document {cmd.document.masked()} already holds {op.card_limit} live "
+            f"cards with operator {operator_id}",
+            reason=CARD_LIMIT_REACHED,
+            violations=[
+                QuotaViolation(
+                    f"document:{cmd.document.type.name}/operator:{operator_id}",
+                    f"at most {op.card_limit} live cards per document per operator",
+                )
+            ],
+            metadata={"operator": operator_id, "limit": str(op.card_limit)},
+        )
+
+    def _check_guards(
+        self,
+        tx: Tx,
+        operator_id: str,
+        cmd: ActivateCard,
+        now: dt.datetime,
+        *,
+        probes: Sequence[Sequence[Probe]],
+        answers: Sequence[Any],
+    ) -> None:
+        """Runs every guard's ``check`` on its share of the probes' answers; refuses by raising."""
+        for guard, wanted in zip(self._guards, probes, strict=True):
+            guard.check(tx, operator_id, cmd, now, answers[: len(wanted)])
+            answers = answers[len(wanted) :]
 
     def deactivate(self, operator_id: str, cmd: DeactivateCard) -> Card:
         """Deactivates the operator's live card with this MSISDN and frees its slot."""
@@ -761,10 +804,9 @@ class CardDesk:
             error = refusal.error
 
         def record(tx: Tx) -> Card:
-            stored = self._replay(tx, operator_id, request_id, operation, fingerprint)
-            if stored is not None:
-                return stored
-            if not repo.record_request(
+            # Recorded first, read only when the request id is taken: a new refusal (the usual
+            # case, e.g. every call past the cap on a hot document) costs one statement.
+            if repo.record_request(
                 tx,
                 operator_id=operator_id,
                 request_id=request_id,
@@ -773,8 +815,11 @@ class CardDesk:
                 now=self._clock(),
                 error=error,
             ):
-                raise RetryTransaction(backoff=False)  # raced a duplicate: replay it
-            return _REFUSED
+                return _REFUSED
+            stored = self._replay(tx, operator_id, request_id, operation, fingerprint)
+            if stored is None:
+                raise RetryTransaction(backoff=False)  # the record that was there is gone
+            return stored
 
         outcome = self._db.run_tx(record)
         if outcome is _REFUSED:

@@ -13,10 +13,12 @@ from services.storage.rawsql import Tx
 _COLUMNS = "id, at, principal, method, outcome, subject, chain"
 # Rows per INSERT statement when a batch is appended.
 _INSERT_CHUNK = 200
-_INSERT_PG = (
-    f"INSERT INTO audit_records ({_COLUMNS}) "  # noqa: S608
+# One statement appends a batch and moves the head: the records' INSERT rides in a CTE.
+_APPEND_PG = (
+    f"WITH appended AS (INSERT INTO audit_records ({_COLUMNS}) "  # noqa: S608
     "SELECT * FROM unnest(?::bigint[], ?::timestamptz[], ?::text[], ?::text[], ?::text[], "
-    "?::bytea[], ?::bytea[])"
+    "?::bytea[], ?::bytea[])) "
+    "UPDATE audit_state SET head_id = ?, head_chain = ? WHERE id = 1"
 )
 
 
@@ -66,11 +68,13 @@ def append(tx: Tx, pending: Sequence[PendingAudit]) -> int:
              item.subject, chain)
         )  # fmt: skip
         next_id += 1
-    if rows and not tx.sqlite:
+    if not tx.sqlite:
         # Column arrays: one fixed statement whatever the batch size, which psycopg parses once
         # and PostgreSQL prepares once (a VALUES list of varying length is parsed every time).
-        tx.execute(_INSERT_PG, [list(column) for column in zip(*rows, strict=True)])
-    elif rows:
+        columns = [list(column) for column in zip(*rows, strict=True)] or [[]] * 7
+        tx.execute(_APPEND_PG, [*columns, next_id - 1, chain])
+        return next_id - 1
+    if rows:
         for start in range(0, len(rows), _INSERT_CHUNK):
             chunk = rows[start : start + _INSERT_CHUNK]
             marks = ", ".join("(?, ?, ?, ?, ?, ?, ?)" for _ in chunk)

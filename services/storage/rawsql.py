@@ -52,11 +52,19 @@ class Tx:
         finally:
             cur.close()
 
-    def one(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
-        """Runs a query and returns its first row, or None."""
+    def one(self, sql: str, params: Params = (), *, replan: bool = False) -> tuple[Any, ...] | None:
+        """Runs a query and returns its first row, or None.
+
+        ``replan``: PostgreSQL plans the query afresh each time rather than keeping a prepared
+        plan (psycopg prepares a query after a few uses, and PostgreSQL may then freeze one
+        generic plan): for a query whose best plan turns with the table's size.
+        """
         cur = self._conn.cursor()
         try:
-            cur.execute(self._sql(sql), params)
+            if replan and not self.sqlite:
+                cur.execute(self._sql(sql), params, prepare=False)
+            else:
+                cur.execute(self._sql(sql), params)
             row = cur.fetchone()
             return None if row is None else tuple(row)
         finally:
