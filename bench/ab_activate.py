@@ -17,6 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from bench.common import source_tree_env
 from bench.postgres import fresh_database, postgres_server, server_facts
 from bench.run import (
     BenchConfig,
@@ -38,7 +39,7 @@ def variant_phases(
     with fresh_database(server_url) as url:
         dev_init(data_dir, url)
         pid = server_facts(url).get("postmaster_pid")
-        env = {"PYTHONPATH": str(tree.resolve())}
+        env = source_tree_env(tree)
         server = start_realname(data_dir, f"postgresql-{label}", url, extra_env=env)
         with running(server, data_dir / "dev-pki"):
             watch = [server.proc.pid] + ([int(pid)] if pid else [])

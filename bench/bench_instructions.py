@@ -38,6 +38,7 @@ from bench.common import (
     ServerProcess,
     client_credentials,
     free_port,
+    source_tree_env,
     start_process,
     update_results_section,
     wait_serving,
@@ -153,7 +154,7 @@ def main() -> int:
         names = [names[int(i)] for i in args.configs.split(",")]
     variants: list[tuple[str, dict[str, str]]] = [("this tree", {})]
     if args.source is not None:
-        variants.insert(0, (f"before ({args.source.name})", {"PYTHONPATH": str(args.source)}))
+        variants.insert(0, (f"before ({args.source.name})", source_tree_env(args.source)))
     rows = []
     started = time.monotonic()
     load_start = os.getloadavg()[0]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import grpc
 
-from bench.common import CHANNEL_OPTIONS, client_credentials
+from bench.common import CHANNEL_OPTIONS, client_credentials, source_tree_env
 from bench.load import Recorder, make_call, percentile, worker
 from bench.postgres import fresh_database, postgres_server
 from bench.run import dev_init, running, start_baseline, start_realname
@@ -168,7 +168,7 @@ def main() -> None:
                 ),
             }
             if args.before is not None:
-                before_env = {"PYTHONPATH": str(args.before.resolve())}
+                before_env = source_tree_env(args.before)
                 servers["before"] = stack.enter_context(
                     running(
                         start_realname(

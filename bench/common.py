@@ -29,6 +29,16 @@ def client_credentials(pki_dir: Path, principal: str) -> grpc.ChannelCredentials
     )
 
 
+def source_tree_env(tree: Path) -> dict[str, str]:
+    """Environment that makes `realname serve` run another source tree's code (an A/B in one run).
+
+    PYTHONPATH puts the tree's ``services`` and ``registry`` before this checkout's editable
+    install; the venv (and its dependencies) is shared. The tree: ``git worktree add`` or
+    ``git archive`` of an earlier commit.
+    """
+    return {"PYTHONPATH": str(tree.resolve())}
+
+
 def free_port() -> int:
     """An unused TCP port on 127.0.0.1 (the usual bind-to-0 probe; a race is harmless here)."""
     with socket.socket() as s:
