@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -157,10 +157,23 @@ def authorize(
     **fields: object,
 ) -> rpb.Authorization:
     """Submit, approve and issue an authorization through the service; return it."""
-    submitted = harness.registry_service(submitter).SubmitApplication(
+    return authorize_with(
+        harness.registry_service, operator=operator, submitter=submitter, **fields
+    )
+
+
+def authorize_with(
+    stub_for: Callable[[str], rgrpc.RegistryServiceStub],
+    *,
+    operator: str = "cmcc",
+    submitter: str = "marketplace-demo",
+    **fields: object,
+) -> rpb.Authorization:
+    """Submit, approve and issue through the stubs ``stub_for(principal)`` gives (any server)."""
+    submitted = stub_for(submitter).SubmitApplication(
         application(operator=operator, **fields)  # type: ignore[arg-type]
     )
-    desk = harness.registry_service(f"operator-{operator}")
+    desk = stub_for(f"operator-{operator}")
     app_id = submitted.application.application_id
     desk.ReviewApplication(
         rpb.ReviewApplicationRequest(

@@ -18,7 +18,7 @@ from services.runtime.ca_material import ensure_dev_authorities
 from services.storage.database import Database, DatabaseConfig
 from tests.support.databases import PostgresDatabases, SqliteDatabases
 from tests.support.pki import channel
-from tests.support.registry import application
+from tests.support.registry import authorize_with
 from tests.support.server import ServerProcess, start_server_process
 
 
@@ -60,21 +60,7 @@ def stub(server: ServerProcess, data_dir: Path, principal: str) -> rgrpc.Registr
 
 
 def issue(server: ServerProcess, data_dir: Path, shop_id: str) -> rpb.Authorization:
-    submitted = stub(server, data_dir, "marketplace-demo").SubmitApplication(
-        application(shop_id=shop_id)
-    )
-    desk = stub(server, data_dir, "operator-cmcc")
-    app_id = submitted.application.application_id
-    desk.ReviewApplication(
-        rpb.ReviewApplicationRequest(
-            application_id=app_id,
-            decision=rpb.REVIEW_DECISION_APPROVE,
-            reason="qualifications complete",
-            assessment="graded protection level 3 report checked",
-        )
-    )
-    issued = desk.IssueAuthorization(rpb.IssueAuthorizationRequest(application_id=app_id))
-    return issued.authorization
+    return authorize_with(lambda principal: stub(server, data_dir, principal), shop_id=shop_id)
 
 
 def verdict(server: ServerProcess, data_dir: Path, shop_id: str) -> rpb.SellerVerdict:
