@@ -43,9 +43,9 @@ from bench.common import (
     update_results_section,
     wait_serving,
 )
-from bench.load import CHECK_DOCUMENTS, CHECK_REGION, resident_id
+from bench.load import check_requests
 from bench.run import RESULTS_PATH, dev_init, realname_bin, server_env
-from services.proto.realname.v1 import common_pb2, verification_pb2, verification_pb2_grpc
+from services.proto.realname.v1 import verification_pb2_grpc
 
 # A dump's own cost ("summary" is the running total since the start).
 _TOTALS = re.compile(r"^totals: (\d+)", re.MULTILINE)
@@ -74,19 +74,6 @@ def _request(server: ServerProcess, marks: Path, request: str, ack: str) -> None
         time.sleep(0.1)
 
 
-def _check_requests() -> list[verification_pb2.CheckEligibilityRequest]:
-    return [
-        verification_pb2.CheckEligibilityRequest(
-            document=common_pb2.Document(
-                type=common_pb2.DOCUMENT_TYPE_RESIDENT_ID_CARD,
-                number=resident_id(CHECK_REGION, i),
-            ),
-            card_type=common_pb2.CARD_TYPE_PERSONAL,
-        )
-        for i in range(CHECK_DOCUMENTS)
-    ]
-
-
 def count_instructions(
     data_dir: Path, env: dict[str, str], hooks: Path, calls: int, label: str
 ) -> tuple[int, int]:
@@ -110,7 +97,7 @@ def count_instructions(
         credentials = client_credentials(data_dir / "dev-pki", "operator-cmcc")
         with grpc.secure_channel(address, credentials) as channel:
             stub = verification_pb2_grpc.VerificationServiceStub(channel)
-            requests = _check_requests()
+            requests = check_requests()
             for n in range(WARMUP_CALLS):  # first calls fill caches and start threads
                 stub.CheckEligibility(requests[n % len(requests)], timeout=120)
             _request(server, marks, "zero", "zeroed")

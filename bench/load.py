@@ -124,6 +124,20 @@ def activate_request(
     )
 
 
+def check_requests() -> list[verification_pb2.CheckEligibilityRequest]:
+    """The check workload's requests: CHECK_DOCUMENTS documents, called in rotation."""
+    return [
+        verification_pb2.CheckEligibilityRequest(
+            document=common_pb2.Document(
+                type=common_pb2.DOCUMENT_TYPE_RESIDENT_ID_CARD,
+                number=resident_id(CHECK_REGION, i),
+            ),
+            card_type=common_pb2.CARD_TYPE_PERSONAL,
+        )
+        for i in range(CHECK_DOCUMENTS)
+    ]
+
+
 def make_call(workload: str, channel: grpc.aio.Channel, run_id: str) -> Call:
     """The coroutine function issuing the ``n``-th call of ``workload`` on ``channel``."""
     timeout = CALL_TIMEOUT_S
@@ -138,16 +152,7 @@ def make_call(workload: str, channel: grpc.aio.Channel, run_id: str) -> Call:
     stub = verification_pb2_grpc.VerificationServiceStub(channel)
     if workload == "check":
         # Built once: the rotation exercises the lookup, not the client's request building.
-        checks = [
-            verification_pb2.CheckEligibilityRequest(
-                document=common_pb2.Document(
-                    type=common_pb2.DOCUMENT_TYPE_RESIDENT_ID_CARD,
-                    number=resident_id(CHECK_REGION, i),
-                ),
-                card_type=common_pb2.CARD_TYPE_PERSONAL,
-            )
-            for i in range(CHECK_DOCUMENTS)
-        ]
+        checks = check_requests()
         return lambda n: stub.CheckEligibility(checks[n % len(checks)], timeout=timeout)
     if workload == "activate":
         return lambda n: stub.ActivateCard(
