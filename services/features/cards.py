@@ -328,7 +328,7 @@ class CardDesk:
             if written.only_the_cap:
                 # The careful path would read no earlier outcome (the request was new), find
                 # the number free and the guards content, and refuse for the cap: refuse now.
-                raise _Refusal(self._cap_refusal(operator_id, cmd, op))
+                raise _Refusal(self._cap_refusal(operator_id, cmd.document, op))
             if not written.done:
                 careful = True
                 raise RetryTransaction(backoff=False)
@@ -405,7 +405,7 @@ class CardDesk:
                 if not careful:
                     careful = True
                     raise RetryTransaction(backoff=False)
-                raise _Refusal(self._cap_refusal(operator_id, cmd, op))
+                raise _Refusal(self._cap_refusal(operator_id, cmd.document, op))
             card_id, card = inserted
             recorded = repo.record_request(
                 tx,
@@ -438,15 +438,16 @@ class CardDesk:
         )
 
     @staticmethod
-    def _cap_refusal(operator_id: str, cmd: ActivateCard, op: repo.OperatorRow) -> QuotaExceeded:
-        """The refusal of an activation for a document already at the operator's cap."""
+    def _cap_refusal(operator_id: str, document: Document, op: repo.OperatorRow) -> QuotaExceeded:
+        """The refusal of a card for a document already at the operator's cap (a new card or
+        a transfer's new holder)."""
         return QuotaExceeded(
-            f"document {cmd.document.masked()} already holds {op.card_limit} live "
+            f"document {document.masked()} already holds {op.card_limit} live "
             f"cards with operator {operator_id}",
             reason=CARD_LIMIT_REACHED,
             violations=[
                 QuotaViolation(
-                    f"document:{cmd.document.type.name}/operator:{operator_id}",
+                    f"document:{document.type.name}/operator:{operator_id}",
                     f"at most {op.card_limit} live cards per document per operator",
                 )
             ],
@@ -563,20 +564,7 @@ class CardDesk:
             except RealnameError as refused:
                 raise _Refusal(refused) from None
             if repo.claim_slot(tx, key, operator_id) is None:
-                raise _Refusal(
-                    QuotaExceeded(
-                        f"document {cmd.new_document.masked()} already holds {op.card_limit} "
-                        f"live cards with operator {operator_id}",
-                        reason=CARD_LIMIT_REACHED,
-                        violations=[
-                            QuotaViolation(
-                                f"document:{cmd.new_document.type.name}/operator:{operator_id}",
-                                f"at most {op.card_limit} live cards per document per operator",
-                            )
-                        ],
-                        metadata={"operator": operator_id, "limit": str(op.card_limit)},
-                    )
-                )
+                raise _Refusal(self._cap_refusal(operator_id, cmd.new_document, op))
             repo.release_slot(tx, row.id_key, operator_id)
             if not repo.change_holder(
                 tx,
